@@ -1,0 +1,102 @@
+"""Controlled documents: versions, their state machine, and review dates (ISO 9001 7.5)."""
+
+from __future__ import annotations
+
+import calendar
+import re
+from datetime import date, datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import InvalidTransition
+
+REVIEW_WINDOW_DAYS = 30
+
+
+class DocStatus(StrEnum):
+    DRAFT = "draft"
+    IN_REVIEW = "in_review"
+    EFFECTIVE = "effective"
+    OBSOLETE = "obsolete"
+
+
+# status -> statuses it may move to
+TRANSITIONS: dict[DocStatus, frozenset[DocStatus]] = {
+    DocStatus.DRAFT: frozenset({DocStatus.IN_REVIEW}),
+    DocStatus.IN_REVIEW: frozenset({DocStatus.EFFECTIVE, DocStatus.DRAFT}),
+    DocStatus.EFFECTIVE: frozenset({DocStatus.OBSOLETE}),
+    DocStatus.OBSOLETE: frozenset(),
+}
+
+_VERSION = re.compile(r"^(\d+)\.(\d+)$")
+
+
+class DocumentVersion(BaseModel):
+    """One version of a controlled document as the records store keeps it."""
+
+    model_config = ConfigDict(validate_assignment=True)
+
+    document_id: str
+    version: str = Field(pattern=_VERSION.pattern)
+    status: DocStatus = DocStatus.DRAFT
+    path: str
+    content_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    git_commit: str | None = Field(default=None, pattern=r"^[0-9a-f]{7,64}$")
+    effective_date: date | None = None
+    next_review_date: date | None = None
+    comment: str | None = None
+    created_at: datetime
+
+    def transition(self, target: DocStatus) -> None:
+        """Move to ``target`` or raise ``InvalidTransition`` naming what is allowed."""
+        if target not in TRANSITIONS[self.status]:
+            allowed = ", ".join(sorted(TRANSITIONS[self.status])) or "nothing (final state)"
+            raise InvalidTransition(
+                f"document {self.document_id} version {self.version} is {self.status.value}: "
+                f"cannot move to {target.value} (allowed: {allowed})"
+            )
+        self.status = target
+
+    def make_effective(self, on: date, interval_months: int) -> None:
+        self.transition(DocStatus.EFFECTIVE)
+        self.effective_date = on
+        self.next_review_date = add_months(on, interval_months)
+
+
+def parse_version(version: str) -> tuple[int, int]:
+    match = _VERSION.match(version)
+    if not match:
+        raise ValueError(f"{version!r} is not a version (MAJOR.MINOR, e.g. 1.0)")
+    return int(match.group(1)), int(match.group(2))
+
+
+def next_version(current: str | None, major: bool) -> str:
+    """The version after ``current``: 1.0 first, then 1.1 (minor) or 2.0 (major)."""
+    if current is None:
+        return "1.0"
+    maj, minor = parse_version(current)
+    return f"{maj + 1}.0" if major else f"{maj}.{minor + 1}"
+
+
+def add_months(day: date, months: int) -> date:
+    """``day`` plus whole months, clamped to the month's last day (31 Jan + 1 month = 28/29 Feb)."""
+    month_index = day.month - 1 + months
+    year = day.year + month_index // 12
+    month = month_index % 12 + 1
+    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+
+
+def review_state(next_review: date | None, today: date, window_days: int = REVIEW_WINDOW_DAYS) -> str | None:
+    """``"overdue"``, ``"due-soon"`` (within ``window_days``) or ``None`` (not due yet).
+
+    A document that was never made effective has no review date and is always due:
+    it has never been approved.
+    """
+    if next_review is None:
+        return "overdue"
+    if next_review < today:
+        return "overdue"
+    if (next_review - today).days <= window_days:
+        return "due-soon"
+    return None

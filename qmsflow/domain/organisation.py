@@ -1,0 +1,281 @@
+"""The QMS as declared in ``qms.yaml``: organisation, AI systems, people, processes, documents.
+
+Pydantic models with ``extra="forbid"`` (unknown keys are errors), and ``cross_check`` for the
+rules that span sections (owners are people, procedures are registered documents, ...). Both
+report locations as paths like ``("processes", 3, "owner")`` that the loader turns into
+``qms.yaml:42 processes[3].owner``.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Literal
+
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .aspects import ASPECTS
+
+SLUG = r"^[a-z0-9][a-z0-9._-]*$"
+DOC_ID = r"^[A-Z0-9][A-Z0-9._-]*$"
+Slug = Annotated[str, Field(pattern=SLUG, min_length=1, max_length=64)]
+
+SCHEDULE_ALIASES = {
+    "daily": "0 6 * * *",
+    "weekly": "0 6 * * 1",
+    "monthly": "0 6 1 * *",
+    "quarterly": "0 6 1 1,4,7,10 *",
+    "yearly": "0 6 15 1 *",
+}
+
+ANNEX_III_AREAS = (
+    "biometrics",
+    "critical-infrastructure",
+    "education",
+    "employment",
+    "essential-services",
+    "law-enforcement",
+    "migration-asylum-border",
+    "justice-democracy",
+)
+
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class Organisation(Strict):
+    name: str = Field(min_length=1)
+    address: str | None = None
+    contact_email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class AISystem(Strict):
+    id: Slug
+    name: str = Field(min_length=1)
+    intended_purpose: str = Field(min_length=1)
+    risk_class: Literal["high-risk", "limited-risk", "minimal-risk", "not-high-risk-art-6-3"]
+    annex_iii_area: Literal[ANNEX_III_AREAS] | None = None  # type: ignore[valid-type]
+    placed_on_market: date | None = None
+    withdrawn_on: date | None = None
+
+    @model_validator(mode="after")
+    def _withdrawn_after_placed(self) -> AISystem:
+        if self.withdrawn_on and not self.placed_on_market:
+            raise ValueError("withdrawn_on is set but placed_on_market is not")
+        if self.withdrawn_on and self.placed_on_market and self.withdrawn_on < self.placed_on_market:
+            raise ValueError("withdrawn_on is before placed_on_market")
+        return self
+
+
+class Person(Strict):
+    id: Slug
+    name: str = Field(min_length=1)
+    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    slack_id: str | None = Field(default=None, pattern=r"^[UW][A-Z0-9]{2,}$")
+    roles: list[Slug] = Field(default_factory=list)
+    manager: Slug | None = None
+
+
+class Process(Strict):
+    key: Slug
+    title: str = Field(min_length=1)
+    owner: Slug
+    procedure: str = Field(pattern=DOC_ID)
+    aspects: list[str] = Field(default_factory=list)
+    schedule: str | None = None
+
+    @field_validator("aspects")
+    @classmethod
+    def _aspects_known(cls, value: list[str]) -> list[str]:
+        bad = [a for a in value if a not in ASPECTS]
+        if bad:
+            raise ValueError(f"unknown Art. 17(1) aspect {', '.join(map(repr, bad))} (allowed: a to m)")
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule_is_cron(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = SCHEDULE_ALIASES.get(value, value)
+        if len(value.split()) != 5 or not croniter.is_valid(value):
+            raise ValueError(
+                f"{value!r} is not a schedule (allowed: {', '.join(SCHEDULE_ALIASES)} "
+                "or a 5-field cron expression like '0 6 * * 1')"
+            )
+        return value
+
+
+class ControlledDocument(Strict):
+    id: str = Field(pattern=DOC_ID)
+    title: str = Field(min_length=1)
+    path: str = Field(min_length=1)
+    owner: Slug
+    approvers: list[str] = Field(min_length=1)
+    review_interval_months: int = Field(default=12, ge=1, le=60)
+    systems: list[Slug] = Field(default_factory=list)
+
+    @field_validator("path")
+    @classmethod
+    def _relative_path(cls, value: str) -> str:
+        if value.startswith("/") or ".." in value.split("/"):
+            raise ValueError(f"{value!r} must be a path inside the compliance repo (relative, no '..')")
+        return value
+
+
+class Retention(Strict):
+    years: int = Field(default=10, ge=10, le=100)
+    anchors_file: str = "records/trail-anchors.jsonl"
+
+
+_SECRET_KEYS = ("token", "api_token", "password", "secret", "signing_secret", "bot_token", "app_token")
+
+
+class _NoSecrets(Strict):
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_secrets(cls, data: object) -> object:
+        if isinstance(data, dict):
+            for key in data:
+                if key in _SECRET_KEYS:
+                    env_keys = ", ".join(k for k in cls.model_fields if k.endswith("_env"))
+                    raise ValueError(
+                        f"{key!r} must not be written in qms.yaml: secrets come from environment "
+                        f"variables only (name the variables with: {env_keys})"
+                    )
+        return data
+
+
+class JiraIntegration(_NoSecrets):
+    enabled: bool = True
+    url: str = Field(pattern=r"^https?://")
+    project: str = Field(pattern=r"^[A-Z][A-Z0-9_]+$")
+    deployment: Literal["cloud", "data-center"] = "cloud"
+    email_env: str = "JIRA_EMAIL"
+    token_env: str = "JIRA_API_TOKEN"
+
+
+class SlackIntegration(_NoSecrets):
+    enabled: bool = True
+    channel: str | None = None
+    bot_token_env: str = "SLACK_BOT_TOKEN"
+    signing_secret_env: str = "SLACK_SIGNING_SECRET"
+    app_token_env: str = "SLACK_APP_TOKEN"
+    socket_mode: bool = False
+    base_url: str | None = Field(default=None, pattern=r"^https?://")
+
+
+class Integrations(Strict):
+    jira: JiraIntegration | None = None
+    slack: SlackIntegration | None = None
+
+
+class QmsConfig(Strict):
+    version: Literal[1] = 1
+    organisation: Organisation
+    systems: list[AISystem] = Field(default_factory=list)
+    people: list[Person] = Field(min_length=1)
+    processes: list[Process] = Field(default_factory=list)
+    documents: list[ControlledDocument] = Field(default_factory=list)
+    retention: Retention = Retention()
+    integrations: Integrations = Integrations()
+
+    def person(self, person_id: str) -> Person:
+        return next(p for p in self.people if p.id == person_id)
+
+    def document(self, doc_id: str) -> ControlledDocument:
+        return next(d for d in self.documents if d.id == doc_id)
+
+    def process(self, key: str) -> Process:
+        return next(p for p in self.processes if p.key == key)
+
+    def covered_aspects(self) -> set[str]:
+        return {a for p in self.processes for a in p.aspects}
+
+    def approvers_of(self, doc: ControlledDocument) -> list[Person]:
+        """People who may approve a document: named people and holders of ``role:`` entries."""
+        wanted: list[Person] = []
+        for entry in doc.approvers:
+            if entry.startswith("role:"):
+                role = entry.removeprefix("role:")
+                wanted.extend(p for p in self.people if role in p.roles and p not in wanted)
+            else:
+                wanted.extend(p for p in self.people if p.id == entry and p not in wanted)
+        return wanted
+
+
+Loc = tuple[str | int, ...]
+
+
+def cross_check(config: QmsConfig) -> list[tuple[Loc, str]]:
+    """Rules across sections. Returns (location, message) pairs; empty when all hold."""
+    issues: list[tuple[Loc, str]] = []
+    people = [p.id for p in config.people]
+    roles = sorted({r for p in config.people for r in p.roles})
+    docs = [d.id for d in config.documents]
+    systems = [s.id for s in config.systems]
+
+    def dupes(items: list[str], section: str, field: str) -> None:
+        seen: set[str] = set()
+        for index, item in enumerate(items):
+            if item in seen:
+                issues.append(((section, index, field), f"{item!r} is declared twice ({section} ids must be unique)"))
+            seen.add(item)
+
+    def is_person(value: str, loc: Loc) -> bool:
+        if value not in people:
+            issues.append((loc, f"{value!r} is not a person (people: {', '.join(people)})"))
+            return False
+        return True
+
+    dupes(people, "people", "id")
+    dupes([p.key for p in config.processes], "processes", "key")
+    dupes(docs, "documents", "id")
+    dupes(systems, "systems", "id")
+    dupes([d.path for d in config.documents], "documents", "path")
+
+    for i, person in enumerate(config.people):
+        if person.manager is not None:
+            if person.manager == person.id:
+                issues.append((("people", i, "manager"), f"{person.id!r} cannot be their own manager"))
+            else:
+                is_person(person.manager, ("people", i, "manager"))
+    by_id = {p.id: p for p in config.people}
+    for i, person in enumerate(config.people):  # manager cycles make escalation loop forever
+        seen, current = {person.id}, person.manager
+        while current in by_id and current not in seen:
+            seen.add(current)
+            current = by_id[current].manager
+        if current == person.id and person.manager != person.id:
+            issues.append((("people", i, "manager"), f"managers form a cycle through {person.id!r}"))
+
+    for i, process in enumerate(config.processes):
+        is_person(process.owner, ("processes", i, "owner"))
+        if process.procedure not in docs:
+            issues.append((
+                ("processes", i, "procedure"),
+                f"{process.procedure!r} is not a registered document (documents: {', '.join(docs) or 'none'})",
+            ))
+
+    for i, doc in enumerate(config.documents):
+        is_person(doc.owner, ("documents", i, "owner"))
+        for j, entry in enumerate(doc.approvers):
+            loc: Loc = ("documents", i, "approvers", j)
+            if entry.startswith("role:"):
+                role = entry.removeprefix("role:")
+                if role not in roles:
+                    issues.append((loc, f"{entry!r}: nobody has the role {role!r} (roles: {', '.join(roles) or 'none'})"))
+            else:
+                is_person(entry, loc)
+        approvers = config.approvers_of(doc)
+        if approvers and all(p.id == doc.owner for p in approvers):
+            issues.append((
+                ("documents", i, "approvers"),
+                f"the owner {doc.owner!r} cannot be the only approver (segregation of duties: add another person or role)",
+            ))
+        for j, system in enumerate(doc.systems):
+            if system not in systems:
+                issues.append((("documents", i, "systems", j), f"{system!r} is not an AI system (systems: {', '.join(systems) or 'none'})"))
+    return issues

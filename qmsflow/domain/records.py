@@ -1,0 +1,67 @@
+"""The generic QMS record that procedures extend (CAPA, review due, audit finding, ...)."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+# record kind -> prefix of its human id (CAPA-2026-0007)
+KIND_PREFIXES: dict[str, str] = {
+    "capa": "CAPA",
+    "document-review-due": "DRD",
+    "approval": "APR",
+    "audit": "AUD",
+    "finding": "FND",
+    "incident": "INC",
+    "management-review": "MRV",
+    "release": "REL",
+    "risk": "RSK",
+}
+
+CLOSED_STATUSES = frozenset({"closed", "cancelled", "done", "superseded"})
+
+_HUMAN_ID = re.compile(r"^([A-Z]+)-(\d{4})-(\d{4,})$")
+
+
+def prefix_for(kind: str) -> str:
+    try:
+        return KIND_PREFIXES[kind]
+    except KeyError:
+        raise ValueError(f"unknown record kind {kind!r} (kinds: {', '.join(sorted(KIND_PREFIXES))})") from None
+
+
+def human_id(kind: str, year: int, number: int) -> str:
+    return f"{prefix_for(kind)}-{year:04d}-{number:04d}"
+
+
+def parse_human_id(value: str) -> tuple[str, int, int]:
+    match = _HUMAN_ID.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a record id (like CAPA-2026-0007)")
+    return match.group(1), int(match.group(2)), int(match.group(3))
+
+
+class QmsRecord(BaseModel):
+    id: str
+    kind: str
+    key: str | None = None
+    title: str
+    status: str = "open"
+    owner: str | None = None
+    process: str | None = None
+    due_date: date | None = None
+    systems: list[str] = Field(default_factory=list)
+    data: dict[str, Any] = Field(default_factory=dict)
+    links: list[str] = Field(default_factory=list)
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def is_open(self) -> bool:
+        return self.status not in CLOSED_STATUSES
+
+    def is_overdue(self, today: date) -> bool:
+        return self.is_open and self.due_date is not None and self.due_date < today

@@ -1,0 +1,80 @@
+"""Appending to and reading the audit trail in the records store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, text
+from sqlalchemy.orm import Session
+
+from ..domain.trail import GENESIS, TrailEvent, make_event
+from .tables import TRAIL_COLUMNS, TrailEventRow
+
+# any constant: PostgreSQL advisory lock that serialises appends to the chain
+TRAIL_LOCK_KEY = 0x716D_7366  # "qmsf"
+
+
+class TrailWriter:
+    """Chains events within one transaction; the first append locks and reads the head."""
+
+    def __init__(self, session: Session):
+        self.session = session
+        self._head: tuple[int, str] | None = None
+        self._pending: list[dict[str, Any]] = []
+
+    def _load_head(self) -> tuple[int, str]:
+        if self.session.get_bind().dialect.name == "postgresql":
+            self.session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": TRAIL_LOCK_KEY})
+        row = self.session.execute(
+            select(TrailEventRow.seq, TrailEventRow.hash).order_by(TrailEventRow.seq.desc()).limit(1)
+        ).first()
+        return (row[0], row[1]) if row else (0, GENESIS)
+
+    def append(self, actor: str, action: str, record: str, before: Any, after: Any,
+               at: datetime | None = None) -> TrailEvent:
+        if self._head is None:
+            self._head = self._load_head()
+        seq, prev = self._head
+        event = make_event(seq + 1, at or datetime.now(UTC), actor, action, record, before, after, prev)
+        self._pending.append({c: getattr(event, c) for c in TRAIL_COLUMNS})
+        self._head = (event.seq, event.hash)
+        return event
+
+    def flush(self) -> None:
+        if self._pending:
+            self.session.execute(insert(TrailEventRow), self._pending)
+            self._pending = []
+
+    def reset(self) -> None:
+        self._head = None
+        self._pending = []
+
+
+def head(session: Session) -> tuple[int, str]:
+    row = session.execute(select(TrailEventRow.seq, TrailEventRow.hash).order_by(TrailEventRow.seq.desc()).limit(1)).first()
+    return (row[0], row[1]) if row else (0, GENESIS)
+
+
+def count(session: Session) -> int:
+    return session.execute(select(func.count()).select_from(TrailEventRow)).scalar_one()
+
+
+def iter_rows(session: Session, batch: int = 20_000) -> Iterator[tuple]:
+    """Every event as a plain tuple in seq order, read in batches (constant memory)."""
+    cols = ", ".join(TRAIL_COLUMNS)
+    result = session.connection().exec_driver_sql(f"SELECT {cols} FROM trail_events ORDER BY seq")
+    while True:
+        rows = result.fetchmany(batch)
+        if not rows:
+            return
+        yield from rows
+
+
+def events_for(session: Session, record: str, limit: int = 200) -> list[TrailEvent]:
+    rows = session.execute(
+        select(*[getattr(TrailEventRow, c) for c in TRAIL_COLUMNS])
+        .where(TrailEventRow.record == record).order_by(TrailEventRow.seq).limit(limit)
+    ).all()
+    return [TrailEvent(*row) for row in rows]
