@@ -1,0 +1,56 @@
+"""Deployment definitions: which flows run, on which schedule, for which QMS process.
+
+``qms up`` serves every deployment listed in ``DEPLOYMENTS``. A deployment linked to a process
+takes that process's ``schedule`` from qms.yaml when it has one, else its default cron.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flows.document_review_scan import document_review_due_scan
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    name: str
+    flow: Callable[..., Any]
+    process: str | None
+    cron: str | None
+    description: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+DEPLOYMENTS: list[DeploymentSpec] = [
+    DeploymentSpec(
+        name="daily",
+        flow=document_review_due_scan,
+        process="document-control",
+        cron="0 6 * * *",
+        description="Records every controlled document whose review is due within 30 days or overdue.",
+    ),
+]
+
+
+def schedule_for(spec: DeploymentSpec, schedules: dict[str, str | None]) -> str | None:
+    """The cron of a deployment: its process's schedule in qms.yaml, else its default."""
+    return schedules.get(spec.process or "") or spec.cron
+
+
+def build(schedules: dict[str, str | None], config_path: str) -> list:
+    """RunnerDeployments for ``prefect.serve``, importable by module path from anywhere."""
+    from prefect.types.entrypoint import EntrypointType
+
+    out = []
+    for spec in DEPLOYMENTS:
+        out.append(spec.flow.to_deployment(
+            name=spec.name,
+            cron=schedule_for(spec, schedules),
+            parameters={"config": config_path, **spec.parameters},
+            description=spec.description,
+            tags=["qmsflow"] + ([f"process:{spec.process}"] if spec.process else []),
+            entrypoint_type=EntrypointType.MODULE_PATH,
+        ))
+    return out

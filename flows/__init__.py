@@ -1,0 +1,1 @@
+"""QMS procedures as Prefect flows: one module per procedure. Flows orchestrate; services decide."""

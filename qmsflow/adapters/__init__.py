@@ -1,0 +1,1 @@
+"""Adapters to the world outside the records store (git; Jira and Slack in later issues)."""

@@ -1,0 +1,41 @@
+"""Opening a compliance repo: its config and its records store, for the CLI, flows and web app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .settings import LoadedConfig, load_config
+from .store.db import Database, resolve_url
+
+
+@dataclass
+class QmsContext:
+    loaded: LoadedConfig
+    db: Database
+
+    @property
+    def config(self):  # noqa: ANN201
+        return self.loaded.config
+
+    @property
+    def root(self) -> Path:
+        return self.loaded.root
+
+    @property
+    def anchors_file(self) -> Path:
+        return self.root / self.config.retention.anchors_file
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+def open_context(config: str | Path | None = None, *, migrate: bool = False) -> QmsContext:
+    """Load ``qms.yaml`` and open its records store; check (or bring) the schema up to date."""
+    loaded = load_config(config)
+    db = Database(resolve_url(loaded.state_dir))
+    if migrate:
+        db.upgrade()
+    else:
+        db.require_current()
+    return QmsContext(loaded, db)

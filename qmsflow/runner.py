@@ -1,0 +1,31 @@
+"""The runner process of ``qms up``: serves every deployment under ``deployments/``.
+
+Started by ``qms up`` with QMS_CONFIG and PREFECT_API_URL set. Deployments use module-path
+entrypoints (``flows.document_review_scan.document_review_due_scan``), so flow runs import the
+installed code wherever the runner was started.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def main() -> int:
+    from prefect import serve
+
+    import deployments
+    from qmsflow.settings import ConfigError, load_config
+
+    try:
+        loaded = load_config(os.environ.get("QMS_CONFIG"))
+    except ConfigError as exc:
+        print(f"qms runner: {exc}", file=sys.stderr)
+        return 2
+    schedules = {p.key: p.schedule for p in loaded.config.processes}
+    serve(*deployments.build(schedules, str(loaded.path)), pause_on_shutdown=False, print_starting_message=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

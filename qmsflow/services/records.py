@@ -1,0 +1,116 @@
+"""Creating, updating and deleting generic QMS records (retention enforced)."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from sqlalchemy import select
+
+from ..domain.errors import DomainError, RetentionError
+from ..domain.organisation import QmsConfig
+from ..domain.records import human_id, prefix_for
+from ..domain.retention import SystemLifecycle, check_deletable
+from ..store.tables import DocumentRow, DocumentVersionRow, IdCounterRow, RecordRow
+from ..store.uow import UnitOfWork
+from .common import row_values
+
+
+class NotFound(DomainError):
+    """No record with that id."""
+
+
+def next_id(uow: UnitOfWork, kind: str, year: int) -> str:
+    prefix = prefix_for(kind)
+    counter = uow.session.get(IdCounterRow, (prefix, year))
+    if counter is None:
+        counter = IdCounterRow(prefix=prefix, year=year, last=0)
+        uow.session.add(counter)
+    counter.last += 1
+    return human_id(kind, year, counter.last)
+
+
+def find_by_key(uow: UnitOfWork, key: str) -> RecordRow | None:
+    return uow.session.scalar(select(RecordRow).where(RecordRow.key == key))
+
+
+def create_record(uow: UnitOfWork, kind: str, title: str, *, key: str | None = None, owner: str | None = None,
+                  process: str | None = None, due_date: date | None = None, systems: list[str] | None = None,
+                  data: dict[str, Any] | None = None, links: list[str] | None = None,
+                  status: str = "open") -> tuple[RecordRow, bool]:
+    """Create a record, or return the existing one with the same idempotency ``key``.
+
+    Returns (row, created).
+    """
+    if key is not None:
+        existing = find_by_key(uow, key)
+        if existing is not None:
+            return existing, False
+    now = uow.now()
+    row = RecordRow(id=next_id(uow, kind, now.year), kind=kind, key=key, title=title, status=status, owner=owner,
+                    process=process, due_date=due_date, systems=list(systems or []), data=dict(data or {}),
+                    links=list(links or []), created_at=now, updated_at=now)
+    uow.session.add(row)
+    uow.record(f"{kind}.created", f"record:{row.id}", None, row_values(row))
+    return row, True
+
+
+def update_record(uow: UnitOfWork, row: RecordRow, action: str, **changes: Any) -> bool:
+    """Apply ``changes``; append one trail event with before/after. False when nothing changed."""
+    before = row_values(row)
+    if all(before.get(k) == (v.isoformat() if isinstance(v, date) else v) for k, v in changes.items()):
+        return False
+    for k, v in changes.items():
+        setattr(row, k, v)
+    row.updated_at = uow.now()
+    uow.record(f"{row.kind}.{action}", f"record:{row.id}", before, row_values(row))
+    return True
+
+
+def _lifecycles(config: QmsConfig, system_ids: list[str]) -> list[SystemLifecycle]:
+    """The AI systems a record concerns; a record naming none concerns the whole QMS, so all of them."""
+    chosen = [s for s in config.systems if s.id in system_ids] if system_ids else list(config.systems)
+    return [SystemLifecycle(s.id, s.placed_on_market, s.withdrawn_on) for s in chosen]
+
+
+def _refuse(uow: UnitOfWork, action: str, ref: str, error: RetentionError) -> None:
+    uow.rollback()
+    uow.record(action, ref, None, {"refused": str(error)})
+    uow.commit()
+
+
+def delete_record(uow: UnitOfWork, config: QmsConfig, record_id: str, today: date) -> None:
+    """Delete a record after its retention end; before it, refuse and record the attempt."""
+    row = uow.session.get(RecordRow, record_id)
+    if row is None:
+        raise NotFound(f"no record {record_id}")
+    ref = f"record:{record_id}"
+    try:
+        check_deletable(f"record {record_id}", row.created_at.date(), _lifecycles(config, row.systems),
+                        config.retention.years, today)
+    except RetentionError as error:
+        _refuse(uow, f"{row.kind}.delete-refused", ref, error)
+        raise
+    before = row_values(row)
+    uow.session.delete(row)
+    uow.record(f"{row.kind}.deleted", ref, before, None)
+    uow.commit()
+
+
+def delete_document_version(uow: UnitOfWork, config: QmsConfig, doc_id: str, version: str, today: date) -> None:
+    row = uow.session.scalar(select(DocumentVersionRow).where(
+        DocumentVersionRow.document_id == doc_id, DocumentVersionRow.version == version))
+    if row is None:
+        raise NotFound(f"no version {version} of document {doc_id}")
+    doc = uow.session.get(DocumentRow, doc_id)
+    ref = f"document-version:{doc_id}@{version}"
+    try:
+        check_deletable(f"document {doc_id} version {version}", row.created_at.date(),
+                        _lifecycles(config, list(doc.systems) if doc else []), config.retention.years, today)
+    except RetentionError as error:
+        _refuse(uow, "document-version.delete-refused", ref, error)
+        raise
+    before = row_values(row, exclude=("id",))
+    uow.session.delete(row)
+    uow.record("document-version.deleted", ref, before, None)
+    uow.commit()

@@ -1,0 +1,164 @@
+"""The embedded stack of ``qms up``: a local Prefect server and a runner serving every deployment.
+
+Processes are started as children and stopped in reverse order (runner before server) so that
+no flow run loses its API. With ``PREFECT_API_URL`` set (production: a shared Prefect server on
+PostgreSQL), no server is started and the runner connects to that one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from .context import QmsContext
+
+DEFAULT_PORT = 4200
+
+
+class StackError(Exception):
+    pass
+
+
+def prefect_env(state_dir: Path, api_url: str, config_path: Path) -> dict[str, str]:
+    """Environment for Prefect children: private PREFECT_HOME, no telemetry, our config."""
+    home = state_dir / "prefect"
+    home.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.update({
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": api_url,
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{(home / 'prefect.db').as_posix()}",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_UI_ENABLED": env.get("PREFECT_UI_ENABLED", "true"),
+        "QMS_CONFIG": str(config_path),
+    })
+    return env
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def wait_healthy(api_url: str, timeout: float, alive: Callable[[], bool] = lambda: True,
+                 tick: Callable[[float], None] | None = None) -> None:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if not alive():
+            raise StackError("the Prefect server exited during start-up (see .qms/logs/prefect-server.log)")
+        try:
+            if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if tick:
+            tick(time.monotonic() - start)
+        time.sleep(0.5)
+    raise StackError(f"the Prefect server did not answer at {api_url} within {timeout:.0f} s")
+
+
+@dataclass
+class Stack:
+    ctx: QmsContext
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    external_api: str | None = None
+    say: Callable[[str], None] = print
+    children: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
+
+    @property
+    def api_url(self) -> str:
+        return self.external_api or f"http://{self.host}:{self.port}/api"
+
+    @property
+    def ui_url(self) -> str | None:
+        return None if self.external_api else f"http://{self.host}:{self.port}"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.ctx.loaded.state_dir / "stack.pid"
+
+    def _log(self, name: str):  # noqa: ANN202
+        logs = self.ctx.loaded.state_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        return (logs / f"{name}.log").open("ab")
+
+    def _take_lock(self) -> None:
+        if self.lock_file.exists():
+            try:
+                pid = int(self.lock_file.read_text().strip())
+                os.kill(pid, 0)
+            except (ValueError, ProcessLookupError, PermissionError):
+                pass  # stale lock
+            else:
+                raise StackError(f"the stack of this compliance repo already runs (pid {pid}); stop it first")
+        self.lock_file.parent.mkdir(parents=True, exist_ok=True)
+        self.lock_file.write_text(str(os.getpid()))
+
+    def start(self) -> None:
+        self._take_lock()
+        env = prefect_env(self.ctx.loaded.state_dir, self.api_url, self.ctx.loaded.path)
+        if not self.external_api:
+            if not port_free(self.host, self.port):
+                raise StackError(f"port {self.port} on {self.host} is in use: pass --port or stop what uses it")
+            self.say(f"starting the Prefect server on {self.ui_url} (first start takes ~20 s) …")
+            server = subprocess.Popen(
+                [sys.executable, "-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.port)],
+                env=env, stdout=self._log("prefect-server"), stderr=subprocess.STDOUT,
+                cwd=self.ctx.loaded.state_dir, start_new_session=True,
+            )
+            self.children.append(("Prefect server", server))
+            wait_healthy(self.api_url, 180, alive=lambda: server.poll() is None)
+            self.say("Prefect server ready")
+        else:
+            wait_healthy(self.api_url, 30)
+        runner = subprocess.Popen(
+            [sys.executable, "-m", "qmsflow.runner"], env=env, stdout=self._log("runner"),
+            stderr=subprocess.STDOUT, cwd=self.ctx.loaded.state_dir, start_new_session=True,
+        )
+        self.children.append(("runner", runner))
+        self.say("runner serving the deployments")
+
+    def check(self) -> str | None:
+        """Name of a child that died, if any."""
+        for name, proc in self.children:
+            if proc.poll() is not None:
+                return f"{name} exited with code {proc.returncode} (see {self.ctx.loaded.state_dir / 'logs'})"
+        return None
+
+    def stop(self) -> None:
+        """Stop children in reverse start order: runner first, then the server."""
+        for name, proc in reversed(self.children):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.terminate()
+                    try:
+                        proc.wait(timeout=10)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+            self.say(f"stopped {name}")
+        self.children.clear()
+        try:
+            if self.lock_file.read_text().strip() == str(os.getpid()):
+                self.lock_file.unlink()
+        except OSError:
+            pass

@@ -1,0 +1,56 @@
+"""Tasks that read and write the records store."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from qmsflow.context import open_context
+from qmsflow.services.documents import scan_due_reviews
+from qmsflow.services.status import record_run
+from qmsflow.services.sync import sync_config
+from qmsflow.store.uow import UnitOfWork
+
+SYSTEM_ACTOR = "qmsflow"
+
+
+@task(name="sync-config", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def sync_config_task(config: str | None) -> list[str]:
+    """Bring people, processes and documents in line with qms.yaml."""
+    ctx = open_context(config)
+    try:
+        with UnitOfWork(ctx.db, SYSTEM_ACTOR) as uow:
+            report = sync_config(uow, ctx.config, ctx.root)
+            uow.commit()
+        return report.changes
+    finally:
+        ctx.close()
+
+
+@task(name="scan-due-reviews", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def scan_due_reviews_task(config: str | None, today: date, window_days: int, process: str | None) -> list[dict[str, Any]]:
+    """Record each document whose review falls due within the window or is overdue."""
+    ctx = open_context(config)
+    try:
+        with UnitOfWork(ctx.db, SYSTEM_ACTOR) as uow:
+            found = scan_due_reviews(uow, today, process=process, window_days=window_days)
+            uow.commit()
+        return [{"record": d.record_id, "document": d.document_id, "state": d.state,
+                 "due": d.due.isoformat(), "new": d.created} for d in found]
+    finally:
+        ctx.close()
+
+
+@task(name="record-process-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def record_run_task(config: str | None, process: str, flow_name: str, flow_run_id: str, state: str,
+                    started_at: datetime, finished_at: datetime | None, summary: dict[str, Any]) -> None:
+    ctx = open_context(config)
+    try:
+        with UnitOfWork(ctx.db, SYSTEM_ACTOR) as uow:
+            record_run(uow, process, flow_name, flow_run_id, state, started_at, finished_at, summary)
+            uow.commit()
+    finally:
+        ctx.close()
