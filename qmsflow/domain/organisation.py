@@ -235,6 +235,8 @@ def cross_check(config: QmsConfig) -> list[tuple[Loc, str]]:
     dupes(docs, "documents", "id")
     dupes(systems, "systems", "id")
     dupes([d.path for d in config.documents], "documents", "path")
+    if issues:  # with ambiguous ids every further check would only add noise
+        return issues
 
     for i, person in enumerate(config.people):
         if person.manager is not None:

@@ -1,0 +1,101 @@
+"""Shared fixtures: scaffolded compliance repos, SQLite and PostgreSQL stores.
+
+PostgreSQL: QMS_TEST_PG_URL (default postgresql://postgres@127.0.0.1:5432/test). Each test gets
+its own schema. When CI is set, an unreachable PostgreSQL fails the tests instead of skipping them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from qmsflow.context import QmsContext, open_context  # noqa: E402
+from qmsflow.services.scaffold import scaffold  # noqa: E402
+from qmsflow.store.db import Database  # noqa: E402
+
+PG_URL = os.environ.get("QMS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def pg_available() -> str | None:
+    """None if PostgreSQL answers, else the reason."""
+    import psycopg
+
+    try:
+        with psycopg.connect(PG_URL, connect_timeout=5) as conn:
+            conn.execute("SELECT 1")
+    except Exception as exc:  # noqa: BLE001
+        return f"{exc.__class__.__name__}: {exc}"
+    return None
+
+
+def require_pg() -> None:
+    reason = pg_available()
+    if reason is None:
+        return
+    message = f"PostgreSQL at {PG_URL} is not reachable ({reason})"
+    if os.environ.get("CI"):
+        pytest.fail(message + " — CI is set, so this is a failure, not a skip")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def pg_schema_url() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
+    require_pg()
+    import psycopg
+
+    schema = f"qms_t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in PG_URL else "?"
+    yield f"{PG_URL}{sep}options={quote(f'-csearch_path={schema}')}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'qms.db'}"
+    return request.getfixturevalue("pg_schema_url")
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    database = Database(db_url)
+    database.upgrade()
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A scaffolded compliance repo (no git) in tmp_path/repo."""
+    target = tmp_path / "repo"
+    scaffold(target, org_name="Test AI GmbH", git=False)
+    return target
+
+
+@pytest.fixture
+def ctx(repo: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[QmsContext]:
+    """The scaffolded repo opened with a migrated SQLite store."""
+    monkeypatch.delenv("QMS_DATABASE_URL", raising=False)
+    context = open_context(repo / "qms.yaml", migrate=True)
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def pg_ctx(repo: Path, pg_schema_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[QmsContext]:
+    monkeypatch.setenv("QMS_DATABASE_URL", pg_schema_url)
+    context = open_context(repo / "qms.yaml", migrate=True)
+    yield context
+    context.close()
