@@ -22,6 +22,7 @@ class NotFound(DomainError):
 
 def next_id(uow: UnitOfWork, kind: str, year: int) -> str:
     prefix = prefix_for(kind)
+    uow.trail.lock()
     counter = uow.session.get(IdCounterRow, (prefix, year))
     if counter is None:
         counter = IdCounterRow(prefix=prefix, year=year, last=0)

@@ -32,10 +32,17 @@ class TrailWriter:
         ).first()
         return (row[0], row[1]) if row else (0, GENESIS)
 
-    def append(self, actor: str, action: str, record: str, before: Any, after: Any,
-               at: datetime | None = None) -> TrailEvent:
+    def lock(self) -> None:
+        """Serialise this transaction with every other writer (taken at the first append anyway).
+
+        Call it before reading state that the transaction will change, such as id counters.
+        """
         if self._head is None:
             self._head = self._load_head()
+
+    def append(self, actor: str, action: str, record: str, before: Any, after: Any,
+               at: datetime | None = None) -> TrailEvent:
+        self.lock()
         seq, prev = self._head
         event = make_event(seq + 1, at or datetime.now(UTC), actor, action, record, before, after, prev)
         self._pending.append({c: getattr(event, c) for c in TRAIL_COLUMNS})

@@ -1,0 +1,131 @@
+"""The qms command line: happy paths, and errors as one clear message (never a trace)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qmsflow.cli.main import run
+
+
+@pytest.fixture
+def qms(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    monkeypatch.delenv("QMS_DATABASE_URL", raising=False)
+    monkeypatch.delenv("QMS_CONFIG", raising=False)
+    monkeypatch.setenv("COLUMNS", "200")
+
+    def call(*args: str) -> tuple[int, str, str]:
+        code = run(list(args))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+    return call
+
+
+def test_help_lists_every_command(qms) -> None:  # noqa: ANN001
+    code, out, _ = qms("--help")
+    assert code == 0
+    for command in ("init", "check", "db", "sync", "verify", "anchor", "status", "up", "demo", "records", "document", "trail"):
+        assert command in out
+
+
+def test_init_check_sync_verify_anchor_status(qms, tmp_path: Path) -> None:  # noqa: ANN001
+    repo = tmp_path / "qms-repo"
+    code, out, _ = qms("init", str(repo), "--org", "Acme AI", "--no-git")
+    assert code == 0 and "Scaffolded 15 files" in out
+    body = (repo / "procedures" / "SOP-CAPA-001-corrective-action.md").read_text()
+    assert body.startswith("# SOP-CAPA-001 Corrective and preventive action procedure")
+    for section in ("Purpose", "Scope", "Roles", "Procedure", "Records kept", "Art. 17(1)"):
+        assert section in body
+    assert "Acme AI" in body
+    cfg = str(repo / "qms.yaml")
+    code, out, _ = qms("check", "-c", cfg)
+    assert code == 0 and "aspects covered: 13/13" in out
+    code, out, _ = qms("init", str(repo), "--no-git")
+    assert code == 1
+    code, out, _ = qms("sync", "-c", cfg, "--as", "ana")
+    assert code == 0 and "34 change(s) recorded" in out
+    code, out, _ = qms("sync", "-c", cfg)
+    assert "already in sync" in out
+    code, out, _ = qms("document", "scan", "-c", cfg)
+    assert code == 0 and "10 document(s) due for review" in out
+    code, out, _ = qms("verify", "-c", cfg)
+    assert code == 0 and "OK: 44 events verified" in out
+    code, out, _ = qms("anchor", "-c", cfg)
+    assert code == 0 and "anchored seq 44" in out
+    assert (repo / "records" / "trail-anchors.jsonl").read_text().count("\n") == 1
+    code, out, _ = qms("verify", "-c", cfg)
+    assert "anchors checked: 1" in out
+    code, out, _ = qms("status", "-c", cfg)
+    assert code == 0 and "document-control" in out and "Ana Alves" in out
+    code, out, _ = qms("records", "list", "-c", cfg, "--kind", "document-review-due")
+    assert code == 0 and "DRD-" in out
+    code, out, _ = qms("trail", "show", "-c", cfg, "--actor", "ana", "--limit", "3")
+    assert code == 0 and "person.created" in out or "document" in out
+
+
+def test_bad_config_is_one_clear_error(qms, repo: Path) -> None:  # noqa: ANN001
+    text = (repo / "qms.yaml").read_text().replace("    owner: ben\n", "    owner: quality-team\n", 1)
+    (repo / "qms.yaml").write_text(text)
+    code, out, err = qms("check", "-c", str(repo / "qms.yaml"))
+    assert code == 2
+    assert "qms.yaml:53 processes[0].owner: 'quality-team' is not a person (people: ana, ben, chloe, dev)" in err
+    assert "Traceback" not in err + out
+
+
+def test_unmigrated_store_says_what_to_run(qms, repo: Path) -> None:  # noqa: ANN001
+    code, _, err = qms("verify", "-c", str(repo / "qms.yaml"))
+    assert code == 1 and "run 'qms db upgrade'" in err
+    code, out, _ = qms("db", "upgrade", "-c", str(repo / "qms.yaml"))
+    assert code == 0 and "schema none → 0001" in out
+
+
+def test_unreachable_database_is_a_clear_error(qms, repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    monkeypatch.setenv("QMS_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    code, _, err = qms("db", "upgrade", "-c", str(repo / "qms.yaml"))
+    assert code == 1 and "cannot open the records store at postgresql+psycopg://nobody@127.0.0.1:1/none" in err
+    monkeypatch.setenv("QMS_DATABASE_URL", "not a url")
+    code, _, err = qms("status", "-c", str(repo / "qms.yaml"))
+    assert code == 1 and "is not a database URL" in err
+
+
+def test_verify_exits_1_and_names_the_seq_after_tampering(qms, repo: Path) -> None:  # noqa: ANN001
+    cfg = str(repo / "qms.yaml")
+    qms("sync", "-c", cfg)
+    import sqlite3
+
+    conn = sqlite3.connect(repo / ".qms" / "qms.db")
+    conn.execute("DROP TRIGGER trail_events_no_update")
+    conn.execute("UPDATE trail_events SET actor = 'mallory' WHERE seq = 7")
+    conn.commit()
+    conn.close()
+    code, out, err = qms("verify", "-c", cfg)
+    assert code == 1
+    assert "BROKEN at seq 7: content changed" in err
+    assert "the first 6 events verify" in err
+
+
+def test_retention_refusal_via_cli(qms, repo: Path) -> None:  # noqa: ANN001
+    cfg = str(repo / "qms.yaml")
+    qms("sync", "-c", cfg)
+    code, _, err = qms("document", "delete-version", "SOP-DOC-001", "1.0", "-c", cfg, "--as", "dev")
+    assert code == 1 and "must be kept" in err
+    code, out, _ = qms("trail", "show", "-c", cfg, "--actor", "dev")
+    assert "document-version.delete-refused" in out
+    code, _, err = qms("records", "delete", "CAPA-2026-9999", "-c", cfg)
+    assert code == 1 and "no record CAPA-2026-9999" in err
+
+
+def test_usage_error_is_not_a_trace(qms) -> None:  # noqa: ANN001
+    code, out, err = qms("verify", "--no-such-flag")
+    assert code == 2 and "No such option" in err and "Traceback" not in err
+
+
+def test_console_script_runs(tmp_path: Path) -> None:
+    qms_bin = Path(sys.executable).parent / "qms"
+    done = subprocess.run([str(qms_bin), "check"], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert done.returncode == 2
+    assert "no qms.yaml found" in done.stderr and "Traceback" not in done.stderr

@@ -1,0 +1,226 @@
+"""The records store on SQLite and PostgreSQL: schema, append-only trail, tamper detection, retention."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
+
+from qmsflow.context import QmsContext
+from qmsflow.domain.errors import RetentionError
+from qmsflow.services.documents import scan_due_reviews
+from qmsflow.services.records import create_record, delete_document_version, delete_record
+from qmsflow.services.sync import sync_config
+from qmsflow.services.verify import anchor, verify
+from qmsflow.store import Database, UnitOfWork, trail
+from qmsflow.store.tables import Base, RecordRow, TrailEventRow
+
+
+def append(db: Database, n: int, actor: str = "ana") -> None:
+    with UnitOfWork(db, actor) as uow:
+        for i in range(n):
+            uow.record("test.changed", f"record:T-{i}", {"v": i}, {"v": i + 1})
+        uow.commit()
+
+
+def raw(db: Database, *statements: str) -> None:
+    with db.engine.begin() as conn:
+        for statement in statements:
+            conn.exec_driver_sql(statement)
+
+
+def drop_triggers(db: Database) -> None:
+    if db.is_sqlite:
+        raw(db, "DROP TRIGGER trail_events_no_update", "DROP TRIGGER trail_events_no_delete")
+    else:
+        raw(db, "DROP TRIGGER trail_events_no_update_delete ON trail_events")
+
+
+def test_migrations_create_exactly_the_models(db: Database) -> None:
+    with db.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+    assert db.current_revision() == db.head_revision()
+
+
+def test_upgrade_is_idempotent(db: Database) -> None:
+    before, after = db.upgrade()
+    assert before == after == db.head_revision()
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE trail_events SET actor = 'mallory' WHERE seq = 2",
+    "DELETE FROM trail_events WHERE seq = 3",
+    "DELETE FROM trail_events",
+])
+def test_trail_refuses_update_and_delete(db: Database, statement: str) -> None:
+    append(db, 3)
+    with pytest.raises(DBAPIError, match="append-only"):
+        raw(db, statement)
+    assert verify(db, None).report.count == 3
+
+
+def test_trail_refuses_truncate_on_postgres(db: Database) -> None:
+    if db.is_sqlite:
+        pytest.skip("SQLite has no TRUNCATE")
+    append(db, 2)
+    with pytest.raises(DBAPIError, match="append-only"):
+        raw(db, "TRUNCATE trail_events")
+
+
+def test_change_and_event_commit_together_or_not_at_all(db: Database) -> None:
+    with UnitOfWork(db, "ana") as uow:
+        create_record(uow, "capa", "Leaked test data", key="k1")
+        # leaving without commit rolls back the record and its event
+    with db.read() as s:
+        assert s.scalar(select(RecordRow.id)) is None
+        assert trail.count(s) == 0
+
+
+def test_edited_event_is_reported_at_its_seq(db: Database) -> None:
+    append(db, 6)
+    drop_triggers(db)
+    raw(db, "UPDATE trail_events SET after_json = '{\"v\":99}' WHERE seq = 4")
+    result = verify(db, None)
+    assert (result.report.broken.seq, result.report.broken.problem) == (4, "content changed")
+    assert result.report.count == 3
+
+
+def test_deleted_event_is_reported_at_its_seq(db: Database) -> None:
+    append(db, 6)
+    drop_triggers(db)
+    raw(db, "DELETE FROM trail_events WHERE seq = 5")
+    broken = verify(db, None).report.broken
+    assert (broken.seq, broken.problem) == (5, "gap")
+
+
+def test_reordered_events_are_reported_at_the_first_moved_seq(db: Database) -> None:
+    append(db, 6)
+    drop_triggers(db)
+    # swap the sequence numbers of events 2 and 3 (through a free number: seq is the primary key)
+    raw(db, "UPDATE trail_events SET seq = 1000 WHERE seq = 2", "UPDATE trail_events SET seq = 2 WHERE seq = 3",
+        "UPDATE trail_events SET seq = 3 WHERE seq = 1000")
+    broken = verify(db, None).report.broken
+    assert (broken.seq, broken.problem) == (2, "content changed")
+
+
+def test_truncated_tail_is_caught_by_an_anchor(db: Database, tmp_path: Path) -> None:
+    anchors = tmp_path / "records" / "trail-anchors.jsonl"
+    append(db, 5)
+    first, written = anchor(db, anchors)
+    assert written and first.seq == 5
+    again, written = anchor(db, anchors)
+    assert (again.seq, again.hash, written) == (first.seq, first.hash, False)  # unchanged head: not written twice
+    assert verify(db, anchors).ok
+    drop_triggers(db)
+    raw(db, "DELETE FROM trail_events WHERE seq >= 4")
+    result = verify(db, anchors)
+    assert result.report.ok  # the shortened chain is self-consistent ...
+    assert not result.ok     # ... but git's copy of the head says otherwise
+    assert result.anchor_problems == [
+        "trail-anchors.jsonl line 1: anchored seq 5 (anchored " + first.anchored_at + ") is no longer in the trail: "
+        "events were removed"
+    ]
+
+
+def test_rewritten_chain_is_caught_by_an_anchor(db: Database, tmp_path: Path) -> None:
+    anchors = tmp_path / "anchors.jsonl"
+    append(db, 3)
+    anchor(db, anchors)
+    drop_triggers(db)
+    raw(db, "DELETE FROM trail_events")
+    append(db, 3, actor="mallory")  # a whole new, self-consistent chain
+    result = verify(db, anchors)
+    assert result.report.ok and not result.ok
+    assert "seq 3 has hash" in result.anchor_problems[0]
+
+
+def test_verification_outcomes_are_recorded(db: Database) -> None:
+    from qmsflow.services.verify import last_verification
+
+    assert last_verification(db) is None
+    append(db, 2)
+    verify(db, None)
+    last = last_verification(db)
+    assert last.ok and last.count == 2
+
+
+def test_sync_is_idempotent_and_trailed(ctx: QmsContext) -> None:
+    with UnitOfWork(ctx.db, "ana") as uow:
+        first = sync_config(uow, ctx.config, ctx.root)
+        uow.commit()
+        second = sync_config(uow, ctx.config, ctx.root)
+        uow.commit()
+    assert len(first.changes) == 4 + 10 + 10 + 10  # people, processes, documents, draft versions
+    assert not second
+    with ctx.db.read() as s:
+        events = trail.events_for(s, "document-version:SOP-DOC-001@1.0")
+    assert [e.action for e in events] == ["document-version.registered"]
+    assert events[0].after["status"] == "draft" and len(events[0].after["content_sha256"]) == 64
+
+
+def test_due_scan_records_each_document_once(ctx: QmsContext) -> None:
+    with UnitOfWork(ctx.db, "qmsflow") as uow:
+        sync_config(uow, ctx.config, ctx.root)
+        uow.commit()
+        today = datetime.now(UTC).date()
+        first = scan_due_reviews(uow, today)
+        uow.commit()
+        again = scan_due_reviews(uow, today)
+        uow.commit()
+    assert len(first) == 10 and all(d.created for d in first)  # nothing approved yet: all due
+    assert [d.record_id for d in again] == [d.record_id for d in first]
+    assert not any(d.created for d in again)
+    assert first[0].record_id == f"DRD-{today.year}-0001"
+
+
+def test_retention_refuses_deletion_and_records_the_attempt(ctx: QmsContext) -> None:
+    with UnitOfWork(ctx.db, "qmsflow") as uow:
+        row, _ = create_record(uow, "capa", "Mislabelled training data", systems=["triage-assist"])
+        uow.commit()
+        record_id = row.id
+    with UnitOfWork(ctx.db, "dev") as uow, pytest.raises(RetentionError, match="triage-assist not withdrawn"):
+        delete_record(uow, ctx.config, record_id, date(2040, 1, 1))
+    with ctx.db.read() as s:
+        assert s.get(RecordRow, record_id) is not None
+        refused = s.scalars(select(TrailEventRow).where(TrailEventRow.action == "capa.delete-refused")).one()
+    assert refused.actor == "dev" and refused.record == f"record:{record_id}"
+    assert "must be kept" in refused.after_json
+
+
+def test_document_version_deletion_is_refused_under_retention(ctx: QmsContext) -> None:
+    with UnitOfWork(ctx.db, "qmsflow") as uow:
+        sync_config(uow, ctx.config, ctx.root)
+        uow.commit()
+    with UnitOfWork(ctx.db, "ben") as uow, pytest.raises(RetentionError, match="must be kept"):
+        delete_document_version(uow, ctx.config, "SOP-DOC-001", "1.0", date(2030, 1, 1))
+    with ctx.db.read() as s:
+        assert [e.actor for e in trail.events_for(s, "document-version:SOP-DOC-001@1.0")][-1] == "ben"
+
+
+def test_record_past_retention_can_be_deleted_and_the_deletion_is_trailed(ctx: QmsContext) -> None:
+    with UnitOfWork(ctx.db, "qmsflow") as uow:
+        row, _ = create_record(uow, "capa", "Old", systems=[])
+        uow.commit()
+        record_id = row.id
+    # no system withdrawn in the sample, so pretend a config with no systems at all
+    config = ctx.config.model_copy(update={"systems": []})
+    with UnitOfWork(ctx.db, "ana") as uow:
+        delete_record(uow, config, record_id, date(2100, 1, 1))
+    with ctx.db.read() as s:
+        assert s.get(RecordRow, record_id) is None
+        assert [e.action for e in trail.events_for(s, f"record:{record_id}")] == ["capa.created", "capa.deleted"]
+    assert verify(ctx.db, None).ok
+
+
+def test_store_on_postgres_via_environment(pg_ctx: QmsContext) -> None:
+    assert pg_ctx.db.dialect == "postgresql"
+    with UnitOfWork(pg_ctx.db, "qmsflow") as uow:
+        sync_config(uow, pg_ctx.config, pg_ctx.root)
+        uow.commit()
+    assert verify(pg_ctx.db, None).report.count == 34
