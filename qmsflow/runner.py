@@ -7,6 +7,7 @@ installed code wherever the runner was started.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -23,7 +24,12 @@ def main() -> int:
         print(f"qms runner: {exc}", file=sys.stderr)
         return 2
     schedules = {p.key: p.schedule for p in loaded.config.processes}
-    serve(*deployments.build(schedules, str(loaded.path)), pause_on_shutdown=False, print_starting_message=True)
+    built = deployments.build(schedules, str(loaded.path))
+    # tell `qms up` which deployments to wait for before it reports the stack as up
+    manifest = loaded.state_dir / "runner-deployments.json"
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    manifest.write_text(json.dumps([f"{d.flow_name}/{d.name}" for d in built]))
+    serve(*built, pause_on_shutdown=False, print_starting_message=True)
     return 0
 
 

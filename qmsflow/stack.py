@@ -7,6 +7,7 @@ PostgreSQL), no server is started and the runner connects to that one.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -132,7 +133,27 @@ class Stack:
             stderr=subprocess.STDOUT, cwd=self.ctx.loaded.state_dir, start_new_session=True,
         )
         self.children.append(("runner", runner))
-        self.say("runner serving the deployments")
+        names = self._wait_deployments(runner)
+        self.say(f"runner serving {len(names)} deployment(s): {', '.join(names)}")
+
+    def _wait_deployments(self, runner: subprocess.Popen, timeout: float = 120) -> list[str]:
+        """Wait until the runner has registered every deployment it announced."""
+        manifest = self.ctx.loaded.state_dir / "runner-deployments.json"
+        manifest.unlink(missing_ok=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if runner.poll() is not None:
+                raise StackError(f"the runner exited with code {runner.returncode} "
+                                 f"(see {self.ctx.loaded.state_dir / 'logs' / 'runner.log'})")
+            if manifest.is_file():
+                names = json.loads(manifest.read_text())
+                try:
+                    if all(httpx.get(f"{self.api_url}/deployments/name/{n}", timeout=5).status_code == 200 for n in names):
+                        return names
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.5)
+        raise StackError(f"the runner did not register its deployments within {timeout:.0f} s")
 
     def check(self) -> str | None:
         """Name of a child that died, if any."""
