@@ -69,14 +69,26 @@ def count(session: Session) -> int:
 
 
 def iter_rows(session: Session, batch: int = 20_000) -> Iterator[tuple]:
-    """Every event as a plain tuple in seq order, read in batches (constant memory)."""
+    """Every event as a plain tuple in seq order, streamed in batches (constant memory).
+
+    Uses the DBAPI cursor directly: this feeds ``qms verify`` over millions of rows, where
+    SQLAlchemy's row objects would cost as much as the hashing itself.
+    """
     cols = ", ".join(TRAIL_COLUMNS)
-    result = session.connection().exec_driver_sql(f"SELECT {cols} FROM trail_events ORDER BY seq")
-    while True:
-        rows = result.fetchmany(batch)
-        if not rows:
-            return
-        yield from rows
+    dbapi = session.connection().connection.dbapi_connection
+    if session.get_bind().dialect.name == "postgresql":
+        cursor = dbapi.cursor(name="qms_trail_verify")  # server-side cursor: streams
+    else:
+        cursor = dbapi.cursor()
+    try:
+        cursor.execute(f"SELECT {cols} FROM trail_events ORDER BY seq")
+        while True:
+            rows = cursor.fetchmany(batch)
+            if not rows:
+                return
+            yield from rows
+    finally:
+        cursor.close()
 
 
 def events_for(session: Session, record: str, limit: int = 200) -> list[TrailEvent]:
