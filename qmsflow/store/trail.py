@@ -51,7 +51,8 @@ class TrailWriter:
 
     def flush(self) -> None:
         if self._pending:
-            self.session.execute(insert(TrailEventRow), self._pending)
+            # Core executemany on the session's connection: same transaction, no ORM bookkeeping
+            self.session.connection().execute(insert(TrailEventRow.__table__), self._pending)
             self._pending = []
 
     def reset(self) -> None:
