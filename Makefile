@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DEMO   ?= demo
 PORT   ?= 4200
 
-.PHONY: demo test install install-dev bench clean
+.PHONY: demo test install install-dev system-deps bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "qmsflow needs Python 3.11 or newer (set PYTHON=python3.11)")'
@@ -20,16 +20,19 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	@touch $@ $(VENV)/.installed
 
+system-deps:
+	@bash scripts/system-deps.sh
+
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 ## demo: install, scaffold ./demo with demo data if absent, start Prefect server + runner (Ctrl-C stops)
-demo: $(VENV)/.installed
+demo: system-deps $(VENV)/.installed
 	$(BIN)/qms demo $(DEMO)
 	$(BIN)/qms up -c $(DEMO)/qms.yaml --port $(PORT)
 
 ## test: install with dev extras and run every test (PostgreSQL tests need 127.0.0.1:5432)
-test: $(VENV)/.installed-dev
+test: system-deps $(VENV)/.installed-dev
 	$(BIN)/python -m pytest
 
 ## bench: the trail benchmark (1,000,000 events; several minutes)

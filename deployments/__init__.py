@@ -10,7 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from flows.approval_followups import approval_follow_ups
+from flows.document_review import document_review
 from flows.document_review_scan import document_review_due_scan
+from flows.outbox_delivery import outbox_delivery
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,7 @@ class DeploymentSpec:
     cron: str | None
     description: str
     parameters: dict[str, Any] = field(default_factory=dict)
+    with_schedule: bool = True
 
 
 DEPLOYMENTS: list[DeploymentSpec] = [
@@ -31,11 +35,35 @@ DEPLOYMENTS: list[DeploymentSpec] = [
         cron="0 6 * * *",
         description="Records every controlled document whose review is due within 30 days or overdue.",
     ),
+    DeploymentSpec(
+        name="on-demand",
+        flow=document_review,
+        process="document-control",
+        cron=None,
+        description="Review and signed approval of one controlled document (qms document submit).",
+        with_schedule=False,
+    ),
+    DeploymentSpec(
+        name="hourly",
+        flow=approval_follow_ups,
+        process=None,
+        cron="17 * * * *",
+        description="Reminds and escalates pending approvals; resumes runs decided while Prefect was down.",
+    ),
+    DeploymentSpec(
+        name="every-minute",
+        flow=outbox_delivery,
+        process=None,
+        cron="* * * * *",
+        description="Delivers queued Slack/Jira messages with backoff.",
+    ),
 ]
 
 
 def schedule_for(spec: DeploymentSpec, schedules: dict[str, str | None]) -> str | None:
-    """The cron of a deployment: its process's schedule in qms.yaml, else its default."""
+    """The cron of a deployment: its process's schedule in qms.yaml, else its default; none on demand."""
+    if not spec.with_schedule:
+        return None
     return schedules.get(spec.process or "") or spec.cron
 
 

@@ -61,7 +61,7 @@ def wait_healthy(api_url: str, timeout: float, alive: Callable[[], bool] = lambd
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         if not alive():
-            raise StackError("the Prefect server exited during start-up (see .qms/logs/prefect-server.log)")
+            raise StackError(f"{api_url} stopped during start-up (see the logs in .qms/logs/)")
         try:
             if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
                 return
@@ -79,6 +79,7 @@ class Stack:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     external_api: str | None = None
+    web_port: int = 8000
     say: Callable[[str], None] = print
     children: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
 
@@ -89,6 +90,14 @@ class Stack:
     @property
     def ui_url(self) -> str | None:
         return None if self.external_api else f"http://{self.host}:{self.port}"
+
+    @property
+    def web_url(self) -> str:
+        return f"http://{self.host}:{self.web_port}"
+
+    @property
+    def state_file(self) -> Path:
+        return self.ctx.loaded.state_dir / "stack.json"
 
     @property
     def lock_file(self) -> Path:
@@ -135,6 +144,17 @@ class Stack:
         self.children.append(("runner", runner))
         names = self._wait_deployments(runner)
         self.say(f"runner serving {len(names)} deployment(s): {', '.join(names)}")
+        if not port_free(self.host, self.web_port):
+            raise StackError(f"port {self.web_port} on {self.host} is in use: pass --web-port or stop what uses it")
+        web = subprocess.Popen(
+            [sys.executable, "-m", "qmsflow.web", "--host", self.host, "--port", str(self.web_port)], env=env,
+            stdout=self._log("web"), stderr=subprocess.STDOUT, cwd=self.ctx.loaded.state_dir, start_new_session=True,
+        )
+        self.children.append(("web app", web))
+        wait_healthy(self.web_url, 60, alive=lambda: web.poll() is None)
+        self.state_file.write_text(json.dumps({"api_url": self.api_url, "ui_url": self.ui_url, "web_url": self.web_url,
+                                               "pid": os.getpid()}))
+        self.say("web app ready")
 
     def _wait_deployments(self, runner: subprocess.Popen, timeout: float = 120) -> list[str]:
         """Wait until the runner has registered every deployment it announced."""
@@ -178,6 +198,7 @@ class Stack:
                         proc.wait()
             self.say(f"stopped {name}")
         self.children.clear()
+        self.state_file.unlink(missing_ok=True)
         try:
             if self.lock_file.read_text().strip() == str(os.getpid()):
                 self.lock_file.unlink()

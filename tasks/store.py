@@ -54,3 +54,34 @@ def record_run_task(config: str | None, process: str, flow_name: str, flow_run_i
             uow.commit()
     finally:
         ctx.close()
+
+
+@task(name="start-periodic-reviews", cache_policy=NO_CACHE)
+def start_periodic_reviews_task(config: str | None, due: list[dict[str, Any]]) -> list[str]:
+    """Start a "still valid" review for each newly due document whose effective version is unchanged.
+
+    Idempotent: the Prefect idempotency key is the due record, so a re-run starts nothing twice.
+    A document changed since its effective version needs its owner's submission instead.
+    """
+    from qmsflow.adapters import prefect_api
+    from qmsflow.services.common import sha256_file
+    from qmsflow.services.documents import effective_version
+
+    ctx = open_context(config)
+    started = []
+    try:
+        url = prefect_api.api_url(ctx.loaded.state_dir)
+        for item in due:
+            with UnitOfWork(ctx.db, SYSTEM_ACTOR) as uow:
+                current = effective_version(uow, item["document"])
+            file = ctx.root / current.path if current else None
+            if current is None or not file.is_file() or sha256_file(file) != current.content_sha256:
+                continue
+            prefect_api.start_run(url, "document-review/on-demand", {
+                "document_id": item["document"], "submitted_by": SYSTEM_ACTOR, "still_valid": True,
+                "comment": f"periodic review ({item['record']})", "config": str(ctx.loaded.path)},
+                idempotency_key=f"periodic-review:{item['record']}")
+            started.append(item["document"])
+        return started
+    finally:
+        ctx.close()

@@ -34,6 +34,10 @@ app.add_typer(db_app, name="db")
 app.add_typer(records_app, name="records")
 app.add_typer(document_app, name="document")
 app.add_typer(trail_app, name="trail")
+token_app = typer.Typer(help="Personal API tokens (for qms approve and CI).", no_args_is_help=True)
+approvals_app = typer.Typer(help="Approval requests.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+app.add_typer(approvals_app, name="approvals")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -149,9 +153,12 @@ def verify(config: ConfigOpt = None) -> None:
         err.print(f"the first {report.count} events verify (head seq {report.head_seq}, hash {report.head_hash})")
     for problem in result.anchor_problems:
         err.print(f"[red]ANCHOR MISMATCH[/] {escape(problem)}")
+    for problem in result.signature_problems:
+        err.print(f"[red]SIGNATURE[/] {escape(problem)}")
     if not result.ok:
         raise typer.Exit(1)
     out.print(f"OK: {report.count} events verified in {elapsed:.2f} s, head seq {report.head_seq} hash {report.head_hash}")
+    out.print(f"signatures checked: {result.signatures_checked}")
     out.print(f"anchors checked: {result.anchors_checked}" + ("" if result.anchors_checked else
               f" (none yet: run 'qms anchor' and commit {ctx.config.retention.anchors_file})"))
 
@@ -324,6 +331,161 @@ def trail_show(
     out.print(table)
 
 
+# ------------------------------------------------------------------ approvals
+
+
+@document_app.command("submit")
+def document_submit(
+    doc_id: str,
+    config: ConfigOpt = None,
+    actor: ActorOpt = None,
+    major: Annotated[bool, typer.Option(help="A major change: next version N+1.0 (else N.M+1).")] = False,
+    still_valid: Annotated[bool, typer.Option(help="Periodic review of the effective version, no change.")] = False,
+    comment: Annotated[Optional[str], typer.Option(help="What changed and why (shown to approvers).")] = None,
+) -> None:
+    """Start a document review: snapshot DOC_ID, request signed approval, wait (Slack, web or CLI)."""
+    from ..adapters import prefect_api
+
+    ctx = _ctx(config)
+    if doc_id not in {d.id for d in ctx.config.documents}:
+        raise CliError(f"{doc_id!r} is not a registered document (documents: "
+                       f"{', '.join(d.id for d in ctx.config.documents)})")
+    who = _actor(actor)
+    if who not in {p.id for p in ctx.config.people}:
+        raise CliError(f"--as {who!r} is not a person in qms.yaml: say who submits (e.g. --as ana or QMS_ACTOR=ana)")
+    url = prefect_api.api_url(ctx.loaded.state_dir)
+    try:
+        run_id = prefect_api.start_run(url, "document-review/on-demand", {
+            "document_id": doc_id, "submitted_by": who, "major": major, "still_valid": still_valid,
+            "comment": comment, "config": str(ctx.loaded.path)})
+    except prefect_api.PrefectUnavailable as exc:
+        raise CliError(str(exc)) from None
+    out.print(f"review of {doc_id} started (flow run {run_id}); approvers are notified; "
+              f"see 'qms approvals list' and {url.removesuffix('/api')}/runs/flow-run/{run_id}")
+
+
+@approvals_app.command("list")
+def approvals_list(
+    config: ConfigOpt = None,
+    person: Annotated[Optional[str], typer.Option("--for", help="Only what waits for this person.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Include decided requests.")] = False,
+) -> None:
+    """Approval requests: pending ones (or all), with who may still sign."""
+    from sqlalchemy import select
+
+    from ..services.approvals import load, pending_for
+    from ..store.tables import ApprovalRequestRow
+    from ..store.uow import UnitOfWork
+
+    ctx = _ctx(config)
+    table = Table()
+    for column in ("id", "status", "title", "due", "waiting for", "signatures"):
+        table.add_column(column)
+    with UnitOfWork(ctx.db, "cli") as uow:
+        if person:
+            rows = pending_for(uow, person)
+        else:
+            query = select(ApprovalRequestRow).order_by(ApprovalRequestRow.created_at.desc()).limit(100)
+            if not all_:
+                query = query.where(ApprovalRequestRow.status == "pending")
+            rows = list(uow.session.scalars(query))
+        for row in rows:
+            _, request = load(uow, row.id)
+            signed = ", ".join(f"{s.printed_name} ({s.decision.label})" for s in request.signatures)
+            waiting = ", ".join(request.pending_approvers()) if not request.decided else ""
+            table.add_row(row.id, row.status, row.title, row.due_date.isoformat(), waiting, signed)
+    out.print(table)
+
+
+@app.command()
+def approve(
+    request_id: str,
+    decision: Annotated[str, typer.Option(help="approve, reject or changes.")],
+    comment: Annotated[Optional[str], typer.Option(help="Required for reject and changes.")] = None,
+    token: Annotated[Optional[str], typer.Option(help="Personal API token (else QMS_TOKEN).", envvar="QMS_TOKEN",
+                                                 show_envvar=True)] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Sign an approval request from the command line, authenticated by your personal API token."""
+    from ..domain.approvals import Decision, Method
+    from ..services.approvals import decide
+    from ..services.tokens import authenticate
+    from ..store.uow import UnitOfWork
+    from ..web.app import resume_if_decided
+
+    try:
+        choice = Decision(decision)
+    except ValueError:
+        raise CliError(f"--decision {decision!r} is not allowed (allowed: approve, reject, changes)", code=2) from None
+    ctx = _ctx(config)
+    person = authenticate(ctx.db, token)
+    with UnitOfWork(ctx.db, person) as uow:
+        result = decide(uow, ctx.config, request_id, person, choice, comment, Method.CLI, claimed=f"token:{person}")
+    resume_if_decided(ctx, result)
+    out.print(f"{request_id}: signed by {result.signature.printed_name} at {result.signature.at:%Y-%m-%d %H:%M:%S} UTC "
+              f"({choice.label}; meaning: {result.signature.meaning}); request {result.status.value.replace('_', ' ')}")
+
+
+@token_app.command("create")
+def token_create(
+    person: str,
+    name: Annotated[str, typer.Option(help="What the token is for.")] = "cli",
+    config: ConfigOpt = None,
+    actor: ActorOpt = None,
+) -> None:
+    """Create a personal API token for PERSON; it is shown once and stored only as a hash."""
+    from ..services.tokens import create_token
+    from ..store.uow import UnitOfWork
+
+    ctx = _ctx(config)
+    with UnitOfWork(ctx.db, _actor(actor)) as uow:
+        token = create_token(uow, person, name)
+    out.print(token)
+    err.print(f"token for {person} created; store it now (e.g. export QMS_TOKEN=…): it cannot be shown again")
+
+
+@token_app.command("list")
+def token_list(config: ConfigOpt = None) -> None:
+    """Tokens by person: id, name, created, last used, revoked (never the token itself)."""
+    from ..services.tokens import list_tokens
+
+    ctx = _ctx(config)
+    table = Table()
+    for column in ("id", "person", "name", "created", "last used", "revoked"):
+        table.add_column(column)
+    for t in list_tokens(ctx.db):
+        fmt = lambda d: f"{d:%Y-%m-%d %H:%M}" if d else ""  # noqa: E731
+        table.add_row(str(t.id), t.person, t.name, fmt(t.created_at), fmt(t.last_used_at), fmt(t.revoked_at))
+    out.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: int, config: ConfigOpt = None, actor: ActorOpt = None) -> None:
+    """Revoke a token by its id (see 'qms token list')."""
+    from ..services.tokens import revoke
+    from ..store.uow import UnitOfWork
+
+    ctx = _ctx(config)
+    with UnitOfWork(ctx.db, _actor(actor)) as uow:
+        revoke(uow, token_id)
+    out.print(f"token {token_id} revoked")
+
+
+@app.command()
+def web(
+    config: ConfigOpt = None,
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+) -> None:
+    """Serve the qmsflow web app alone (Slack interactivity, approvals API)."""
+    import uvicorn
+
+    from ..web.app import create_app
+
+    ctx = _ctx(config)
+    uvicorn.run(create_app(ctx), host=host, port=port, log_level="info")
+
+
 # ------------------------------------------------------------------ stack and demo
 
 
@@ -332,8 +494,9 @@ def up(
     config: ConfigOpt = None,
     port: Annotated[int, typer.Option(help="Port of the local Prefect server.")] = 4200,
     host: Annotated[str, typer.Option(help="Address to bind; keep 127.0.0.1 unless behind a proxy.")] = "127.0.0.1",
+    web_port: Annotated[int, typer.Option(help="Port of the qmsflow web app.")] = 8000,
 ) -> None:
-    """Start the embedded stack: migrate, sync qms.yaml, Prefect server, runner. Ctrl-C stops all.
+    """Start the embedded stack: migrate, sync qms.yaml, Prefect server, runner, web app. Ctrl-C stops all.
 
     With PREFECT_API_URL set, no local server starts: the runner serves the deployments against
     that Prefect server (production).
@@ -347,7 +510,8 @@ def up(
         report = sync_config(uow, ctx.config, ctx.root)
         uow.commit()
     out.print(f"records store {ctx.db.safe_url}: schema current; qms.yaml synced ({len(report.changes)} change(s))")
-    stack = Stack(ctx, host=host, port=port, external_api=os.environ.get("PREFECT_API_URL"), say=out.print)
+    stack = Stack(ctx, host=host, port=port, external_api=os.environ.get("PREFECT_API_URL"), web_port=web_port,
+                  say=out.print)
     stopping = False
 
     def _stop(_sig, _frame):  # noqa: ANN001
@@ -360,6 +524,7 @@ def up(
         if stack.ui_url:
             out.print(f"Prefect UI:  {stack.ui_url}")
         out.print(f"Prefect API: {stack.api_url}")
+        out.print(f"qmsflow web: {stack.web_url}  (Slack interactivity: {stack.web_url}/slack/interactions)")
         out.print("qmsflow is up. Ctrl-C stops it.")
         while not stopping:
             dead = stack.check()

@@ -172,6 +172,22 @@ class Integrations(Strict):
     slack: SlackIntegration | None = None
 
 
+class ApprovalSettings(Strict):
+    remind_after_days: int = Field(default=3, ge=1, le=90)
+    escalate_after_days: int = Field(default=7, ge=1, le=180)
+    due_days: int = Field(default=14, ge=1, le=365)
+
+    @model_validator(mode="after")
+    def _escalate_after_remind(self) -> ApprovalSettings:
+        if self.escalate_after_days <= self.remind_after_days:
+            raise ValueError("escalate_after_days must be greater than remind_after_days")
+        return self
+
+
+class WebSettings(Strict):
+    base_url: str = Field(default="http://127.0.0.1:8000", pattern=r"^https?://")
+
+
 class QmsConfig(Strict):
     version: Literal[1] = 1
     organisation: Organisation
@@ -180,6 +196,8 @@ class QmsConfig(Strict):
     processes: list[Process] = Field(default_factory=list)
     documents: list[ControlledDocument] = Field(default_factory=list)
     retention: Retention = Retention()
+    approvals: ApprovalSettings = ApprovalSettings()
+    web: WebSettings = WebSettings()
     integrations: Integrations = Integrations()
 
     def person(self, person_id: str) -> Person:

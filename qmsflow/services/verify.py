@@ -8,10 +8,11 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from ..domain.trail import Anchor, ChainReport, format_ts, parse_anchors, verify_rows
+from ..domain.approvals import Decision, Method, Signature
+from ..domain.trail import Anchor, ChainReport, canonical_json, format_ts, parse_anchors, verify_rows
 from ..store import trail
 from ..store.db import Database
-from ..store.tables import TrailEventRow, VerificationRow
+from ..store.tables import ApprovalRequestRow, DocumentVersionRow, SignatureRow, TrailEventRow, VerificationRow
 
 
 @dataclass
@@ -19,16 +20,18 @@ class VerifyResult:
     report: ChainReport
     anchors_checked: int = 0
     anchor_problems: list[str] = field(default_factory=list)
+    signatures_checked: int = 0
+    signature_problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.report.ok and not self.anchor_problems
+        return self.report.ok and not self.anchor_problems and not self.signature_problems
 
     @property
     def problem(self) -> str | None:
         if self.report.broken:
             return str(self.report.broken)
-        return "; ".join(self.anchor_problems) or None
+        return "; ".join(self.anchor_problems + self.signature_problems) or None
 
 
 def verify(db: Database, anchors_file: Path | None, progress=None) -> VerifyResult:  # noqa: ANN001
@@ -49,6 +52,7 @@ def verify(db: Database, anchors_file: Path | None, progress=None) -> VerifyResu
                     problem = _check_anchor(session, anchor)
                     if problem:
                         result.anchor_problems.append(f"{anchors_file.name} line {anchor.line}: {problem}")
+        result.signatures_checked, result.signature_problems = check_signatures(session)
     with db.session() as session, session.begin():
         session.add(VerificationRow(at=datetime.now(UTC), ok=result.ok, count=report.count,
                                     head_seq=report.head_seq, head_hash=report.head_hash, problem=result.problem))
@@ -63,6 +67,37 @@ def _check_anchor(session, anchor: Anchor) -> str | None:  # noqa: ANN001
     if stored != anchor.hash:
         return f"seq {anchor.seq} has hash {stored[:16]}… but was anchored as {anchor.hash[:16]}… on {anchor.anchored_at}"
     return None
+
+
+def check_signatures(session) -> tuple[int, list[str]]:  # noqa: ANN001
+    """Each e-signature still matches its trail record and the content it signed (Part 11 §11.70)."""
+    problems: list[str] = []
+    checked = 0
+    requests = {r.id: r for r in session.scalars(select(ApprovalRequestRow))}
+    for sig in session.scalars(select(SignatureRow).order_by(SignatureRow.id)):
+        checked += 1
+        label = f"signature of {sig.printed_name} on {sig.request_id} ({sig.at:%Y-%m-%d %H:%M} UTC)"
+        as_signed = canonical_json(Signature(
+            signer=sig.signer, printed_name=sig.printed_name, at=sig.at, meaning=sig.meaning,
+            decision=Decision(sig.decision), comment=sig.comment, method=Method(sig.method),
+            content_sha256=sig.content_sha256).model_dump(mode="json"))
+        event = session.scalar(select(TrailEventRow).where(TrailEventRow.seq == sig.trail_seq))
+        if event is None or event.action != "approval.signed" or event.after_json != as_signed:
+            problems.append(f"{label}: differs from its trail record at seq {sig.trail_seq}")
+            continue
+        request = requests.get(sig.request_id)
+        if request is None or request.content_sha256 != sig.content_sha256:
+            problems.append(f"{label}: the request's content hash changed since signing")
+            continue
+        subject = request.subject
+        if subject.startswith("document-version:"):
+            doc_id, _, version = subject.removeprefix("document-version:").partition("@")
+            stored = session.scalar(select(DocumentVersionRow.content_sha256).where(
+                DocumentVersionRow.document_id == doc_id, DocumentVersionRow.version == version))
+            if stored != sig.content_sha256:
+                problems.append(f"{label}: no longer verifies: {doc_id} v{version} content is now "
+                                f"{(stored or 'missing')[:16]}…, signed {sig.content_sha256[:16]}…")
+    return checked, problems
 
 
 def anchor(db: Database, anchors_file: Path) -> tuple[Anchor, bool]:

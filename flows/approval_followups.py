@@ -1,0 +1,25 @@
+"""Approvals (SOP-DOC-001, SOP-CAPA-001): reminders, escalation, and recovery of decided runs.
+
+Reminds pending approvers after ``approvals.remind_after_days`` and escalates to their manager
+after ``approvals.escalate_after_days`` (each once, recorded in the trail); resumes runs whose
+request was decided while Prefect was unreachable; delivers queued notifications.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+
+from tasks.approvals import deliver_outbox_task, follow_up_task, resume_decided_task
+
+FLOW_NAME = "approval-follow-ups"
+
+
+@flow(name=FLOW_NAME, description=__doc__, log_prints=False)
+def approval_follow_ups(config: str | None = None) -> dict:
+    logger = get_run_logger()
+    done = follow_up_task(config)
+    resumed = resume_decided_task(config)
+    delivered = deliver_outbox_task(config)
+    for request_id, kind, to in done:
+        logger.info("%s: %s sent to %s", request_id, kind, to)
+    return {"follow_ups": len(done), "resumed": resumed, "delivery": delivered}

@@ -1,0 +1,18 @@
+"""Delivers queued Slack (and, later, Jira) messages: every minute and on demand.
+
+An outage of Slack delays messages; they are retried with backoff and Retry-After, in order per
+stream, and none is lost. Failures show in ``qms status``.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from tasks.approvals import deliver_outbox_task
+
+FLOW_NAME = "outbox-delivery"
+
+
+@flow(name=FLOW_NAME, description=__doc__, log_prints=False)
+def outbox_delivery(config: str | None = None) -> dict:
+    return deliver_outbox_task(config)

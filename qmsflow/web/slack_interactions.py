@@ -1,0 +1,155 @@
+"""Slack interactivity: button clicks and the comment modal, shared by HTTP and Socket Mode.
+
+``parse`` turns a verified payload into an ``Interaction`` (or raises ``BadPayload``); ``handle``
+does the work after Slack got its acknowledgement: map the Slack user to a person, sign or refuse
+(recorded either way), resume the flow run, update the messages.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from ..adapters import prefect_api, slack
+from ..context import QmsContext
+from ..domain.approvals import AlreadyDecided, Decision, Method, NotAuthorized
+from ..services import approvals
+from ..services.delivery import deliver
+from ..store.tables import PersonRow
+from ..store.uow import UnitOfWork
+
+log = logging.getLogger("qmsflow.slack")
+ACTIONS = {"approve": Decision.APPROVE, "reject": Decision.REJECT, "changes": Decision.CHANGES}
+
+
+class BadPayload(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Interaction:
+    kind: str  # "click" | "submission"
+    request_id: str
+    decision: Decision
+    slack_user: str
+    trigger_id: str | None = None
+    comment: str | None = None
+
+
+def parse(payload: Any) -> Interaction:
+    if not isinstance(payload, dict):
+        raise BadPayload("payload is not a JSON object")
+    user = (payload.get("user") or {}).get("id")
+    if not isinstance(user, str) or not user:
+        raise BadPayload("payload has no user.id")
+    if payload.get("type") == "block_actions":
+        actions = payload.get("actions")
+        if not isinstance(actions, list) or not actions or not isinstance(actions[0], dict):
+            raise BadPayload("block_actions payload without actions")
+        action = actions[0]
+        decision = ACTIONS.get(action.get("action_id"))
+        request_id = action.get("value")
+        if decision is None or not isinstance(request_id, str) or not request_id:
+            raise BadPayload(f"unknown action {action.get('action_id')!r}")
+        return Interaction("click", request_id, decision, user, trigger_id=payload.get("trigger_id"))
+    if payload.get("type") == "view_submission":
+        view = payload.get("view") or {}
+        if view.get("callback_id") != "qms_decision":
+            raise BadPayload("unknown view")
+        try:
+            request_id, raw = str(view.get("private_metadata", "")).split("|", 1)
+            decision = Decision(raw)
+            comment = view["state"]["values"]["comment"]["comment"]["value"]
+        except (ValueError, KeyError, TypeError):
+            raise BadPayload("malformed view_submission") from None
+        return Interaction("submission", request_id, decision, user, comment=comment)
+    raise BadPayload(f"unsupported payload type {payload.get('type')!r}")
+
+
+class SlackInteractions:
+    def __init__(self, ctx: QmsContext):
+        self.ctx = ctx
+        settings = slack.settings(ctx.config)
+        self.adapter = slack.SlackAdapter(slack.make_client(settings)) if settings else None
+        self._by_slack_id: dict[str, str] = {}
+
+    def person_for(self, slack_user: str) -> str | None:
+        """Slack id in qms.yaml, else users.lookupByEmail of each person (cached)."""
+        if slack_user in self._by_slack_id:
+            return self._by_slack_id[slack_user]
+        with self.ctx.db.read() as session:
+            people = session.scalars(select(PersonRow).where(PersonRow.active.is_(True))).all()
+        for person in people:
+            if person.slack_id == slack_user:
+                self._by_slack_id[slack_user] = person.id
+                return person.id
+        if self.adapter is not None:
+            for person in people:
+                if person.slack_id:
+                    continue
+                try:
+                    found = self.adapter.user_id(person.email)
+                except Exception:  # noqa: BLE001 - not in this workspace
+                    continue
+                self._by_slack_id[found] = person.id
+                if found == slack_user:
+                    return person.id
+        return None
+
+    def handle(self, interaction: Interaction) -> None:
+        """Work after the acknowledgement. Never raises: failures are logged and recorded."""
+        try:
+            self._handle(interaction)
+        except Exception:  # noqa: BLE001
+            log.exception("handling Slack interaction %s failed", interaction)
+
+    def _handle(self, it: Interaction) -> None:
+        person = self.person_for(it.slack_user)
+        if it.kind == "click" and it.decision is not Decision.APPROVE:
+            # a rejection or change request needs a comment: check the signer first, then ask for it
+            with UnitOfWork(self.ctx.db, person or f"slack:{it.slack_user}") as uow:
+                _, request = approvals.load(uow, it.request_id)
+            try:
+                request.check_may_sign(person)
+            except (NotAuthorized, AlreadyDecided):
+                self.decide(it, person)  # records the refusal and tells the person
+                return
+            if self.adapter is not None and it.trigger_id:
+                view = slack.render("comment_modal", request_id=it.request_id, decision=it.decision.value,
+                                    title="Reject" if it.decision is Decision.REJECT else "Request changes",
+                                    prompt="why? Your comment is part of the signed record.")
+                self.adapter.open_view(it.trigger_id, view)
+            return
+        self.decide(it, person)
+
+    def decide(self, it: Interaction, person: str | None) -> None:
+        try:
+            with UnitOfWork(self.ctx.db, person or f"slack:{it.slack_user}") as uow:
+                result = approvals.decide(uow, self.ctx.config, it.request_id, person, it.decision, it.comment,
+                                          Method.SLACK, claimed=f"slack:{it.slack_user}")
+        except (NotAuthorized, AlreadyDecided) as refusal:
+            log.info("refused Slack decision on %s by %s: %s", it.request_id, it.slack_user, refusal)
+        else:
+            if result.decided and result.flow_run_id:
+                try:
+                    prefect_api.resume(prefect_api.api_url(self.ctx.loaded.state_dir), result.flow_run_id,
+                                       {"request_id": result.request_id, "status": result.status.value})
+                except prefect_api.PrefectUnavailable as exc:
+                    # the decision is recorded; the follow-up flow resumes the run once Prefect is back
+                    log.warning("%s", exc)
+        deliver(self.ctx.db, self.ctx.config)
+
+
+def load_payload(body: bytes) -> Any:
+    """The ``payload`` form field of an interactivity request, parsed; ``BadPayload`` otherwise."""
+    from urllib.parse import parse_qs
+
+    try:
+        form = parse_qs(body.decode("utf-8"), strict_parsing=False)
+        return json.loads(form["payload"][0])
+    except (UnicodeDecodeError, KeyError, IndexError, json.JSONDecodeError):
+        raise BadPayload("expected a form field 'payload' holding JSON") from None

@@ -1,0 +1,94 @@
+"""Tasks of approval steps and document review: thin wrappers over qmsflow.services, all idempotent."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from qmsflow.adapters import prefect_api
+from qmsflow.context import open_context
+from qmsflow.services import approvals, review
+from qmsflow.services.delivery import deliver
+from qmsflow.store.uow import UnitOfWork
+
+SYSTEM_ACTOR = "qmsflow"
+
+
+@task(name="open-document-review", cache_policy=NO_CACHE)
+def open_review_task(config: str | None, document_id: str, submitted_by: str, major: bool, still_valid: bool,
+                     comment: str | None, flow_run_id: str) -> dict[str, Any]:
+    """Snapshot the document (path, git commit, SHA-256) and request approval; the same on a re-run."""
+    ctx = open_context(config)
+    try:
+        with UnitOfWork(ctx.db, submitted_by) as uow:
+            return review.open_review(uow, ctx.config, ctx.root, document_id=document_id, submitted_by=submitted_by,
+                                      major=major, still_valid=still_valid, comment=comment, flow_run_id=flow_run_id)
+    finally:
+        ctx.close()
+
+
+@task(name="approval-status", cache_policy=NO_CACHE)
+def request_status_task(config: str | None, request_id: str) -> dict[str, Any]:
+    ctx = open_context(config)
+    try:
+        with UnitOfWork(ctx.db, SYSTEM_ACTOR) as uow:
+            return review.request_summary(uow, request_id)
+    finally:
+        ctx.close()
+
+
+@task(name="conclude-document-review", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def conclude_review_task(config: str | None, request_id: str) -> dict[str, Any]:
+    ctx = open_context(config)
+    try:
+        with UnitOfWork(ctx.db, SYSTEM_ACTOR) as uow:
+            return review.conclude_review(uow, ctx.config, ctx.root, ctx.loaded.state_dir / "rendered", request_id)
+    finally:
+        ctx.close()
+
+
+@task(name="deliver-outbox", cache_policy=NO_CACHE)
+def deliver_outbox_task(config: str | None) -> dict[str, Any]:
+    """One delivery pass; failures stay queued for the next pass (never fail the flow)."""
+    ctx = open_context(config)
+    try:
+        report = deliver(ctx.db, ctx.config)
+        if report.failed:
+            get_run_logger().warning("outbox: %d delivery failure(s), will retry: %s", len(report.failed),
+                                     report.failed[0][1])
+        return {"sent": len(report.sent), "failed": len(report.failed), "waiting": report.waiting}
+    finally:
+        ctx.close()
+
+
+@task(name="approval-follow-ups", cache_policy=NO_CACHE)
+def follow_up_task(config: str | None) -> list[tuple[str, str, str]]:
+    ctx = open_context(config)
+    try:
+        with UnitOfWork(ctx.db, SYSTEM_ACTOR) as uow:
+            done = approvals.follow_up(uow, ctx.config, datetime.now(UTC))
+            uow.commit()
+        return done
+    finally:
+        ctx.close()
+
+
+@task(name="resume-decided-runs", cache_policy=NO_CACHE)
+def resume_decided_task(config: str | None) -> list[str]:
+    """Resume runs whose request was decided while Prefect was unreachable (the decision is in our store)."""
+    ctx = open_context(config)
+    resumed = []
+    try:
+        url = prefect_api.api_url(ctx.loaded.state_dir)
+        with UnitOfWork(ctx.db, SYSTEM_ACTOR) as uow:
+            rows = approvals.decided_requests_with_runs(uow)
+        for row in rows:
+            if prefect_api.state_of(url, row.flow_run_id) == "PAUSED" and prefect_api.resume(
+                    url, row.flow_run_id, {"request_id": row.id, "status": row.status}):
+                resumed.append(row.id)
+        return resumed
+    finally:
+        ctx.close()

@@ -1,0 +1,122 @@
+"""Starting `qms up` as a real subprocess for end-to-end tests, and reading what it prints."""
+
+from __future__ import annotations
+
+import os
+import queue
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+QMS = str(Path(sys.executable).parent / "qms")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RunningStack:
+    """A `qms up` process: its output lines, its ports, and a clean way to stop it."""
+
+    def __init__(self, repo: Path, port: int, web_port: int, env_extra: dict[str, str] | None = None,
+                 cwd: Path | None = None):
+        self.repo, self.port, self.web_port = repo, port, web_port
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "QMS_", "SLACK_"))}
+        env.update({"DO_NOT_TRACK": "1", "PREFECT_UI_ENABLED": "false", "PYTHONUNBUFFERED": "1", "COLUMNS": "200"})
+        env.update(env_extra or {})
+        self.env = env
+        self.proc = subprocess.Popen(
+            [QMS, "up", "-c", str(repo / "qms.yaml"), "--port", str(port), "--web-port", str(web_port)],
+            cwd=cwd or repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def _read(self) -> None:
+        for raw in self.proc.stdout:
+            self._queue.put(raw.rstrip("\n"))
+
+    def logs(self) -> str:
+        folder = self.repo / ".qms" / "logs"
+        if not folder.exists():
+            return ""
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(folder.glob("*.log")))
+
+    def wait_for(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            self.lines.append(line)
+            if text in line:
+                return
+        raise AssertionError(f"{text!r} not printed within {timeout} s; output:\n" + "\n".join(self.lines)
+                             + "\n" + self.logs())
+
+    def stop(self) -> int:
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            self.wait_for("qmsflow stopped", timeout=120)
+        return self.proc.wait(timeout=30)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def prefect(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        env.update({"PREFECT_API_URL": self.api_url, "DO_NOT_TRACK": "1",
+                    "PREFECT_HOME": str(self.repo / ".qms" / "prefect-cli"), "COLUMNS": "200"})
+        return subprocess.run([sys.executable, "-m", "prefect", *args], env=env, capture_output=True, text=True,
+                              timeout=timeout)
+
+    def flow_state(self, flow_run_id: str) -> str | None:
+        response = httpx.get(f"{self.api_url}/flow_runs/{flow_run_id}", timeout=10)
+        response.raise_for_status()
+        state = response.json().get("state") or {}
+        return state.get("type")
+
+    def wait_state(self, flow_run_id: str, wanted: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        state = None
+        while time.monotonic() < deadline:
+            state = self.flow_state(flow_run_id)
+            if state == wanted:
+                return
+            if state in ("FAILED", "CRASHED", "CANCELLED") and wanted != state:
+                break
+            time.sleep(0.5)
+        raise AssertionError(f"flow run {flow_run_id} is {state}, not {wanted}\n" + self.logs())
+
+
+def start_stack(repo: Path, env_extra: dict[str, str] | None = None, cwd: Path | None = None,
+                port: int | None = None, web_port: int | None = None) -> RunningStack:
+    stack = RunningStack(repo, port or free_port(), web_port or free_port(), env_extra, cwd)
+    try:
+        stack.wait_for("qmsflow is up", timeout=240)
+    except BaseException:
+        stack.kill()
+        raise
+    return stack

@@ -1,0 +1,273 @@
+"""End to end over real HTTP: a document review suspends, a signed Slack click resumes it.
+
+`qms up` (Prefect server, runner, web app) runs against a fake Slack Web API on 127.0.0.1 that the
+real slack_sdk client talks to; a driver posts signed `block_actions` / `view_submission` payloads
+to our `/slack/interactions`, as Slack would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from fakes.slack import FakeSlack
+from qmsflow.services.scaffold import scaffold
+from qmsflow.store.db import Database
+from qmsflow.store.tables import ApprovalRequestRow, DocumentVersionRow, SignatureRow, TrailEventRow
+from stackutil import QMS, RunningStack, free_port, start_stack
+
+pytestmark = [pytest.mark.prefect, pytest.mark.slow]
+
+SECRET = "test-signing-secret"
+USERS = [
+    {"id": "U0ANA0001", "email": "ana@example.com", "name": "ana", "real_name": "Ana Alves"},
+    {"id": "U0BEN0001", "email": "ben@example.com", "name": "ben", "real_name": "Ben Brandt"},
+    {"id": "U0CHLOE01", "email": "chloe@example.com", "name": "chloe", "real_name": "Chloe Chen"},
+    {"id": "U0DEV0001", "email": "dev@example.com", "name": "dev", "real_name": "Dev Patel"},
+]
+SLACK_ID = {u["name"]: u["id"] for u in USERS}
+
+
+class World:
+    def __init__(self, repo: Path, slack: FakeSlack, env: dict[str, str]):
+        self.repo, self.slack, self.env = repo, slack, env
+        self.stack: RunningStack | None = None
+        self.db = Database(f"sqlite:///{repo / '.qms' / 'qms.db'}")
+
+    def start(self, port: int | None = None, web_port: int | None = None) -> RunningStack:
+        self.stack = start_stack(self.repo, self.env, port=port, web_port=web_port)
+        return self.stack
+
+    def qms(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        full = {**self.stack.env, "PREFECT_API_URL": self.stack.api_url, **(env or {})}
+        return subprocess.run([QMS, *args, "-c", str(self.repo / "qms.yaml")], env=full, capture_output=True,
+                              text=True, timeout=120)
+
+    def edit(self, relpath: str, line: str) -> None:
+        path = self.repo / relpath
+        path.write_text(path.read_text() + f"\n{line}\n")
+        subprocess.run(["git", "-C", str(self.repo), "commit", "-qam", f"Edit {relpath}"], check=True)
+
+    def submit(self, doc_id: str, *args: str, who: str = "ana") -> ApprovalRequestRow:
+        before = self.request_ids()
+        done = self.qms("document", "submit", doc_id, "--as", who, *args)
+        assert done.returncode == 0, done.stderr
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            new = self.request_ids() - before
+            if new:
+                row = self.request(new.pop())
+                self.stack.wait_state(row.flow_run_id, "PAUSED")
+                return row
+            time.sleep(0.3)
+        raise AssertionError(f"no approval request for {doc_id}\n{self.stack.logs()}")
+
+    def request_ids(self) -> set[str]:
+        with self.db.read() as s:
+            return set(s.scalars(select(ApprovalRequestRow.id)))
+
+    def request(self, request_id: str) -> ApprovalRequestRow:
+        with self.db.read() as s:
+            return s.get(ApprovalRequestRow, request_id)
+
+    def post(self, payload: dict, *, secret: str = SECRET, timestamp: int | None = None,
+             raw_body: str | None = None) -> httpx.Response:
+        body = raw_body if raw_body is not None else urlencode({"payload": json.dumps(payload)})
+        ts = str(timestamp if timestamp is not None else int(time.time()))
+        signature = "v0=" + hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
+        return httpx.post(f"{self.stack.web_url}/slack/interactions", content=body, timeout=10, headers={
+            "Content-Type": "application/x-www-form-urlencoded", "X-Slack-Request-Timestamp": ts,
+            "X-Slack-Signature": signature})
+
+    def click(self, request_id: str, person: str, action: str = "approve", **kw) -> httpx.Response:  # noqa: ANN003
+        return self.post({
+            "type": "block_actions", "user": {"id": SLACK_ID.get(person, person)}, "trigger_id": "13345224609.8534564800",
+            "actions": [{"type": "button", "action_id": action, "block_id": "qms_approval", "value": request_id}],
+            "container": {"type": "message"}}, **kw)
+
+    def trail(self, action: str, record: str) -> list[TrailEventRow]:
+        with self.db.read() as s:
+            return list(s.scalars(select(TrailEventRow).where(TrailEventRow.action == action,
+                                                              TrailEventRow.record == record)))
+
+    def wait_trail(self, action: str, record: str, count: int = 1, timeout: float = 30) -> list[TrailEventRow]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.trail(action, record)
+            if len(found) >= count:
+                return found
+            time.sleep(0.2)
+        raise AssertionError(f"{count} x {action} on {record} not recorded\n{self.stack.logs()}")
+
+    def version(self, doc_id: str, version: str) -> DocumentVersionRow:
+        with self.db.read() as s:
+            return s.scalars(select(DocumentVersionRow).where(DocumentVersionRow.document_id == doc_id,
+                                                              DocumentVersionRow.version == version)).one()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    repo = tmp_path_factory.mktemp("review") / "repo"
+    scaffold(repo, org_name="Review Test GmbH", git=True)
+    config = repo / "qms.yaml"  # ana is known by her Slack id; the others are looked up by email
+    config.write_text(config.read_text().replace("    email: ana@example.com\n",
+                                                 f"    email: ana@example.com\n    slack_id: {SLACK_ID['ana']}\n"))
+    subprocess.run(["git", "-C", str(repo), "commit", "-qam", "Slack id of ana"], check=True)
+    with FakeSlack(users=USERS) as slack:
+        w = World(repo, slack, {"SLACK_BOT_TOKEN": slack.token, "SLACK_SIGNING_SECRET": SECRET,
+                                "QMS_SLACK_BASE_URL": slack.base_url})
+        w.start()
+        try:
+            yield w
+        finally:
+            w.stack.kill()
+            w.db.dispose()
+
+
+def test_submission_suspends_and_asks_the_approver_in_slack(world: World) -> None:
+    world.edit("procedures/SOP-DOC-001-document-control.md", "Clarified the review interval.")
+    request = world.submit("SOP-DOC-001", "--comment", "clarify review interval")
+    assert request.subject == "document-version:SOP-DOC-001@1.0" and request.approvers == ["ben"]
+    assert request.author == "ana"
+    deadline = time.monotonic() + 30
+    while not world.slack.calls_to("chat.postMessage") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    [post] = world.slack.calls_to("chat.postMessage")
+    assert post.params["channel"] == FakeSlack.dm_channel_for(SLACK_ID["ben"])
+    buttons = [b for b in post.params["blocks"] if b["type"] == "actions"][0]["elements"]
+    assert [b["action_id"] for b in buttons] == ["approve", "reject", "changes"]
+    assert {b["value"] for b in buttons} == {request.id}
+    assert world.version("SOP-DOC-001", "1.0").status == "in_review"
+
+
+def test_refusals_are_answered_and_recorded(world: World) -> None:
+    [request_id] = [r for r in world.request_ids() if world.request(r).subject.startswith("document-version:SOP-DOC-001")]
+    ref = f"approval:{request_id}"
+    click = {"type": "block_actions", "user": {"id": SLACK_ID["ben"]}, "trigger_id": "1.2",
+             "actions": [{"action_id": "approve", "value": request_id}]}
+    assert world.post(click, secret="wrong-secret").status_code == 401
+    assert world.post(click, timestamp=int(time.time()) - 301).status_code == 401
+    assert world.post({}, raw_body="payload=%7Bnot-json").status_code == 400
+    assert world.post({"type": "block_actions", "user": {"id": "U0BEN0001"}, "actions": []}).status_code == 400
+    assert world.click(request_id, "ana").status_code == 200           # the author: self-approval
+    assert world.click(request_id, "chloe").status_code == 200         # not a designated approver
+    assert world.click(request_id, "U0NOBODY1").status_code == 200     # not a person of this QMS
+    refused = world.wait_trail("approval.refused", ref, count=3)
+    reasons = {e.actor: json.loads(e.after_json)["reason"] for e in refused}
+    assert "segregation of duties" in reasons["ana"]
+    assert "not a designated approver" in reasons["chloe"]
+    assert "not a known person" in reasons["slack:U0NOBODY1"]
+    assert world.stack.flow_state(world.request(request_id).flow_run_id) == "PAUSED"
+    with world.db.read() as s:
+        assert s.scalar(select(func.count()).select_from(SignatureRow)) == 0
+
+
+def test_signed_click_resumes_the_flow_to_an_effective_version(world: World) -> None:
+    [request_id] = [r for r in world.request_ids() if world.request(r).subject.startswith("document-version:SOP-DOC-001")]
+    started = time.perf_counter()
+    response = world.click(request_id, "ben")
+    assert response.status_code == 200 and time.perf_counter() - started < 3
+    world.stack.wait_state(world.request(request_id).flow_run_id, "COMPLETED")
+    version = world.version("SOP-DOC-001", "1.0")
+    assert version.status == "effective" and version.next_review_date is not None
+    request = world.request(request_id)
+    assert request.status == "approved"
+    pdf = Path(request.data["pdf"])
+    assert pdf.is_file() and pdf.read_bytes().startswith(b"%PDF")
+    [signed] = world.trail("approval.signed", f"approval:{request_id}")
+    signature = json.loads(signed.after_json)
+    assert signature["signer"] == "ben" and signature["printed_name"] == "Ben Brandt"
+    assert signature["method"] == "slack" and signature["content_sha256"] == version.content_sha256
+    assert signature["meaning"] == "approve SOP-DOC-001 v1.0 for use"
+    deadline = time.monotonic() + 30
+    while not world.slack.calls_to("chat.update") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    [update] = world.slack.calls_to("chat.update")
+    assert "approved by Ben Brandt" in update.params["text"]
+    # a second click: one decision only, and the clicker is told who decided when
+    assert world.click(request_id, "ben").status_code == 200
+    again = world.wait_trail("approval.refused", f"approval:{request_id}", count=4)
+    assert "already decided" in json.loads(again[-1].after_json)["reason"]
+    with world.db.read() as s:
+        assert s.scalar(select(func.count()).select_from(SignatureRow).where(SignatureRow.request_id == request_id)) == 1
+    assert world.qms("verify").returncode == 0
+
+
+def test_reject_asks_for_a_comment_and_returns_the_document_to_draft(world: World) -> None:
+    world.edit("procedures/SOP-TST-001-code-review-and-testing.md", "Coverage gate raised to 85%.")
+    request = world.submit("SOP-TST-001", who="chloe")
+    assert world.click(request.id, "ana", action="reject").status_code == 200
+    deadline = time.monotonic() + 30
+    while not world.slack.views and time.monotonic() < deadline:
+        time.sleep(0.2)
+    [view] = world.slack.views
+    assert view["callback_id"] == "qms_decision" and view["private_metadata"] == f"{request.id}|reject"
+    submission = {"type": "view_submission", "user": {"id": SLACK_ID["ana"]},
+                  "view": {"callback_id": "qms_decision", "private_metadata": view["private_metadata"],
+                           "state": {"values": {"comment": {"comment": {"type": "plain_text_input",
+                                                                        "value": "No evidence for 85% yet."}}}}}}
+    assert world.post(submission).status_code == 200
+    world.stack.wait_state(request.flow_run_id, "COMPLETED")
+    version = world.version("SOP-TST-001", "1.0")
+    assert version.status == "draft" and version.comment == "No evidence for 85% yet."
+    assert world.request(request.id).status == "rejected"
+
+
+def test_restart_while_suspended_then_click_completes_without_duplicates(world: World) -> None:
+    world.edit("procedures/SOP-DES-001-design-and-development.md", "ADRs are mandatory for model changes.")
+    request = world.submit("SOP-DES-001", who="chloe")
+    posts_before = len(world.slack.calls_to("chat.postMessage"))
+    port, web_port = world.stack.port, world.stack.web_port
+    assert world.stack.stop() == 0                       # runner and Prefect server stop while suspended
+    world.start(port=port, web_port=web_port)
+    assert world.click(request.id, "ana").status_code == 200
+    world.stack.wait_state(request.flow_run_id, "COMPLETED")
+    assert world.version("SOP-DES-001", "1.0").status == "effective"
+    with world.db.read() as s:
+        assert s.scalar(select(func.count()).select_from(ApprovalRequestRow)
+                        .where(ApprovalRequestRow.flow_run_id == request.flow_run_id)) == 1
+        assert s.scalar(select(func.count()).select_from(DocumentVersionRow)
+                        .where(DocumentVersionRow.document_id == "SOP-DES-001")) == 1
+    requests_to_ana = [c for c in world.slack.calls_to("chat.postMessage")[:posts_before]
+                       if request.id in json.dumps(c.params.get("blocks"))]
+    assert len(requests_to_ana) == 1
+    assert not [c for c in world.slack.calls_to("chat.postMessage")[posts_before:]
+                if f"Approval requested: {request.id}" in c.params.get("text", "")]
+
+
+def test_cli_approval_with_a_personal_token_and_a_still_valid_review(world: World) -> None:
+    created = world.qms("token", "create", "ben", "--as", "ana")
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()
+    request = world.submit("SOP-DOC-001", "--still-valid", who="ana")
+    assert request.author is None and request.subject == "document-version:SOP-DOC-001@1.0"
+    bad = world.qms("approve", request.id, "--decision", "approve", env={"QMS_TOKEN": "qms_forged"})
+    assert bad.returncode == 1 and "unknown or revoked" in bad.stderr
+    done = world.qms("approve", request.id, "--decision", "approve", env={"QMS_TOKEN": token})
+    assert done.returncode == 0, done.stderr
+    assert "signed by Ben Brandt" in done.stdout
+    world.stack.wait_state(request.flow_run_id, "COMPLETED")
+    assert world.trail("document-version.review-confirmed", "document-version:SOP-DOC-001@1.0")
+    assert world.version("SOP-DOC-001", "1.0").status == "effective"
+
+
+def test_verify_reports_a_signature_whose_content_changed(world: World) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(world.repo / ".qms" / "qms.db")
+    conn.execute("UPDATE document_versions SET content_sha256 = ? WHERE document_id = 'SOP-DES-001'", ("0" * 64,))
+    conn.commit()
+    conn.close()
+    done = world.qms("verify")
+    assert done.returncode == 1
+    assert "no longer verifies: SOP-DES-001 v1.0 content is now 0000000000000000" in done.stderr
