@@ -45,8 +45,12 @@ def main() -> int:
         n = min(args.batch, args.events - done)
         with UnitOfWork(db, "bench") as uow:
             for i in range(done, done + n):
-                uow.record("capa.updated", f"record:CAPA-2026-{i % 100000:05d}",
-                           {"status": "open", "owner": "ana", "n": i}, {"status": "containment", "owner": "ana", "n": i})
+                uow.record(
+                    "capa.updated",
+                    f"record:CAPA-2026-{i % 100000:05d}",
+                    {"status": "open", "owner": "ana", "n": i},
+                    {"status": "containment", "owner": "ana", "n": i},
+                )
             uow.commit()
         done += n
         if done % (args.batch * 20) == 0:
@@ -69,19 +73,28 @@ def main() -> int:
     assert result.ok and result.report.count == args.events, result.problem
 
     rate = lambda seconds: args.events / seconds  # noqa: E731
-    print(f"append:   {append_s:8.2f} s  {rate(append_s):>12,.0f} events/s  ({hash_s / append_s:.3f} of baseline speed)")
-    print(f"verify:   {verify_s:8.2f} s  {rate(verify_s):>12,.0f} events/s  ({hash_s / verify_s:.3f} of baseline speed)")
+    print(
+        f"append:   {append_s:8.2f} s  {rate(append_s):>12,.0f} events/s  ({hash_s / append_s:.3f} of baseline speed)"
+    )
+    print(
+        f"verify:   {verify_s:8.2f} s  {rate(verify_s):>12,.0f} events/s  ({hash_s / verify_s:.3f} of baseline speed)"
+    )
     print(f"baseline: {hash_s:8.2f} s  {rate(hash_s):>12,.0f} payloads/s (SHA-256 of the canonical payloads alone)")
     print(f"verify goal >= 200,000 events/s: {'met' if rate(verify_s) >= 200_000 else 'NOT met'}")
 
     if args.cli:
         config = workdir / "repo"
-        subprocess.run([str(Path(sys.executable).parent / "qms"), "init", str(config), "--no-git"], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [str(Path(sys.executable).parent / "qms"), "init", str(config), "--no-git"], check=True, capture_output=True
+        )
         env = {**os.environ, "QMS_DATABASE_URL": url}
         t0 = time.perf_counter()
-        out = subprocess.run([str(Path(sys.executable).parent / "qms"), "verify", "-c", str(config / "qms.yaml")],
-                             env=env, capture_output=True, text=True)
+        out = subprocess.run(
+            [str(Path(sys.executable).parent / "qms"), "verify", "-c", str(config / "qms.yaml")],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         cli_s = time.perf_counter() - t0
         print(f"qms verify (whole command, incl. start-up): {cli_s:.2f} s  {rate(cli_s):,.0f} events/s")
         print("  " + out.stdout.strip().splitlines()[0])

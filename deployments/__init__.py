@@ -73,12 +73,14 @@ def build(schedules: dict[str, str | None], config_path: str) -> list:
 
     out = []
     for spec in DEPLOYMENTS:
-        out.append(spec.flow.to_deployment(
-            name=spec.name,
-            cron=schedule_for(spec, schedules),
-            parameters={"config": config_path, **spec.parameters},
-            description=spec.description,
-            tags=["qmsflow"] + ([f"process:{spec.process}"] if spec.process else []),
-            entrypoint_type=EntrypointType.MODULE_PATH,
-        ))
+        out.append(
+            spec.flow.to_deployment(
+                name=spec.name,
+                cron=schedule_for(spec, schedules),
+                parameters={"config": config_path, **spec.parameters},
+                description=spec.description,
+                tags=["qmsflow"] + ([f"process:{spec.process}"] if spec.process else []),
+                entrypoint_type=EntrypointType.MODULE_PATH,
+            )
+        )
     return out

@@ -28,8 +28,14 @@ class ApprovalDecided(BaseModel):
 
 
 @flow(name=FLOW_NAME, description=__doc__, persist_result=True, log_prints=False)
-def document_review(document_id: str, submitted_by: str, major: bool = False, still_valid: bool = False,
-                    comment: str | None = None, config: str | None = None) -> dict:
+def document_review(
+    document_id: str,
+    submitted_by: str,
+    major: bool = False,
+    still_valid: bool = False,
+    comment: str | None = None,
+    config: str | None = None,
+) -> dict:
     logger = get_run_logger()
     run_id = str(flow_run.id)
     request = open_review_task(config, document_id, submitted_by, major, still_valid, comment, run_id)
@@ -37,8 +43,11 @@ def document_review(document_id: str, submitted_by: str, major: bool = False, st
     attempt = 0
     while request["status"] == "pending":
         logger.info("%s waits for approval of %s", request["id"], request["subject"])
-        suspend_flow_run(wait_for_input=ApprovalDecided, timeout=None,
-                         key=f"approval-{request['id'].lower()}-{request['signatures']}-{attempt}")
+        suspend_flow_run(
+            wait_for_input=ApprovalDecided,
+            timeout=None,
+            key=f"approval-{request['id'].lower()}-{request['signatures']}-{attempt}",
+        )
         attempt += 1
         request = request_status_task(config, request["id"])
     outcome = conclude_review_task(config, request["id"])

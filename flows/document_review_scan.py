@@ -19,8 +19,13 @@ FLOW_NAME = "document-review-due-scan"
 
 
 @flow(name=FLOW_NAME, description=__doc__, log_prints=False)
-def document_review_due_scan(config: str | None = None, today: date | None = None, window_days: int = 30,
-                             process: str = "document-control", start_reviews: bool = True) -> dict:
+def document_review_due_scan(
+    config: str | None = None,
+    today: date | None = None,
+    window_days: int = 30,
+    process: str = "document-control",
+    start_reviews: bool = True,
+) -> dict:
     """Scan the documents register; ``config`` defaults to QMS_CONFIG, ``today`` to the UTC date."""
     logger = get_run_logger()
     started = datetime.now(UTC)

@@ -116,7 +116,9 @@ def parse_config(text: str, path: Path) -> LoadedConfig:
         line = mark.line + 1 if mark else 0
         raise ConfigError([ConfigIssue(name, line, "", f"not valid YAML: {exc.problem or exc.context}")]) from None
     if not isinstance(data, CommentedMap):
-        raise ConfigError([ConfigIssue(name, 1, "", "must be a mapping with organisation, people, processes, documents ...")])
+        raise ConfigError(
+            [ConfigIssue(name, 1, "", "must be a mapping with organisation, people, processes, documents ...")]
+        )
     try:
         config = QmsConfig.model_validate(_plain(data))
     except ValidationError as exc:
@@ -135,13 +137,20 @@ def check_repo(loaded: LoadedConfig) -> tuple[list[ConfigIssue], list[str]]:
         target = loaded.root / doc.path
         if not target.is_file():
             loc = ("documents", index, "path")
-            errors.append(ConfigIssue(loaded.path.name, loaded.line_of(loc), _loc_str(loc),
-                                      f"{doc.path!r} does not exist in {loaded.root}"))
+            errors.append(
+                ConfigIssue(
+                    loaded.path.name,
+                    loaded.line_of(loc),
+                    _loc_str(loc),
+                    f"{doc.path!r} does not exist in {loaded.root}",
+                )
+            )
     warnings = []
     missing = uncovered(loaded.config.covered_aspects())
     if missing:
         warnings.append(
-            "Art. 17(1) aspects covered by no process: " + ", ".join(f"({a})" for a in missing)
+            "Art. 17(1) aspects covered by no process: "
+            + ", ".join(f"({a})" for a in missing)
             + " — add them to the 'aspects' of a process"
         )
     return errors, warnings

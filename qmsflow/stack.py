@@ -34,15 +34,17 @@ def prefect_env(state_dir: Path, api_url: str, config_path: Path) -> dict[str, s
     home = state_dir / "prefect"
     home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    env.update({
-        "PREFECT_HOME": str(home),
-        "PREFECT_API_URL": api_url,
-        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{(home / 'prefect.db').as_posix()}",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-        "PREFECT_UI_ENABLED": env.get("PREFECT_UI_ENABLED", "true"),
-        "QMS_CONFIG": str(config_path),
-    })
+    env.update(
+        {
+            "PREFECT_HOME": str(home),
+            "PREFECT_API_URL": api_url,
+            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{(home / 'prefect.db').as_posix()}",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "DO_NOT_TRACK": "1",
+            "PREFECT_UI_ENABLED": env.get("PREFECT_UI_ENABLED", "true"),
+            "QMS_CONFIG": str(config_path),
+        }
+    )
     return env
 
 
@@ -56,8 +58,9 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
-def wait_healthy(api_url: str, timeout: float, alive: Callable[[], bool] = lambda: True,
-                 tick: Callable[[float], None] | None = None) -> None:
+def wait_healthy(
+    api_url: str, timeout: float, alive: Callable[[], bool] = lambda: True, tick: Callable[[float], None] | None = None
+) -> None:
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         if not alive():
@@ -129,8 +132,11 @@ class Stack:
             self.say(f"starting the Prefect server on {self.ui_url} (first start takes ~20 s) …")
             server = subprocess.Popen(
                 [sys.executable, "-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.port)],
-                env=env, stdout=self._log("prefect-server"), stderr=subprocess.STDOUT,
-                cwd=self.ctx.loaded.state_dir, start_new_session=True,
+                env=env,
+                stdout=self._log("prefect-server"),
+                stderr=subprocess.STDOUT,
+                cwd=self.ctx.loaded.state_dir,
+                start_new_session=True,
             )
             self.children.append(("Prefect server", server))
             wait_healthy(self.api_url, 180, alive=lambda: server.poll() is None)
@@ -138,8 +144,12 @@ class Stack:
         else:
             wait_healthy(self.api_url, 30)
         runner = subprocess.Popen(
-            [sys.executable, "-m", "qmsflow.runner"], env=env, stdout=self._log("runner"),
-            stderr=subprocess.STDOUT, cwd=self.ctx.loaded.state_dir, start_new_session=True,
+            [sys.executable, "-m", "qmsflow.runner"],
+            env=env,
+            stdout=self._log("runner"),
+            stderr=subprocess.STDOUT,
+            cwd=self.ctx.loaded.state_dir,
+            start_new_session=True,
         )
         self.children.append(("runner", runner))
         names = self._wait_deployments(runner)
@@ -147,13 +157,18 @@ class Stack:
         if not port_free(self.host, self.web_port):
             raise StackError(f"port {self.web_port} on {self.host} is in use: pass --web-port or stop what uses it")
         web = subprocess.Popen(
-            [sys.executable, "-m", "qmsflow.web", "--host", self.host, "--port", str(self.web_port)], env=env,
-            stdout=self._log("web"), stderr=subprocess.STDOUT, cwd=self.ctx.loaded.state_dir, start_new_session=True,
+            [sys.executable, "-m", "qmsflow.web", "--host", self.host, "--port", str(self.web_port)],
+            env=env,
+            stdout=self._log("web"),
+            stderr=subprocess.STDOUT,
+            cwd=self.ctx.loaded.state_dir,
+            start_new_session=True,
         )
         self.children.append(("web app", web))
         wait_healthy(self.web_url, 60, alive=lambda: web.poll() is None)
-        self.state_file.write_text(json.dumps({"api_url": self.api_url, "ui_url": self.ui_url, "web_url": self.web_url,
-                                               "pid": os.getpid()}))
+        self.state_file.write_text(
+            json.dumps({"api_url": self.api_url, "ui_url": self.ui_url, "web_url": self.web_url, "pid": os.getpid()})
+        )
         self.say("web app ready")
 
     def _wait_deployments(self, runner: subprocess.Popen, timeout: float = 120) -> list[str]:
@@ -163,12 +178,16 @@ class Stack:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if runner.poll() is not None:
-                raise StackError(f"the runner exited with code {runner.returncode} "
-                                 f"(see {self.ctx.loaded.state_dir / 'logs' / 'runner.log'})")
+                raise StackError(
+                    f"the runner exited with code {runner.returncode} "
+                    f"(see {self.ctx.loaded.state_dir / 'logs' / 'runner.log'})"
+                )
             if manifest.is_file():
                 names = json.loads(manifest.read_text())
                 try:
-                    if all(httpx.get(f"{self.api_url}/deployments/name/{n}", timeout=5).status_code == 200 for n in names):
+                    if all(
+                        httpx.get(f"{self.api_url}/deployments/name/{n}", timeout=5).status_code == 200 for n in names
+                    ):
                         return names
                 except httpx.HTTPError:
                     pass

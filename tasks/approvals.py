@@ -18,14 +18,30 @@ SYSTEM_ACTOR = "qmsflow"
 
 
 @task(name="open-document-review", cache_policy=NO_CACHE)
-def open_review_task(config: str | None, document_id: str, submitted_by: str, major: bool, still_valid: bool,
-                     comment: str | None, flow_run_id: str) -> dict[str, Any]:
+def open_review_task(
+    config: str | None,
+    document_id: str,
+    submitted_by: str,
+    major: bool,
+    still_valid: bool,
+    comment: str | None,
+    flow_run_id: str,
+) -> dict[str, Any]:
     """Snapshot the document (path, git commit, SHA-256) and request approval; the same on a re-run."""
     ctx = open_context(config)
     try:
         with UnitOfWork(ctx.db, submitted_by) as uow:
-            return review.open_review(uow, ctx.config, ctx.root, document_id=document_id, submitted_by=submitted_by,
-                                      major=major, still_valid=still_valid, comment=comment, flow_run_id=flow_run_id)
+            return review.open_review(
+                uow,
+                ctx.config,
+                ctx.root,
+                document_id=document_id,
+                submitted_by=submitted_by,
+                major=major,
+                still_valid=still_valid,
+                comment=comment,
+                flow_run_id=flow_run_id,
+            )
     finally:
         ctx.close()
 
@@ -57,8 +73,9 @@ def deliver_outbox_task(config: str | None) -> dict[str, Any]:
     try:
         report = deliver(ctx.db, ctx.config)
         if report.failed:
-            get_run_logger().warning("outbox: %d delivery failure(s), will retry: %s", len(report.failed),
-                                     report.failed[0][1])
+            get_run_logger().warning(
+                "outbox: %d delivery failure(s), will retry: %s", len(report.failed), report.failed[0][1]
+            )
         return {"sent": len(report.sent), "failed": len(report.failed), "waiting": report.waiting}
     finally:
         ctx.close()
@@ -87,7 +104,8 @@ def resume_decided_task(config: str | None) -> list[str]:
             rows = approvals.decided_requests_with_runs(uow)
         for row in rows:
             if prefect_api.state_of(url, row.flow_run_id) == "PAUSED" and prefect_api.resume(
-                    url, row.flow_run_id, {"request_id": row.id, "status": row.status}):
+                url, row.flow_run_id, {"request_id": row.id, "status": row.status}
+            ):
                 resumed.append(row.id)
         return resumed
     finally:

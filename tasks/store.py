@@ -31,22 +31,40 @@ def sync_config_task(config: str | None) -> list[str]:
 
 
 @task(name="scan-due-reviews", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
-def scan_due_reviews_task(config: str | None, today: date, window_days: int, process: str | None) -> list[dict[str, Any]]:
+def scan_due_reviews_task(
+    config: str | None, today: date, window_days: int, process: str | None
+) -> list[dict[str, Any]]:
     """Record each document whose review falls due within the window or is overdue."""
     ctx = open_context(config)
     try:
         with UnitOfWork(ctx.db, SYSTEM_ACTOR) as uow:
             found = scan_due_reviews(uow, today, process=process, window_days=window_days)
             uow.commit()
-        return [{"record": d.record_id, "document": d.document_id, "state": d.state,
-                 "due": d.due.isoformat(), "new": d.created} for d in found]
+        return [
+            {
+                "record": d.record_id,
+                "document": d.document_id,
+                "state": d.state,
+                "due": d.due.isoformat(),
+                "new": d.created,
+            }
+            for d in found
+        ]
     finally:
         ctx.close()
 
 
 @task(name="record-process-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
-def record_run_task(config: str | None, process: str, flow_name: str, flow_run_id: str, state: str,
-                    started_at: datetime, finished_at: datetime | None, summary: dict[str, Any]) -> None:
+def record_run_task(
+    config: str | None,
+    process: str,
+    flow_name: str,
+    flow_run_id: str,
+    state: str,
+    started_at: datetime,
+    finished_at: datetime | None,
+    summary: dict[str, Any],
+) -> None:
     ctx = open_context(config)
     try:
         with UnitOfWork(ctx.db, SYSTEM_ACTOR) as uow:
@@ -77,10 +95,18 @@ def start_periodic_reviews_task(config: str | None, due: list[dict[str, Any]]) -
             file = ctx.root / current.path if current else None
             if current is None or not file.is_file() or sha256_file(file) != current.content_sha256:
                 continue
-            prefect_api.start_run(url, "document-review/on-demand", {
-                "document_id": item["document"], "submitted_by": SYSTEM_ACTOR, "still_valid": True,
-                "comment": f"periodic review ({item['record']})", "config": str(ctx.loaded.path)},
-                idempotency_key=f"periodic-review:{item['record']}")
+            prefect_api.start_run(
+                url,
+                "document-review/on-demand",
+                {
+                    "document_id": item["document"],
+                    "submitted_by": SYSTEM_ACTOR,
+                    "still_valid": True,
+                    "comment": f"periodic review ({item['record']})",
+                    "config": str(ctx.loaded.path),
+                },
+                idempotency_key=f"periodic-review:{item['record']}",
+            )
             started.append(item["document"])
         return started
     finally:

@@ -25,8 +25,9 @@ def free_port() -> int:
 class RunningStack:
     """A `qms up` process: its output lines, its ports, and a clean way to stop it."""
 
-    def __init__(self, repo: Path, port: int, web_port: int, env_extra: dict[str, str] | None = None,
-                 cwd: Path | None = None):
+    def __init__(
+        self, repo: Path, port: int, web_port: int, env_extra: dict[str, str] | None = None, cwd: Path | None = None
+    ):
         self.repo, self.port, self.web_port = repo, port, web_port
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "QMS_", "SLACK_"))}
         env.update({"DO_NOT_TRACK": "1", "PREFECT_UI_ENABLED": "false", "PYTHONUNBUFFERED": "1", "COLUMNS": "200"})
@@ -34,7 +35,12 @@ class RunningStack:
         self.env = env
         self.proc = subprocess.Popen(
             [QMS, "up", "-c", str(repo / "qms.yaml"), "--port", str(port), "--web-port", str(web_port)],
-            cwd=cwd or repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            cwd=cwd or repo,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.lines: list[str] = []
         self._queue: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -69,8 +75,9 @@ class RunningStack:
             self.lines.append(line)
             if text in line:
                 return
-        raise AssertionError(f"{text!r} not printed within {timeout} s; output:\n" + "\n".join(self.lines)
-                             + "\n" + self.logs())
+        raise AssertionError(
+            f"{text!r} not printed within {timeout} s; output:\n" + "\n".join(self.lines) + "\n" + self.logs()
+        )
 
     def stop(self) -> int:
         import signal
@@ -87,10 +94,17 @@ class RunningStack:
 
     def prefect(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-        env.update({"PREFECT_API_URL": self.api_url, "DO_NOT_TRACK": "1",
-                    "PREFECT_HOME": str(self.repo / ".qms" / "prefect-cli"), "COLUMNS": "200"})
-        return subprocess.run([sys.executable, "-m", "prefect", *args], env=env, capture_output=True, text=True,
-                              timeout=timeout)
+        env.update(
+            {
+                "PREFECT_API_URL": self.api_url,
+                "DO_NOT_TRACK": "1",
+                "PREFECT_HOME": str(self.repo / ".qms" / "prefect-cli"),
+                "COLUMNS": "200",
+            }
+        )
+        return subprocess.run(
+            [sys.executable, "-m", "prefect", *args], env=env, capture_output=True, text=True, timeout=timeout
+        )
 
     def flow_state(self, flow_run_id: str) -> str | None:
         response = httpx.get(f"{self.api_url}/flow_runs/{flow_run_id}", timeout=10)
@@ -111,8 +125,13 @@ class RunningStack:
         raise AssertionError(f"flow run {flow_run_id} is {state}, not {wanted}\n" + self.logs())
 
 
-def start_stack(repo: Path, env_extra: dict[str, str] | None = None, cwd: Path | None = None,
-                port: int | None = None, web_port: int | None = None) -> RunningStack:
+def start_stack(
+    repo: Path,
+    env_extra: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    port: int | None = None,
+    web_port: int | None = None,
+) -> RunningStack:
     stack = RunningStack(repo, port or free_port(), web_port or free_port(), env_extra, cwd)
     try:
         stack.wait_for("qmsflow is up", timeout=240)

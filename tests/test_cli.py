@@ -21,13 +21,27 @@ def qms(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch):  # noqa
         code = run(list(args))
         captured = capsys.readouterr()
         return code, captured.out, captured.err
+
     return call
 
 
 def test_help_lists_every_command(qms) -> None:  # noqa: ANN001
     code, out, _ = qms("--help")
     assert code == 0
-    for command in ("init", "check", "db", "sync", "verify", "anchor", "status", "up", "demo", "records", "document", "trail"):
+    for command in (
+        "init",
+        "check",
+        "db",
+        "sync",
+        "verify",
+        "anchor",
+        "status",
+        "up",
+        "demo",
+        "records",
+        "document",
+        "trail",
+    ):
         assert command in out
 
 
@@ -125,7 +139,12 @@ def test_usage_error_is_not_a_trace(qms) -> None:  # noqa: ANN001
 
 def test_console_script_runs(tmp_path: Path) -> None:
     qms_bin = Path(sys.executable).parent / "qms"
-    done = subprocess.run([str(qms_bin), "check"], cwd=tmp_path, capture_output=True, text=True,
-                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    done = subprocess.run(
+        [str(qms_bin), "check"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
     assert done.returncode == 2
     assert "no qms.yaml found" in done.stderr and "Traceback" not in done.stderr

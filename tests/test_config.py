@@ -37,50 +37,106 @@ CAPA_OWNER = "    owner: ana\n    procedure: SOP-CAPA-001"
 
 BAD_CONFIGS = [
     # (id, mutated text, needle on the reported line, expected message after "qms.yaml:LINE ")
-    ("owner-not-a-person", mutate(CAPA_OWNER, "    owner: quality-team\n    procedure: SOP-CAPA-001"),
-     "owner: quality-team",
-     "processes[7].owner: 'quality-team' is not a person (people: ana, ben, chloe, dev)"),
-    ("unknown-key", mutate(CAPA_OWNER, CAPA_OWNER + "\n    team: quality"), "team: quality",
-     "processes[7].team: unknown key 'team' (allowed: key, title, owner, procedure, aspects, schedule)"),
-    ("unknown-aspect", mutate("aspects: [g]", "aspects: [g, z]"), "aspects: [g, z]",
-     "processes[4].aspects: unknown Art. 17(1) aspect 'z' (allowed: a to m)"),
-    ("bad-schedule", mutate("schedule: quarterly", "schedule: sometimes"), "schedule: sometimes",
-     "processes[4].schedule: 'sometimes' is not a schedule (allowed: daily, weekly, monthly, quarterly, yearly "
-     "or a 5-field cron expression like '0 6 * * 1')"),
-    ("procedure-not-registered", mutate("procedure: SOP-CAPA-001", "procedure: SOP-XYZ-001"),
-     "procedure: SOP-XYZ-001",
-     "processes[7].procedure: 'SOP-XYZ-001' is not a registered document (documents: QMS-001, SOP-DES-001, "
-     "SOP-TST-001, SOP-DAT-001, SOP-RSK-001, SOP-CHG-001, SOP-AUD-001, SOP-CAPA-001, SOP-DOC-001, SOP-PMM-001)"),
-    ("missing-name", mutate("    name: Dev Patel\n", ""), "- id: dev",
-     "people[3].name: required, but missing"),
-    ("bad-email", mutate("email: dev@example.com", "email: dev-at-example"), "email: dev-at-example",
-     "people[3].email: 'dev-at-example' is not valid (must match ^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$)"),
-    ("unknown-manager", mutate("    manager: chloe\n", "    manager: zoe\n"), "manager: zoe",
-     "people[3].manager: 'zoe' is not a person (people: ana, ben, chloe, dev)"),
-    ("short-retention", mutate("years: 10 ", "years: 5 "), "years: 5",
-     "retention.years: Input should be greater than or equal to 10 (got 5)"),
-    ("inline-secret", mutate("retention:", "integrations:\n  jira: {url: 'https://x.atlassian.net', project: QMS, "
-                                         "token: abc}\nretention:"), "jira: {url: 'https",
-     "integrations.jira: 'token' must not be written in qms.yaml: secrets come from environment variables only "
-     "(name the variables with: email_env, token_env)"),
-    ("duplicate-person", mutate("  - id: dev\n", "  - id: chloe\n"), "- id: chloe\n",
-     "people[3].id: 'chloe' is declared twice (people ids must be unique)"),
-    ("bad-risk-class", mutate("risk_class: high-risk\n    annex_iii_area: employment",
-                              "risk_class: high\n    annex_iii_area: employment"), "risk_class: high\n",
-     "systems[0].risk_class: 'high' is not allowed (allowed: 'high-risk', 'limited-risk', 'minimal-risk' or "
-     "'not-high-risk-art-6-3')"),
-    ("unknown-approver-role", mutate("approvers: [ben], review_interval_months: 12",
-                                     "approvers: ['role:auditor'], review_interval_months: 12"), "role:auditor",
-     "documents[8].approvers[0]: 'role:auditor': nobody has the role 'auditor' (roles: approver, engineer, "
-     "engineering-lead, management, quality-lead)"),
-    ("owner-sole-approver", mutate("owner: ana, approvers: [ben], review", "owner: ana, approvers: [ana], review"),
-     "approvers: [ana], review",
-     "documents[8].approvers: the owner 'ana' cannot be the only approver (segregation of duties: add another "
-     "person or role)"),
-    ("annex-area", mutate("annex_iii_area: employment", "annex_iii_area: hiring"), "annex_iii_area: hiring",
-     "systems[0].annex_iii_area: 'hiring' is not allowed (allowed: 'biometrics', 'critical-infrastructure', "
-     "'education', 'employment', 'essential-services', 'law-enforcement', 'migration-asylum-border' or "
-     "'justice-democracy')"),
+    (
+        "owner-not-a-person",
+        mutate(CAPA_OWNER, "    owner: quality-team\n    procedure: SOP-CAPA-001"),
+        "owner: quality-team",
+        "processes[7].owner: 'quality-team' is not a person (people: ana, ben, chloe, dev)",
+    ),
+    (
+        "unknown-key",
+        mutate(CAPA_OWNER, CAPA_OWNER + "\n    team: quality"),
+        "team: quality",
+        "processes[7].team: unknown key 'team' (allowed: key, title, owner, procedure, aspects, schedule)",
+    ),
+    (
+        "unknown-aspect",
+        mutate("aspects: [g]", "aspects: [g, z]"),
+        "aspects: [g, z]",
+        "processes[4].aspects: unknown Art. 17(1) aspect 'z' (allowed: a to m)",
+    ),
+    (
+        "bad-schedule",
+        mutate("schedule: quarterly", "schedule: sometimes"),
+        "schedule: sometimes",
+        "processes[4].schedule: 'sometimes' is not a schedule (allowed: daily, weekly, monthly, quarterly, yearly "
+        "or a 5-field cron expression like '0 6 * * 1')",
+    ),
+    (
+        "procedure-not-registered",
+        mutate("procedure: SOP-CAPA-001", "procedure: SOP-XYZ-001"),
+        "procedure: SOP-XYZ-001",
+        "processes[7].procedure: 'SOP-XYZ-001' is not a registered document (documents: QMS-001, SOP-DES-001, "
+        "SOP-TST-001, SOP-DAT-001, SOP-RSK-001, SOP-CHG-001, SOP-AUD-001, SOP-CAPA-001, SOP-DOC-001, SOP-PMM-001)",
+    ),
+    ("missing-name", mutate("    name: Dev Patel\n", ""), "- id: dev", "people[3].name: required, but missing"),
+    (
+        "bad-email",
+        mutate("email: dev@example.com", "email: dev-at-example"),
+        "email: dev-at-example",
+        "people[3].email: 'dev-at-example' is not valid (must match ^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$)",
+    ),
+    (
+        "unknown-manager",
+        mutate("    manager: chloe\n", "    manager: zoe\n"),
+        "manager: zoe",
+        "people[3].manager: 'zoe' is not a person (people: ana, ben, chloe, dev)",
+    ),
+    (
+        "short-retention",
+        mutate("years: 10 ", "years: 5 "),
+        "years: 5",
+        "retention.years: Input should be greater than or equal to 10 (got 5)",
+    ),
+    (
+        "inline-secret",
+        mutate(
+            "retention:",
+            "integrations:\n  jira: {url: 'https://x.atlassian.net', project: QMS, token: abc}\nretention:",
+        ),
+        "jira: {url: 'https",
+        "integrations.jira: 'token' must not be written in qms.yaml: secrets come from environment variables only "
+        "(name the variables with: email_env, token_env)",
+    ),
+    (
+        "duplicate-person",
+        mutate("  - id: dev\n", "  - id: chloe\n"),
+        "- id: chloe\n",
+        "people[3].id: 'chloe' is declared twice (people ids must be unique)",
+    ),
+    (
+        "bad-risk-class",
+        mutate(
+            "risk_class: high-risk\n    annex_iii_area: employment", "risk_class: high\n    annex_iii_area: employment"
+        ),
+        "risk_class: high\n",
+        "systems[0].risk_class: 'high' is not allowed (allowed: 'high-risk', 'limited-risk', 'minimal-risk' or "
+        "'not-high-risk-art-6-3')",
+    ),
+    (
+        "unknown-approver-role",
+        mutate(
+            "approvers: [ben], review_interval_months: 12", "approvers: ['role:auditor'], review_interval_months: 12"
+        ),
+        "role:auditor",
+        "documents[8].approvers[0]: 'role:auditor': nobody has the role 'auditor' (roles: approver, engineer, "
+        "engineering-lead, management, quality-lead)",
+    ),
+    (
+        "owner-sole-approver",
+        mutate("owner: ana, approvers: [ben], review", "owner: ana, approvers: [ana], review"),
+        "approvers: [ana], review",
+        "documents[8].approvers: the owner 'ana' cannot be the only approver (segregation of duties: add another "
+        "person or role)",
+    ),
+    (
+        "annex-area",
+        mutate("annex_iii_area: employment", "annex_iii_area: hiring"),
+        "annex_iii_area: hiring",
+        "systems[0].annex_iii_area: 'hiring' is not allowed (allowed: 'biometrics', 'critical-infrastructure', "
+        "'education', 'employment', 'essential-services', 'law-enforcement', 'migration-asylum-border' or "
+        "'justice-democracy')",
+    ),
 ]
 
 
@@ -111,11 +167,15 @@ def test_several_errors_are_all_reported_in_line_order() -> None:
 
 def test_withdrawn_before_placed_is_refused() -> None:
     text = mutate("placed_on_market: 2026-09-01", "placed_on_market: 2026-09-01\n    withdrawn_on: 2026-01-01")
-    assert errors_of(text) == [f"qms.yaml:{line(text, '- id: triage-assist')} systems[0]: withdrawn_on is before placed_on_market"]
+    assert errors_of(text) == [
+        f"qms.yaml:{line(text, '- id: triage-assist')} systems[0]: withdrawn_on is before placed_on_market"
+    ]
 
 
 def test_not_a_mapping() -> None:
-    assert errors_of("- just\n- a list\n") == ["qms.yaml:1 must be a mapping with organisation, people, processes, documents ..."]
+    assert errors_of("- just\n- a list\n") == [
+        "qms.yaml:1 must be a mapping with organisation, people, processes, documents ..."
+    ]
 
 
 def test_discovery_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -125,7 +185,7 @@ def test_discovery_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     (a / "qms.yaml").write_text(SAMPLE)
     (b / "qms.yaml").write_text(SAMPLE)
     monkeypatch.delenv("QMS_CONFIG", raising=False)
-    assert find_config(cwd=nested) == b / "qms.yaml"           # current folder or a parent
+    assert find_config(cwd=nested) == b / "qms.yaml"  # current folder or a parent
     monkeypatch.setenv("QMS_CONFIG", str(a / "qms.yaml"))
     assert find_config(cwd=nested) == (a / "qms.yaml").resolve()  # QMS_CONFIG beats the folder
     assert find_config(b, cwd=nested) == (b / "qms.yaml").resolve()  # --config beats QMS_CONFIG

@@ -18,13 +18,13 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-from sqlalchemy import func, select
-
 from fakes.slack import FakeSlack
+from sqlalchemy import func, select
+from stackutil import QMS, RunningStack, start_stack
+
 from qmsflow.services.scaffold import scaffold
 from qmsflow.store.db import Database
 from qmsflow.store.tables import ApprovalRequestRow, DocumentVersionRow, SignatureRow, TrailEventRow
-from stackutil import QMS, RunningStack, free_port, start_stack
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 
@@ -50,8 +50,9 @@ class World:
 
     def qms(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         full = {**self.stack.env, "PREFECT_API_URL": self.stack.api_url, **(env or {})}
-        return subprocess.run([QMS, *args, "-c", str(self.repo / "qms.yaml")], env=full, capture_output=True,
-                              text=True, timeout=120)
+        return subprocess.run(
+            [QMS, *args, "-c", str(self.repo / "qms.yaml")], env=full, capture_output=True, text=True, timeout=120
+        )
 
     def edit(self, relpath: str, line: str) -> None:
         path = self.repo / relpath
@@ -80,25 +81,40 @@ class World:
         with self.db.read() as s:
             return s.get(ApprovalRequestRow, request_id)
 
-    def post(self, payload: dict, *, secret: str = SECRET, timestamp: int | None = None,
-             raw_body: str | None = None) -> httpx.Response:
+    def post(
+        self, payload: dict, *, secret: str = SECRET, timestamp: int | None = None, raw_body: str | None = None
+    ) -> httpx.Response:
         body = raw_body if raw_body is not None else urlencode({"payload": json.dumps(payload)})
         ts = str(timestamp if timestamp is not None else int(time.time()))
         signature = "v0=" + hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
-        return httpx.post(f"{self.stack.web_url}/slack/interactions", content=body, timeout=10, headers={
-            "Content-Type": "application/x-www-form-urlencoded", "X-Slack-Request-Timestamp": ts,
-            "X-Slack-Signature": signature})
+        return httpx.post(
+            f"{self.stack.web_url}/slack/interactions",
+            content=body,
+            timeout=10,
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "X-Slack-Request-Timestamp": ts,
+                "X-Slack-Signature": signature,
+            },
+        )
 
     def click(self, request_id: str, person: str, action: str = "approve", **kw) -> httpx.Response:  # noqa: ANN003
-        return self.post({
-            "type": "block_actions", "user": {"id": SLACK_ID.get(person, person)}, "trigger_id": "13345224609.8534564800",
-            "actions": [{"type": "button", "action_id": action, "block_id": "qms_approval", "value": request_id}],
-            "container": {"type": "message"}}, **kw)
+        return self.post(
+            {
+                "type": "block_actions",
+                "user": {"id": SLACK_ID.get(person, person)},
+                "trigger_id": "13345224609.8534564800",
+                "actions": [{"type": "button", "action_id": action, "block_id": "qms_approval", "value": request_id}],
+                "container": {"type": "message"},
+            },
+            **kw,
+        )
 
     def trail(self, action: str, record: str) -> list[TrailEventRow]:
         with self.db.read() as s:
-            return list(s.scalars(select(TrailEventRow).where(TrailEventRow.action == action,
-                                                              TrailEventRow.record == record)))
+            return list(
+                s.scalars(select(TrailEventRow).where(TrailEventRow.action == action, TrailEventRow.record == record))
+            )
 
     def wait_trail(self, action: str, record: str, count: int = 1, timeout: float = 30) -> list[TrailEventRow]:
         deadline = time.monotonic() + timeout
@@ -111,8 +127,11 @@ class World:
 
     def version(self, doc_id: str, version: str) -> DocumentVersionRow:
         with self.db.read() as s:
-            return s.scalars(select(DocumentVersionRow).where(DocumentVersionRow.document_id == doc_id,
-                                                              DocumentVersionRow.version == version)).one()
+            return s.scalars(
+                select(DocumentVersionRow).where(
+                    DocumentVersionRow.document_id == doc_id, DocumentVersionRow.version == version
+                )
+            ).one()
 
 
 @pytest.fixture(scope="module")
@@ -120,12 +139,18 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     repo = tmp_path_factory.mktemp("review") / "repo"
     scaffold(repo, org_name="Review Test GmbH", git=True)
     config = repo / "qms.yaml"  # ana is known by her Slack id; the others are looked up by email
-    config.write_text(config.read_text().replace("    email: ana@example.com\n",
-                                                 f"    email: ana@example.com\n    slack_id: {SLACK_ID['ana']}\n"))
+    config.write_text(
+        config.read_text().replace(
+            "    email: ana@example.com\n", f"    email: ana@example.com\n    slack_id: {SLACK_ID['ana']}\n"
+        )
+    )
     subprocess.run(["git", "-C", str(repo), "commit", "-qam", "Slack id of ana"], check=True)
     with FakeSlack(users=USERS) as slack:
-        w = World(repo, slack, {"SLACK_BOT_TOKEN": slack.token, "SLACK_SIGNING_SECRET": SECRET,
-                                "QMS_SLACK_BASE_URL": slack.base_url})
+        w = World(
+            repo,
+            slack,
+            {"SLACK_BOT_TOKEN": slack.token, "SLACK_SIGNING_SECRET": SECRET, "QMS_SLACK_BASE_URL": slack.base_url},
+        )
         w.start()
         try:
             yield w
@@ -151,17 +176,23 @@ def test_submission_suspends_and_asks_the_approver_in_slack(world: World) -> Non
 
 
 def test_refusals_are_answered_and_recorded(world: World) -> None:
-    [request_id] = [r for r in world.request_ids() if world.request(r).subject.startswith("document-version:SOP-DOC-001")]
+    [request_id] = [
+        r for r in world.request_ids() if world.request(r).subject.startswith("document-version:SOP-DOC-001")
+    ]
     ref = f"approval:{request_id}"
-    click = {"type": "block_actions", "user": {"id": SLACK_ID["ben"]}, "trigger_id": "1.2",
-             "actions": [{"action_id": "approve", "value": request_id}]}
+    click = {
+        "type": "block_actions",
+        "user": {"id": SLACK_ID["ben"]},
+        "trigger_id": "1.2",
+        "actions": [{"action_id": "approve", "value": request_id}],
+    }
     assert world.post(click, secret="wrong-secret").status_code == 401
     assert world.post(click, timestamp=int(time.time()) - 301).status_code == 401
     assert world.post({}, raw_body="payload=%7Bnot-json").status_code == 400
     assert world.post({"type": "block_actions", "user": {"id": "U0BEN0001"}, "actions": []}).status_code == 400
-    assert world.click(request_id, "ana").status_code == 200           # the author: self-approval
-    assert world.click(request_id, "chloe").status_code == 200         # not a designated approver
-    assert world.click(request_id, "U0NOBODY1").status_code == 200     # not a person of this QMS
+    assert world.click(request_id, "ana").status_code == 200  # the author: self-approval
+    assert world.click(request_id, "chloe").status_code == 200  # not a designated approver
+    assert world.click(request_id, "U0NOBODY1").status_code == 200  # not a person of this QMS
     refused = world.wait_trail("approval.refused", ref, count=3)
     reasons = {e.actor: json.loads(e.after_json)["reason"] for e in refused}
     assert "segregation of duties" in reasons["ana"]
@@ -173,7 +204,9 @@ def test_refusals_are_answered_and_recorded(world: World) -> None:
 
 
 def test_signed_click_resumes_the_flow_to_an_effective_version(world: World) -> None:
-    [request_id] = [r for r in world.request_ids() if world.request(r).subject.startswith("document-version:SOP-DOC-001")]
+    [request_id] = [
+        r for r in world.request_ids() if world.request(r).subject.startswith("document-version:SOP-DOC-001")
+    ]
     started = time.perf_counter()
     response = world.click(request_id, "ben")
     assert response.status_code == 200 and time.perf_counter() - started < 3
@@ -199,7 +232,9 @@ def test_signed_click_resumes_the_flow_to_an_effective_version(world: World) -> 
     again = world.wait_trail("approval.refused", f"approval:{request_id}", count=4)
     assert "already decided" in json.loads(again[-1].after_json)["reason"]
     with world.db.read() as s:
-        assert s.scalar(select(func.count()).select_from(SignatureRow).where(SignatureRow.request_id == request_id)) == 1
+        assert (
+            s.scalar(select(func.count()).select_from(SignatureRow).where(SignatureRow.request_id == request_id)) == 1
+        )
     assert world.qms("verify").returncode == 0
 
 
@@ -212,10 +247,17 @@ def test_reject_asks_for_a_comment_and_returns_the_document_to_draft(world: Worl
         time.sleep(0.2)
     [view] = world.slack.views
     assert view["callback_id"] == "qms_decision" and view["private_metadata"] == f"{request.id}|reject"
-    submission = {"type": "view_submission", "user": {"id": SLACK_ID["ana"]},
-                  "view": {"callback_id": "qms_decision", "private_metadata": view["private_metadata"],
-                           "state": {"values": {"comment": {"comment": {"type": "plain_text_input",
-                                                                        "value": "No evidence for 85% yet."}}}}}}
+    submission = {
+        "type": "view_submission",
+        "user": {"id": SLACK_ID["ana"]},
+        "view": {
+            "callback_id": "qms_decision",
+            "private_metadata": view["private_metadata"],
+            "state": {
+                "values": {"comment": {"comment": {"type": "plain_text_input", "value": "No evidence for 85% yet."}}}
+            },
+        },
+    }
     assert world.post(submission).status_code == 200
     world.stack.wait_state(request.flow_run_id, "COMPLETED")
     version = world.version("SOP-TST-001", "1.0")
@@ -228,21 +270,39 @@ def test_restart_while_suspended_then_click_completes_without_duplicates(world: 
     request = world.submit("SOP-DES-001", who="chloe")
     posts_before = len(world.slack.calls_to("chat.postMessage"))
     port, web_port = world.stack.port, world.stack.web_port
-    assert world.stack.stop() == 0                       # runner and Prefect server stop while suspended
+    assert world.stack.stop() == 0  # runner and Prefect server stop while suspended
     world.start(port=port, web_port=web_port)
     assert world.click(request.id, "ana").status_code == 200
     world.stack.wait_state(request.flow_run_id, "COMPLETED")
     assert world.version("SOP-DES-001", "1.0").status == "effective"
     with world.db.read() as s:
-        assert s.scalar(select(func.count()).select_from(ApprovalRequestRow)
-                        .where(ApprovalRequestRow.flow_run_id == request.flow_run_id)) == 1
-        assert s.scalar(select(func.count()).select_from(DocumentVersionRow)
-                        .where(DocumentVersionRow.document_id == "SOP-DES-001")) == 1
-    requests_to_ana = [c for c in world.slack.calls_to("chat.postMessage")[:posts_before]
-                       if request.id in json.dumps(c.params.get("blocks"))]
+        assert (
+            s.scalar(
+                select(func.count())
+                .select_from(ApprovalRequestRow)
+                .where(ApprovalRequestRow.flow_run_id == request.flow_run_id)
+            )
+            == 1
+        )
+        assert (
+            s.scalar(
+                select(func.count())
+                .select_from(DocumentVersionRow)
+                .where(DocumentVersionRow.document_id == "SOP-DES-001")
+            )
+            == 1
+        )
+    requests_to_ana = [
+        c
+        for c in world.slack.calls_to("chat.postMessage")[:posts_before]
+        if request.id in json.dumps(c.params.get("blocks"))
+    ]
     assert len(requests_to_ana) == 1
-    assert not [c for c in world.slack.calls_to("chat.postMessage")[posts_before:]
-                if f"Approval requested: {request.id}" in c.params.get("text", "")]
+    assert not [
+        c
+        for c in world.slack.calls_to("chat.postMessage")[posts_before:]
+        if f"Approval requested: {request.id}" in c.params.get("text", "")
+    ]
 
 
 def test_cli_approval_with_a_personal_token_and_a_still_valid_review(world: World) -> None:

@@ -17,14 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes.slack import FakeSlack
 from jsonschema import Draft4Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
-
-from fakes.slack import FakeSlack
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "shared" / "contracts" / "slack-web-api.openapi-v2.json"
 SPEC_URI = "urn:slack:web-api:openapi-v2"
@@ -113,8 +112,12 @@ def assert_conforms(spec: dict, method: str, body: Any, *, allow_errors: tuple[s
 
 def test_validator_really_checks(spec: dict) -> None:
     """The validator itself: refs resolve, and it rejects what the spec forbids."""
-    ok = {"ok": True, "channel": CHANNEL, "ts": "1764100000.000100",
-          "message": {"type": "message", "text": "x", "ts": "1764100000.000100"}}
+    ok = {
+        "ok": True,
+        "channel": CHANNEL,
+        "ts": "1764100000.000100",
+        "message": {"type": "message", "text": "x", "ts": "1764100000.000100"},
+    }
     assert_conforms(spec, "chat.postMessage", ok)
     for bad in (
         {**ok, "ts": "1764100000.1"},  # defs_ts pattern
@@ -139,8 +142,14 @@ def fake_server() -> Iterator[FakeSlack]:
         yield fake
 
 
-SERVED_METHODS = ("chat.postMessage", "chat.update", "views.open", "users.lookupByEmail", "conversations.open",
-                  "auth.test")
+SERVED_METHODS = (
+    "chat.postMessage",
+    "chat.update",
+    "views.open",
+    "users.lookupByEmail",
+    "conversations.open",
+    "auth.test",
+)
 # Error codes the fake answers that the 2020 spec's enums predate (see tests/fakes/slack.py).
 KNOWN_DEVIATING_ERRORS = ("ratelimited", "invalid_blocks_format", "invalid_blocks")
 
@@ -224,7 +233,9 @@ def test_timestamps_are_unique_and_increasing(fake: FakeSlack, client: WebClient
 def test_contract_chat_update(spec: dict, fake: FakeSlack, client: WebClient) -> None:
     posted = client.chat_postMessage(channel=CHANNEL, text="pending")
     resp = client.chat_update(
-        channel=posted["channel"], ts=posted["ts"], text="approved",
+        channel=posted["channel"],
+        ts=posted["ts"],
+        text="approved",
         blocks=[{"type": "section", "text": {"type": "plain_text", "text": "approved"}}],
     )
     assert_conforms(spec, "chat.update", resp.data)
@@ -240,8 +251,14 @@ def test_contract_views_open(spec: dict, fake: FakeSlack, client: WebClient) -> 
         "type": "modal",
         "callback_id": "approve",
         "title": {"type": "plain_text", "text": "Approve"},
-        "blocks": [{"type": "input", "block_id": "why", "label": {"type": "plain_text", "text": "Why"},
-                    "element": {"type": "plain_text_input", "action_id": "why"}}],
+        "blocks": [
+            {
+                "type": "input",
+                "block_id": "why",
+                "label": {"type": "plain_text", "text": "Why"},
+                "element": {"type": "plain_text_input", "action_id": "why"},
+            }
+        ],
     }
     resp = client.views_open(trigger_id="1337.42.abcdef", view=view)
     assert_conforms(spec, "views.open", resp.data)
@@ -431,8 +448,12 @@ def test_json_bodies_are_recorded(fake: FakeSlack, client: WebClient) -> None:
     client.chat_postMessage(channel=CHANNEL, text="json", blocks=[{"type": "divider"}], thread_ts="1764100000.000100")
     call = fake.calls_to("chat.postMessage")[-1]
     assert call.headers["content-type"].startswith("application/json")
-    assert call.params == {"channel": CHANNEL, "text": "json", "blocks": [{"type": "divider"}],
-                           "thread_ts": "1764100000.000100"}
+    assert call.params == {
+        "channel": CHANNEL,
+        "text": "json",
+        "blocks": [{"type": "divider"}],
+        "thread_ts": "1764100000.000100",
+    }
     assert call.response["message"]["thread_ts"] == "1764100000.000100"
 
 
@@ -445,5 +466,7 @@ def test_users_lookup_by_email_finds_and_misses(fake: FakeSlack, client: WebClie
         client.users_lookupByEmail(email="carla@example.com")
     assert info.value.response["error"] == "users_not_found"
     assert [c.params["email"] for c in fake.calls_to("users.lookupByEmail")] == [
-        "ana@example.com", "Ben@Example.com", "carla@example.com"
+        "ana@example.com",
+        "Ben@Example.com",
+        "carla@example.com",
     ]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from qmsflow.services.render import RenderError, Rendered, markdown_to_html, render_controlled
+from qmsflow.services.render import Rendered, RenderError, markdown_to_html, render_controlled
 
 CONTENT = "3f2a9c0d1e4b5a6978c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2"
 COMMIT = "9b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c"
@@ -29,17 +29,35 @@ How controlled documents are approved & issued.
 """
 
 DOC = {
-    "id": "SOP-DOC-001", "title": "Document & record control", "version": "3", "status": "approved",
-    "owner_name": "Anna Schmidt", "approvers": ["Ben Okafor", "Carla Ruiz"],
-    "effective_date": "2025-03-01", "next_review_date": "2026-03-01",
-    "content_sha256": CONTENT, "git_commit": COMMIT,
+    "id": "SOP-DOC-001",
+    "title": "Document & record control",
+    "version": "3",
+    "status": "approved",
+    "owner_name": "Anna Schmidt",
+    "approvers": ["Ben Okafor", "Carla Ruiz"],
+    "effective_date": "2025-03-01",
+    "next_review_date": "2026-03-01",
+    "content_sha256": CONTENT,
+    "git_commit": COMMIT,
 }
 
 SIGNATURES = [
-    {"name": "Anna Schmidt", "meaning": "approved as document owner", "decision": "approve",
-     "at": "2025-02-27 14:03:11 UTC", "method": "slack", "content_sha256": CONTENT},
-    {"name": "Ben Okafor", "meaning": "approved as quality assurance", "decision": "approve",
-     "at": "2025-02-28 09:41:02 UTC", "method": "web", "content_sha256": CONTENT},
+    {
+        "name": "Anna Schmidt",
+        "meaning": "approved as document owner",
+        "decision": "approve",
+        "at": "2025-02-27 14:03:11 UTC",
+        "method": "slack",
+        "content_sha256": CONTENT,
+    },
+    {
+        "name": "Ben Okafor",
+        "meaning": "approved as quality assurance",
+        "decision": "approve",
+        "at": "2025-02-28 09:41:02 UTC",
+        "method": "web",
+        "content_sha256": CONTENT,
+    },
 ]
 
 
@@ -62,14 +80,26 @@ def test_html_has_control_block_signatures_and_escaped_body(rendered: Rendered) 
     html = rendered.html_path.read_text(encoding="utf-8")
     assert rendered.html_sha256 == hashlib.sha256(html.encode("utf-8")).hexdigest()
     # control block
-    for field in ("SOP-DOC-001", "Document &amp; record control", "approved", "Anna Schmidt",
-                  "Ben Okafor, Carla Ruiz", "2025-03-01", "2026-03-01", CONTENT, COMMIT, "Example AI GmbH"):
+    for field in (
+        "SOP-DOC-001",
+        "Document &amp; record control",
+        "approved",
+        "Anna Schmidt",
+        "Ben Okafor, Carla Ruiz",
+        "2025-03-01",
+        "2026-03-01",
+        CONTENT,
+        COMMIT,
+        "Example AI GmbH",
+    ):
         assert field in html, field
     assert "Document & record control" not in html  # autoescaped, not raw
     # the raw HTML in the Markdown is escaped, not passed through
     assert "<script>" not in html
-    assert "&lt;script&gt;alert(&#34;pwned&#34;)&lt;/script&gt;" in html or \
-           "&lt;script&gt;alert(&quot;pwned&quot;)&lt;/script&gt;" in html
+    assert (
+        "&lt;script&gt;alert(&#34;pwned&#34;)&lt;/script&gt;" in html
+        or "&lt;script&gt;alert(&quot;pwned&quot;)&lt;/script&gt;" in html
+    )
     # the body's table
     assert "<th>Role</th>" in html
     # signatures: printed name, meaning, date/time, method, first 16 hex of the signed hash (§11.50)

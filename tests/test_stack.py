@@ -9,17 +9,18 @@ from __future__ import annotations
 import socket
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from stackutil import RunningStack, start_stack
 
 from qmsflow.services.scaffold import scaffold
 from qmsflow.store.db import Database
 from qmsflow.store.tables import DocumentVersionRow, ProcessRunRow, RecordRow
-from stackutil import RunningStack, start_stack
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     base = tmp_path_factory.mktemp("stack")
@@ -46,7 +47,9 @@ def test_up_prints_the_urls_and_syncs_the_config(stack: RunningStack) -> None:
     db = store(stack)
     with db.read() as s:
         version = s.scalars(select(DocumentVersionRow).where(DocumentVersionRow.document_id == "SOP-DOC-001")).one()
-    head = subprocess.run(["git", "-C", str(stack.repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "-C", str(stack.repo), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
     assert version.git_commit == head  # the snapshot names the commit that holds the hashed content
     db.dispose()
 

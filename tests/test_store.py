@@ -53,11 +53,14 @@ def test_upgrade_is_idempotent(db: Database) -> None:
     assert before == after == db.head_revision()
 
 
-@pytest.mark.parametrize("statement", [
-    "UPDATE trail_events SET actor = 'mallory' WHERE seq = 2",
-    "DELETE FROM trail_events WHERE seq = 3",
-    "DELETE FROM trail_events",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE trail_events SET actor = 'mallory' WHERE seq = 2",
+        "DELETE FROM trail_events WHERE seq = 3",
+        "DELETE FROM trail_events",
+    ],
+)
 def test_trail_refuses_update_and_delete(db: Database, statement: str) -> None:
     append(db, 3)
     with pytest.raises(DBAPIError, match="append-only"):
@@ -103,8 +106,12 @@ def test_reordered_events_are_reported_at_the_first_moved_seq(db: Database) -> N
     append(db, 6)
     drop_triggers(db)
     # swap the sequence numbers of events 2 and 3 (through a free number: seq is the primary key)
-    raw(db, "UPDATE trail_events SET seq = 1000 WHERE seq = 2", "UPDATE trail_events SET seq = 2 WHERE seq = 3",
-        "UPDATE trail_events SET seq = 3 WHERE seq = 1000")
+    raw(
+        db,
+        "UPDATE trail_events SET seq = 1000 WHERE seq = 2",
+        "UPDATE trail_events SET seq = 2 WHERE seq = 3",
+        "UPDATE trail_events SET seq = 3 WHERE seq = 1000",
+    )
     broken = verify(db, None).report.broken
     assert (broken.seq, broken.problem) == (2, "content changed")
 
@@ -121,7 +128,7 @@ def test_truncated_tail_is_caught_by_an_anchor(db: Database, tmp_path: Path) -> 
     raw(db, "DELETE FROM trail_events WHERE seq >= 4")
     result = verify(db, anchors)
     assert result.report.ok  # the shortened chain is self-consistent ...
-    assert not result.ok     # ... but git's copy of the head says otherwise
+    assert not result.ok  # ... but git's copy of the head says otherwise
     assert result.anchor_problems == [
         "trail-anchors.jsonl line 1: anchored seq 5 (anchored " + first.anchored_at + ") is no longer in the trail: "
         "events were removed"

@@ -40,11 +40,13 @@ def start_run(url: str, deployment: str, parameters: dict[str, Any], idempotency
 
     try:
         with _settings(url):
-            run = run_deployment(deployment, parameters=parameters, timeout=0, idempotency_key=idempotency_key,
-                                 as_subflow=False)
+            run = run_deployment(
+                deployment, parameters=parameters, timeout=0, idempotency_key=idempotency_key, as_subflow=False
+            )
     except Exception as exc:  # noqa: BLE001 - connection errors come in many types
-        raise PrefectUnavailable(f"cannot start {deployment} through the Prefect API at {url}: {exc} "
-                                 "(is the stack up? run 'qms up')") from None
+        raise PrefectUnavailable(
+            f"cannot start {deployment} through the Prefect API at {url}: {exc} (is the stack up? run 'qms up')"
+        ) from None
     return str(run.id)
 
 

@@ -39,8 +39,12 @@ def settings(config: QmsConfig, env: dict[str, str] | None = None) -> SlackSetti
     if not cfg.enabled or not token:
         return None
     return SlackSettings(
-        bot_token=token, signing_secret=env.get(cfg.signing_secret_env), app_token=env.get(cfg.app_token_env),
-        socket_mode=cfg.socket_mode, base_url=env.get("QMS_SLACK_BASE_URL") or cfg.base_url, channel=cfg.channel,
+        bot_token=token,
+        signing_secret=env.get(cfg.signing_secret_env),
+        app_token=env.get(cfg.app_token_env),
+        socket_mode=cfg.socket_mode,
+        base_url=env.get("QMS_SLACK_BASE_URL") or cfg.base_url,
+        channel=cfg.channel,
     )
 
 
@@ -76,15 +80,17 @@ class SlackAdapter:
                 sent = self.client.chat_postMessage(channel=channel, text=payload["text"], blocks=payload.get("blocks"))
                 return {"channel": sent["channel"], "ts": sent["ts"], "user": user}
             if action == "post_channel":
-                sent = self.client.chat_postMessage(channel=payload["channel"], text=payload["text"],
-                                                    blocks=payload.get("blocks"))
+                sent = self.client.chat_postMessage(
+                    channel=payload["channel"], text=payload["text"], blocks=payload.get("blocks")
+                )
                 return {"channel": sent["channel"], "ts": sent["ts"]}
             if action == "update":
                 original = resolve(payload["ref"])
                 if original is None:
                     raise DeliveryError(f"the message {payload['ref']} was not delivered (yet)")
-                self.client.chat_update(channel=original["channel"], ts=original["ts"], text=payload["text"],
-                                        blocks=payload.get("blocks"))
+                self.client.chat_update(
+                    channel=original["channel"], ts=original["ts"], text=payload["text"], blocks=payload.get("blocks")
+                )
                 return {"channel": original["channel"], "ts": original["ts"]}
         except SlackApiError as exc:
             status = exc.response.status_code

@@ -42,8 +42,13 @@ app.add_typer(approvals_app, name="approvals")
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="qms.yaml to use (else QMS_CONFIG, else ./qms.yaml or a parent's).")]
-ActorOpt = Annotated[Optional[str], typer.Option("--as", help="Who acts (person id); default QMS_ACTOR or cli:<os user>.")]
+ConfigOpt = Annotated[
+    Optional[Path],
+    typer.Option("--config", "-c", help="qms.yaml to use (else QMS_CONFIG, else ./qms.yaml or a parent's)."),
+]
+ActorOpt = Annotated[
+    Optional[str], typer.Option("--as", help="Who acts (person id); default QMS_ACTOR or cli:<os user>.")
+]
 
 
 class CliError(Exception):
@@ -99,9 +104,11 @@ def check(config: ConfigOpt = None) -> None:
     if errors:
         raise ConfigError(errors)
     c = loaded.config
-    out.print(f"{loaded.path}: OK — {len(c.people)} people, {len(c.systems)} AI systems, "
-              f"{len(c.processes)} processes, {len(c.documents)} documents; "
-              f"Art. 17(1) aspects covered: {len(c.covered_aspects())}/13")
+    out.print(
+        f"{loaded.path}: OK — {len(c.people)} people, {len(c.systems)} AI systems, "
+        f"{len(c.processes)} processes, {len(c.documents)} documents; "
+        f"Art. 17(1) aspects covered: {len(c.covered_aspects())}/13"
+    )
 
 
 # ------------------------------------------------------------------ store
@@ -116,8 +123,11 @@ def db_upgrade(config: ConfigOpt = None) -> None:
     loaded = load_config(config)
     db = Database(resolve_url(loaded.state_dir))
     before, after = db.upgrade()
-    out.print(f"{db.safe_url}: schema {before or 'none'} → {after}" if before != after
-              else f"{db.safe_url}: schema already at {after}")
+    out.print(
+        f"{db.safe_url}: schema {before or 'none'} → {after}"
+        if before != after
+        else f"{db.safe_url}: schema already at {after}"
+    )
 
 
 @app.command()
@@ -157,10 +167,18 @@ def verify(config: ConfigOpt = None) -> None:
         err.print(f"[red]SIGNATURE[/] {escape(problem)}")
     if not result.ok:
         raise typer.Exit(1)
-    out.print(f"OK: {report.count} events verified in {elapsed:.2f} s, head seq {report.head_seq} hash {report.head_hash}")
+    out.print(
+        f"OK: {report.count} events verified in {elapsed:.2f} s, head seq {report.head_seq} hash {report.head_hash}"
+    )
     out.print(f"signatures checked: {result.signatures_checked}")
-    out.print(f"anchors checked: {result.anchors_checked}" + ("" if result.anchors_checked else
-              f" (none yet: run 'qms anchor' and commit {ctx.config.retention.anchors_file})"))
+    out.print(
+        f"anchors checked: {result.anchors_checked}"
+        + (
+            ""
+            if result.anchors_checked
+            else f" (none yet: run 'qms anchor' and commit {ctx.config.retention.anchors_file})"
+        )
+    )
 
 
 @app.command()
@@ -176,7 +194,9 @@ def anchor(config: ConfigOpt = None) -> None:
     rel = ctx.anchors_file.relative_to(ctx.root) if ctx.anchors_file.is_relative_to(ctx.root) else ctx.anchors_file
     if written:
         out.print(f"anchored seq {new.seq} hash {new.hash} in {rel}")
-        out.print(f"commit it: git -C {ctx.root} add {rel} && git -C {ctx.root} commit -m 'Anchor audit trail at seq {new.seq}'")
+        out.print(
+            f"commit it: git -C {ctx.root} add {rel} && git -C {ctx.root} commit -m 'Anchor audit trail at seq {new.seq}'"
+        )
     else:
         out.print(f"head seq {new.seq} is already the last anchor in {rel}")
 
@@ -193,9 +213,14 @@ def status(config: ConfigOpt = None) -> None:
         table.add_column(column, justify="right" if column in ("open", "overdue") else "left")
     for r in rows:
         last = f"{r.last_run:%Y-%m-%d %H:%M} {r.last_state.lower()}" if r.last_run and r.last_state else "never"
-        table.add_row(r.key, r.owner, last,
-                      f"{r.next_due:%Y-%m-%d %H:%M} UTC" if r.next_due else "on demand",
-                      str(r.open_items), f"[red]{r.overdue_items}[/]" if r.overdue_items else "0")
+        table.add_row(
+            r.key,
+            r.owner,
+            last,
+            f"{r.next_due:%Y-%m-%d %H:%M} UTC" if r.next_due else "on demand",
+            str(r.open_items),
+            f"[red]{r.overdue_items}[/]" if r.overdue_items else "0",
+        )
     out.print(table)
 
 
@@ -261,15 +286,24 @@ def document_list(config: ConfigOpt = None) -> None:
     today = date.today()
     with ctx.db.read() as session:
         for doc in session.scalars(select(DocumentRow).where(DocumentRow.active.is_(True)).order_by(DocumentRow.id)):
-            versions = session.scalars(select(DocumentVersionRow).where(DocumentVersionRow.document_id == doc.id)
-                                       .order_by(DocumentVersionRow.id.desc())).all()
+            versions = session.scalars(
+                select(DocumentVersionRow)
+                .where(DocumentVersionRow.document_id == doc.id)
+                .order_by(DocumentVersionRow.id.desc())
+            ).all()
             current = next((v for v in versions if v.status == "effective"), versions[0] if versions else None)
             nxt = current.next_review_date if current and current.status == "effective" else None
             state = review_state(nxt, today)
             shown = nxt.isoformat() if nxt else "never approved"
             shown = f"[red]{shown}[/]" if state == "overdue" else f"[yellow]{shown}[/]" if state else shown
-            table.add_row(doc.id, doc.title, doc.owner, current.version if current else "-",
-                          current.status if current else "-", shown)
+            table.add_row(
+                doc.id,
+                doc.title,
+                doc.owner,
+                current.version if current else "-",
+                current.status if current else "-",
+                shown,
+            )
     out.print(table)
 
 
@@ -307,7 +341,9 @@ def document_delete_version(doc_id: str, version: str, config: ConfigOpt = None,
 @trail_app.command("show")
 def trail_show(
     config: ConfigOpt = None,
-    record: Annotated[Optional[str], typer.Option(help="Only events of this record, e.g. record:CAPA-2026-0001.")] = None,
+    record: Annotated[
+        Optional[str], typer.Option(help="Only events of this record, e.g. record:CAPA-2026-0001.")
+    ] = None,
     actor: Annotated[Optional[str], typer.Option(help="Only events by this actor.")] = None,
     limit: Annotated[int, typer.Option(help="The last N events.")] = 20,
 ) -> None:
@@ -348,20 +384,32 @@ def document_submit(
 
     ctx = _ctx(config)
     if doc_id not in {d.id for d in ctx.config.documents}:
-        raise CliError(f"{doc_id!r} is not a registered document (documents: "
-                       f"{', '.join(d.id for d in ctx.config.documents)})")
+        raise CliError(
+            f"{doc_id!r} is not a registered document (documents: {', '.join(d.id for d in ctx.config.documents)})"
+        )
     who = _actor(actor)
     if who not in {p.id for p in ctx.config.people}:
         raise CliError(f"--as {who!r} is not a person in qms.yaml: say who submits (e.g. --as ana or QMS_ACTOR=ana)")
     url = prefect_api.api_url(ctx.loaded.state_dir)
     try:
-        run_id = prefect_api.start_run(url, "document-review/on-demand", {
-            "document_id": doc_id, "submitted_by": who, "major": major, "still_valid": still_valid,
-            "comment": comment, "config": str(ctx.loaded.path)})
+        run_id = prefect_api.start_run(
+            url,
+            "document-review/on-demand",
+            {
+                "document_id": doc_id,
+                "submitted_by": who,
+                "major": major,
+                "still_valid": still_valid,
+                "comment": comment,
+                "config": str(ctx.loaded.path),
+            },
+        )
     except prefect_api.PrefectUnavailable as exc:
         raise CliError(str(exc)) from None
-    out.print(f"review of {doc_id} started (flow run {run_id}); approvers are notified; "
-              f"see 'qms approvals list' and {url.removesuffix('/api')}/runs/flow-run/{run_id}")
+    out.print(
+        f"review of {doc_id} started (flow run {run_id}); approvers are notified; "
+        f"see 'qms approvals list' and {url.removesuffix('/api')}/runs/flow-run/{run_id}"
+    )
 
 
 @approvals_app.command("list")
@@ -402,8 +450,9 @@ def approve(
     request_id: str,
     decision: Annotated[str, typer.Option(help="approve, reject or changes.")],
     comment: Annotated[Optional[str], typer.Option(help="Required for reject and changes.")] = None,
-    token: Annotated[Optional[str], typer.Option(help="Personal API token (else QMS_TOKEN).", envvar="QMS_TOKEN",
-                                                 show_envvar=True)] = None,
+    token: Annotated[
+        Optional[str], typer.Option(help="Personal API token (else QMS_TOKEN).", envvar="QMS_TOKEN", show_envvar=True)
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Sign an approval request from the command line, authenticated by your personal API token."""
@@ -422,8 +471,10 @@ def approve(
     with UnitOfWork(ctx.db, person) as uow:
         result = decide(uow, ctx.config, request_id, person, choice, comment, Method.CLI, claimed=f"token:{person}")
     resume_if_decided(ctx, result)
-    out.print(f"{request_id}: signed by {result.signature.printed_name} at {result.signature.at:%Y-%m-%d %H:%M:%S} UTC "
-              f"({choice.label}; meaning: {result.signature.meaning}); request {result.status.value.replace('_', ' ')}")
+    out.print(
+        f"{request_id}: signed by {result.signature.printed_name} at {result.signature.at:%Y-%m-%d %H:%M:%S} UTC "
+        f"({choice.label}; meaning: {result.signature.meaning}); request {result.status.value.replace('_', ' ')}"
+    )
 
 
 @token_app.command("create")
@@ -510,8 +561,9 @@ def up(
         report = sync_config(uow, ctx.config, ctx.root)
         uow.commit()
     out.print(f"records store {ctx.db.safe_url}: schema current; qms.yaml synced ({len(report.changes)} change(s))")
-    stack = Stack(ctx, host=host, port=port, external_api=os.environ.get("PREFECT_API_URL"), web_port=web_port,
-                  say=out.print)
+    stack = Stack(
+        ctx, host=host, port=port, external_api=os.environ.get("PREFECT_API_URL"), web_port=web_port, say=out.print
+    )
     stopping = False
 
     def _stop(_sig, _frame):  # noqa: ANN001
@@ -563,13 +615,20 @@ def _progress(total: int, label: str):  # noqa: ANN202
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     def wrap(rows):  # noqa: ANN001, ANN202
-        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn(), console=err, transient=True) as bar:
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+        ) as bar:
             task = bar.add_task(label, total=total)
             for i, row in enumerate(rows, 1):
                 if i % 50_000 == 0:
                     bar.update(task, completed=i)
                 yield row
+
     return wrap
 
 

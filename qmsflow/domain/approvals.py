@@ -133,8 +133,10 @@ def eligible_count_ok(approvers: list[str], author: str | None, required: int) -
     """Why a request could never be approved (too few approvers besides the author), or None."""
     others = [p for p in approvers if p != author]
     if len(others) < required:
-        return (f"needs {required} approval(s) but only {len(others)} approver(s) other than the author "
-                f"{author!r}: {', '.join(others) or 'none'}")
+        return (
+            f"needs {required} approval(s) but only {len(others)} approver(s) other than the author "
+            f"{author!r}: {', '.join(others) or 'none'}"
+        )
     return None
 
 
@@ -143,7 +145,9 @@ class FollowUp(StrEnum):
     ESCALATE = "escalate"
 
 
-def follow_ups_due(created: datetime, now: datetime, remind_after_days: int, escalate_after_days: int) -> list[FollowUp]:
+def follow_ups_due(
+    created: datetime, now: datetime, remind_after_days: int, escalate_after_days: int
+) -> list[FollowUp]:
     """Which follow-ups are due for a pending request of age ``now - created``."""
     age = now - created
     due = []

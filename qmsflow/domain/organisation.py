@@ -40,7 +40,6 @@ ANNEX_III_AREAS = (
 )
 
 
-
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
@@ -274,10 +273,12 @@ def cross_check(config: QmsConfig) -> list[tuple[Loc, str]]:
     for i, process in enumerate(config.processes):
         is_person(process.owner, ("processes", i, "owner"))
         if process.procedure not in docs:
-            issues.append((
-                ("processes", i, "procedure"),
-                f"{process.procedure!r} is not a registered document (documents: {', '.join(docs) or 'none'})",
-            ))
+            issues.append(
+                (
+                    ("processes", i, "procedure"),
+                    f"{process.procedure!r} is not a registered document (documents: {', '.join(docs) or 'none'})",
+                )
+            )
 
     for i, doc in enumerate(config.documents):
         is_person(doc.owner, ("documents", i, "owner"))
@@ -286,16 +287,25 @@ def cross_check(config: QmsConfig) -> list[tuple[Loc, str]]:
             if entry.startswith("role:"):
                 role = entry.removeprefix("role:")
                 if role not in roles:
-                    issues.append((loc, f"{entry!r}: nobody has the role {role!r} (roles: {', '.join(roles) or 'none'})"))
+                    issues.append(
+                        (loc, f"{entry!r}: nobody has the role {role!r} (roles: {', '.join(roles) or 'none'})")
+                    )
             else:
                 is_person(entry, loc)
         approvers = config.approvers_of(doc)
         if approvers and all(p.id == doc.owner for p in approvers):
-            issues.append((
-                ("documents", i, "approvers"),
-                f"the owner {doc.owner!r} cannot be the only approver (segregation of duties: add another person or role)",
-            ))
+            issues.append(
+                (
+                    ("documents", i, "approvers"),
+                    f"the owner {doc.owner!r} cannot be the only approver (segregation of duties: add another person or role)",
+                )
+            )
         for j, system in enumerate(doc.systems):
             if system not in systems:
-                issues.append((("documents", i, "systems", j), f"{system!r} is not an AI system (systems: {', '.join(systems) or 'none'})"))
+                issues.append(
+                    (
+                        ("documents", i, "systems", j),
+                        f"{system!r} is not an AI system (systems: {', '.join(systems) or 'none'})",
+                    )
+                )
     return issues

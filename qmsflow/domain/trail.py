@@ -87,8 +87,14 @@ class TrailEvent:
 
     def canonical(self) -> bytes:
         return canonical_event(
-            self.seq, self.ts, self.actor, self.action, self.record,
-            self.before_json, self.after_json, self.prev_hash,
+            self.seq,
+            self.ts,
+            self.actor,
+            self.action,
+            self.record,
+            self.before_json,
+            self.after_json,
+            self.prev_hash,
         )
 
     @property
@@ -173,13 +179,23 @@ def verify_rows(rows: Iterable[Row]) -> ChainReport:
         digest = sha256(canonical).hexdigest()
         if digest != stored_hash:
             return ChainReport(
-                count, seq - 1, prev,
-                ChainBreak(seq, "content changed", f"stored hash {stored_hash[:16]}… but the content hashes to {digest[:16]}…"),
+                count,
+                seq - 1,
+                prev,
+                ChainBreak(
+                    seq, "content changed", f"stored hash {stored_hash[:16]}… but the content hashes to {digest[:16]}…"
+                ),
             )
         if prev_hash != prev:
             return ChainReport(
-                count, seq - 1, prev,
-                ChainBreak(seq, "link broken", f"prev_hash {prev_hash[:16]}… does not match the hash {prev[:16]}… of seq {seq - 1}"),
+                count,
+                seq - 1,
+                prev,
+                ChainBreak(
+                    seq,
+                    "link broken",
+                    f"prev_hash {prev_hash[:16]}… does not match the hash {prev[:16]}… of seq {seq - 1}",
+                ),
             )
         prev = stored_hash
         expected_seq += 1

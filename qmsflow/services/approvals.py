@@ -45,12 +45,29 @@ class DecisionResult:
 
 def _domain(row: ApprovalRequestRow, signatures: list[SignatureRow]) -> ApprovalRequest:
     return ApprovalRequest(
-        id=row.id, subject=row.subject, content_sha256=row.content_sha256, approvers=list(row.approvers),
-        required=row.required, meaning=row.meaning, author=row.author, due=row.due_date, created_at=row.created_at,
+        id=row.id,
+        subject=row.subject,
+        content_sha256=row.content_sha256,
+        approvers=list(row.approvers),
+        required=row.required,
+        meaning=row.meaning,
+        author=row.author,
+        due=row.due_date,
+        created_at=row.created_at,
         status=RequestStatus(row.status),
-        signatures=[Signature(signer=s.signer, printed_name=s.printed_name, at=s.at, meaning=s.meaning,
-                              decision=Decision(s.decision), comment=s.comment, method=Method(s.method),
-                              content_sha256=s.content_sha256) for s in signatures],
+        signatures=[
+            Signature(
+                signer=s.signer,
+                printed_name=s.printed_name,
+                at=s.at,
+                meaning=s.meaning,
+                decision=Decision(s.decision),
+                comment=s.comment,
+                method=Method(s.method),
+                content_sha256=s.content_sha256,
+            )
+            for s in signatures
+        ],
     )
 
 
@@ -58,8 +75,9 @@ def load(uow: UnitOfWork, request_id: str) -> tuple[ApprovalRequestRow, Approval
     row = uow.session.get(ApprovalRequestRow, request_id)
     if row is None:
         raise NotFound(f"no approval request {request_id}")
-    signatures = uow.session.scalars(select(SignatureRow).where(SignatureRow.request_id == request_id)
-                                     .order_by(SignatureRow.id)).all()
+    signatures = uow.session.scalars(
+        select(SignatureRow).where(SignatureRow.request_id == request_id).order_by(SignatureRow.id)
+    ).all()
     return row, _domain(row, list(signatures))
 
 
@@ -67,10 +85,22 @@ def _people(uow: UnitOfWork) -> dict[str, PersonRow]:
     return {p.id: p for p in uow.session.scalars(select(PersonRow))}
 
 
-def open_request(uow: UnitOfWork, config: QmsConfig, *, key: str, subject: str, title: str, content_sha256: str,
-                 approvers: list[str], meaning: str, author: str | None, required: int = 1,
-                 flow_run_id: str | None = None, data: dict[str, Any] | None = None,
-                 comment: str | None = None) -> tuple[ApprovalRequestRow, bool]:
+def open_request(
+    uow: UnitOfWork,
+    config: QmsConfig,
+    *,
+    key: str,
+    subject: str,
+    title: str,
+    content_sha256: str,
+    approvers: list[str],
+    meaning: str,
+    author: str | None,
+    required: int = 1,
+    flow_run_id: str | None = None,
+    data: dict[str, Any] | None = None,
+    comment: str | None = None,
+) -> tuple[ApprovalRequestRow, bool]:
     """Create the request (idempotent by ``key``) and queue a message to every approver."""
     existing = uow.session.scalar(select(ApprovalRequestRow).where(ApprovalRequestRow.key == key))
     if existing is not None:
@@ -81,22 +111,43 @@ def open_request(uow: UnitOfWork, config: QmsConfig, *, key: str, subject: str, 
     now = uow.now()
     request_id = next_id(uow, "approval", now.year)
     row = ApprovalRequestRow(
-        id=request_id, key=key, subject=subject, title=title, content_sha256=content_sha256, approvers=approvers,
-        required=required, meaning=meaning, author=author, due_date=now.date() + timedelta(days=config.approvals.due_days),
-        status=RequestStatus.PENDING.value, flow_run_id=flow_run_id, data=dict(data or {}), created_at=now,
+        id=request_id,
+        key=key,
+        subject=subject,
+        title=title,
+        content_sha256=content_sha256,
+        approvers=approvers,
+        required=required,
+        meaning=meaning,
+        author=author,
+        due_date=now.date() + timedelta(days=config.approvals.due_days),
+        status=RequestStatus.PENDING.value,
+        flow_run_id=flow_run_id,
+        data=dict(data or {}),
+        created_at=now,
     )
     uow.session.add(row)
     uow.record("approval.requested", f"approval:{request_id}", None, row_values(row))
     people = _people(uow)
     requested_by = people[author].name if author in people else (author or "qmsflow")
     for person in _domain(row, []).pending_approvers():
-        notify(uow, config, person, f"slack:{request_id}:request:{person}", f"approval:{request_id}", "approval_request",
-                request=row_values(row), requested_by=requested_by, comment=comment)
+        notify(
+            uow,
+            config,
+            person,
+            f"slack:{request_id}:request:{person}",
+            f"approval:{request_id}:{person}",
+            "approval_request",
+            request=row_values(row),
+            requested_by=requested_by,
+            comment=comment,
+        )
     return row, True
 
 
-def notify(uow: UnitOfWork, config: QmsConfig, person_id: str, key: str, stream: str, template: str,
-            **context: Any) -> None:
+def notify(
+    uow: UnitOfWork, config: QmsConfig, person_id: str, key: str, stream: str, template: str, **context: Any
+) -> None:
     """Queue a Slack DM to a person, when Slack is on (else the dashboard and CLI show it)."""
     if slack.settings(config) is None:
         return
@@ -104,12 +155,26 @@ def notify(uow: UnitOfWork, config: QmsConfig, person_id: str, key: str, stream:
     if person is None:
         return
     message = slack.render(template, web_url=config.web.base_url.rstrip("/"), **context)
-    enqueue(uow, key, slack.TARGET, "post_dm", stream,
-            {"email": person.email, "slack_id": person.slack_id, "text": message["text"], "blocks": message["blocks"]})
+    enqueue(
+        uow,
+        key,
+        slack.TARGET,
+        "post_dm",
+        stream,
+        {"email": person.email, "slack_id": person.slack_id, "text": message["text"], "blocks": message["blocks"]},
+    )
 
 
-def decide(uow: UnitOfWork, config: QmsConfig, request_id: str, person_id: str | None, decision: Decision,
-           comment: str | None, method: Method, claimed: str) -> DecisionResult:
+def decide(
+    uow: UnitOfWork,
+    config: QmsConfig,
+    request_id: str,
+    person_id: str | None,
+    decision: Decision,
+    comment: str | None,
+    method: Method,
+    claimed: str,
+) -> DecisionResult:
     """Sign a request, or refuse and record why. ``claimed`` is who the channel says acted (e.g. slack:U123)."""
     row, request = load(uow, request_id)
     people = _people(uow)
@@ -118,45 +183,88 @@ def decide(uow: UnitOfWork, config: QmsConfig, request_id: str, person_id: str |
         if decision in (Decision.REJECT, Decision.CHANGES) and not (comment or "").strip():
             request.check_may_sign(person.id if person else None)
             raise NotAuthorized(f"{request_id}: a {decision.label} decision needs a comment")
-        signature = Signature(signer=person.id if person else "", printed_name=person.name if person else claimed,
-                              at=uow.now(), meaning=row.meaning, decision=decision, comment=comment, method=method,
-                              content_sha256=row.content_sha256)
+        signature = Signature(
+            signer=person.id if person else "",
+            printed_name=person.name if person else claimed,
+            at=uow.now(),
+            meaning=row.meaning,
+            decision=decision,
+            comment=comment,
+            method=method,
+            content_sha256=row.content_sha256,
+        )
         if person is None:
             request.check_may_sign(None)
         status = request.sign(signature)
     except (NotAuthorized, AlreadyDecided) as refusal:
         uow.rollback()
-        uow.record("approval.refused", f"approval:{request_id}", None,
-                   {"person": person_id, "claimed": claimed, "method": method.value, "decision": decision.value,
-                    "reason": str(refusal)}, actor=person_id or claimed)
+        uow.record(
+            "approval.refused",
+            f"approval:{request_id}",
+            None,
+            {
+                "person": person_id,
+                "claimed": claimed,
+                "method": method.value,
+                "decision": decision.value,
+                "reason": str(refusal),
+            },
+            actor=person_id or claimed,
+        )
         if person is not None:
-            notify(uow, config, person.id, f"slack:{request_id}:refused:{person.id}:{uow.now().timestamp()}",
-                    f"approval:{request_id}", "notice", text=f"Not recorded: {refusal}", link=None)
+            notify(
+                uow,
+                config,
+                person.id,
+                f"slack:{request_id}:refused:{person.id}:{uow.now().timestamp()}",
+                f"approval:{request_id}:{person.id}",
+                "notice",
+                text=f"Not recorded: {refusal}",
+                link=None,
+            )
         uow.commit()
         raise
-    event = uow.record("approval.signed", f"approval:{request_id}", None,
-                       signature.model_dump(mode="json"), actor=signature.signer)
-    uow.session.add(SignatureRow(request_id=request_id, trail_seq=event.seq, **{
-        k: v for k, v in signature.model_dump().items()}))
+    event = uow.record(
+        "approval.signed", f"approval:{request_id}", None, signature.model_dump(mode="json"), actor=signature.signer
+    )
+    uow.session.add(
+        SignatureRow(request_id=request_id, trail_seq=event.seq, **{k: v for k, v in signature.model_dump().items()})
+    )
     before = row_values(row)
     row.status = status.value
     if request.decided:
         row.decided_at = signature.at
         uow.record("approval.decided", f"approval:{request_id}", before, row_values(row), actor=signature.signer)
-        for sent in uow.session.scalars(select(OutboxRow).where(OutboxRow.key.startswith(f"slack:{request_id}:request:",
-                                                                                          autoescape=True))):
-            message = slack.render("approval_decided", web_url=config.web.base_url.rstrip("/"), request=row_values(row),
-                                   status_label=decision.label,
-                                   signer=signature.printed_name, at=f"{signature.at:%Y-%m-%d %H:%M}", comment=comment)
-            enqueue(uow, f"{sent.key}:update", slack.TARGET, "update", sent.stream,
-                    {"ref": sent.key, "text": message["text"], "blocks": message["blocks"]})
+        for sent in uow.session.scalars(
+            select(OutboxRow).where(OutboxRow.key.startswith(f"slack:{request_id}:request:", autoescape=True))
+        ):
+            message = slack.render(
+                "approval_decided",
+                web_url=config.web.base_url.rstrip("/"),
+                request=row_values(row),
+                status_label=decision.label,
+                signer=signature.printed_name,
+                at=f"{signature.at:%Y-%m-%d %H:%M}",
+                comment=comment,
+            )
+            enqueue(
+                uow,
+                f"{sent.key}:update",
+                slack.TARGET,
+                "update",
+                sent.stream,
+                {"ref": sent.key, "text": message["text"], "blocks": message["blocks"]},
+            )
     uow.commit()
     return DecisionResult(request_id, status, request.decided, signature, row.flow_run_id)
 
 
 def pending_for(uow: UnitOfWork, person_id: str) -> list[ApprovalRequestRow]:
-    rows = uow.session.scalars(select(ApprovalRequestRow).where(ApprovalRequestRow.status == RequestStatus.PENDING.value)
-                               .order_by(ApprovalRequestRow.created_at)).all()
+    rows = uow.session.scalars(
+        select(ApprovalRequestRow)
+        .where(ApprovalRequestRow.status == RequestStatus.PENDING.value)
+        .order_by(ApprovalRequestRow.created_at)
+    ).all()
     out = []
     for row in rows:
         signers = set(uow.session.scalars(select(SignatureRow.signer).where(SignatureRow.request_id == row.id)))
@@ -169,11 +277,16 @@ def follow_up(uow: UnitOfWork, config: QmsConfig, now: datetime) -> list[tuple[s
     """Remind pending approvers after N days, escalate to their managers after M days; each once, recorded."""
     done: list[tuple[str, str, str]] = []
     people = _people(uow)
-    rows = uow.session.scalars(select(ApprovalRequestRow).where(ApprovalRequestRow.status == RequestStatus.PENDING.value)
-                               .order_by(ApprovalRequestRow.created_at)).all()
+    rows = uow.session.scalars(
+        select(ApprovalRequestRow)
+        .where(ApprovalRequestRow.status == RequestStatus.PENDING.value)
+        .order_by(ApprovalRequestRow.created_at)
+    ).all()
     for row in rows:
         _, request = load(uow, row.id)
-        due = follow_ups_due(row.created_at, now, config.approvals.remind_after_days, config.approvals.escalate_after_days)
+        due = follow_ups_due(
+            row.created_at, now, config.approvals.remind_after_days, config.approvals.escalate_after_days
+        )
         for person in request.pending_approvers():
             for kind in due:
                 target = person if kind is FollowUp.REMIND else (people[person].manager if person in people else None)
@@ -184,22 +297,38 @@ def follow_up(uow: UnitOfWork, config: QmsConfig, now: datetime) -> list[tuple[s
                 sent = list(row.data.get("follow_ups", []))
                 if key in sent:
                     continue
-                text = (f"Reminder: {row.id} ({row.title}) waits for your signature since {row.created_at:%Y-%m-%d}."
-                        if kind is FollowUp.REMIND else
-                        f"Escalation: {row.id} ({row.title}) has waited for {people[person].name} since "
-                        f"{row.created_at:%Y-%m-%d}; please follow up.")
-                uow.record(f"approval.{kind.value}d" if kind is FollowUp.REMIND else "approval.escalated", ref, None,
-                           {"to": target, "approver": person, "age_days": (now - row.created_at).days}, actor="qmsflow")
+                text = (
+                    f"Reminder: {row.id} ({row.title}) waits for your signature since {row.created_at:%Y-%m-%d}."
+                    if kind is FollowUp.REMIND
+                    else f"Escalation: {row.id} ({row.title}) has waited for {people[person].name} since "
+                    f"{row.created_at:%Y-%m-%d}; please follow up."
+                )
+                uow.record(
+                    "approval.reminded" if kind is FollowUp.REMIND else "approval.escalated",
+                    ref,
+                    None,
+                    {"to": target, "approver": person, "age_days": (now - row.created_at).days},
+                    actor="qmsflow",
+                )
                 row.data = {**row.data, "follow_ups": [*sent, key]}  # each follow-up once, Slack on or off
-                notify(uow, config, target, f"slack:{key}", ref, "notice", text=text,
-                        link=f"{config.web.base_url.rstrip('/')}/approvals/{row.id}")
+                notify(
+                    uow,
+                    config,
+                    target,
+                    f"slack:{key}",
+                    f"{ref}:{target}",
+                    "notice",
+                    text=text,
+                    link=f"{config.web.base_url.rstrip('/')}/approvals/{row.id}",
+                )
                 done.append((row.id, kind.value, target))
     return done
 
 
 def decided_requests_with_runs(uow: UnitOfWork, since: date | None = None) -> list[ApprovalRequestRow]:
-    query = select(ApprovalRequestRow).where(ApprovalRequestRow.status != RequestStatus.PENDING.value,
-                                             ApprovalRequestRow.flow_run_id.is_not(None))
+    query = select(ApprovalRequestRow).where(
+        ApprovalRequestRow.status != RequestStatus.PENDING.value, ApprovalRequestRow.flow_run_id.is_not(None)
+    )
     if since:
         query = query.where(ApprovalRequestRow.decided_at >= datetime.combine(since, datetime.min.time()).astimezone())
     return list(uow.session.scalars(query))

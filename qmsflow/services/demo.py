@@ -27,21 +27,41 @@ def seed(ctx: QmsContext, today: date | None = None) -> str:
         made = 0
         for index, doc in enumerate(ctx.config.documents):
             age = AGES[index % len(AGES)]
-            row = uow.session.query(DocumentVersionRow).filter_by(document_id=doc.id).order_by(DocumentVersionRow.id).first()
+            row = (
+                uow.session.query(DocumentVersionRow)
+                .filter_by(document_id=doc.id)
+                .order_by(DocumentVersionRow.id)
+                .first()
+            )
             if age is None or row is None or row.status != DocStatus.DRAFT.value:
                 continue
             effective = add_months(today, -int(age)) - timedelta(days=int((age % 1) * 30))
             transition_version(uow, row, DocStatus.IN_REVIEW)
-            transition_version(uow, row, DocStatus.EFFECTIVE, on=effective, interval_months=doc.review_interval_months,
-                               comment="approved before qmsflow was introduced (demo data)")
+            transition_version(
+                uow,
+                row,
+                DocStatus.EFFECTIVE,
+                on=effective,
+                interval_months=doc.review_interval_months,
+                comment="approved before qmsflow was introduced (demo data)",
+            )
             made += 1
         uow.commit()
         due = scan_due_reviews(uow, today, process="document-control")
         now = datetime.now(UTC)
-        record_run(uow, "document-control", "document-review-due-scan", f"demo-{now:%Y%m%d%H%M%S%f}", "COMPLETED",
-                   now, now, {"overdue": sum(d.state == "overdue" for d in due),
-                              "due_soon": sum(d.state == "due-soon" for d in due)})
+        record_run(
+            uow,
+            "document-control",
+            "document-review-due-scan",
+            f"demo-{now:%Y%m%d%H%M%S%f}",
+            "COMPLETED",
+            now,
+            now,
+            {"overdue": sum(d.state == "overdue" for d in due), "due_soon": sum(d.state == "due-soon" for d in due)},
+        )
         uow.commit()
     overdue = sum(d.state == "overdue" for d in due)
-    return (f"demo data in {ctx.db.safe_url}: {made} document(s) made effective, "
-            f"{len(due)} review(s) due ({overdue} overdue)")
+    return (
+        f"demo data in {ctx.db.safe_url}: {made} document(s) made effective, "
+        f"{len(due)} review(s) due ({overdue} overdue)"
+    )

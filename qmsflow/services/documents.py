@@ -26,17 +26,31 @@ class DueReview:
 
 
 def effective_version(uow: UnitOfWork, doc_id: str) -> DocumentVersionRow | None:
-    return uow.session.scalar(select(DocumentVersionRow).where(
-        DocumentVersionRow.document_id == doc_id, DocumentVersionRow.status == DocStatus.EFFECTIVE.value))
+    return uow.session.scalar(
+        select(DocumentVersionRow).where(
+            DocumentVersionRow.document_id == doc_id, DocumentVersionRow.status == DocStatus.EFFECTIVE.value
+        )
+    )
 
 
 def latest_version(uow: UnitOfWork, doc_id: str) -> DocumentVersionRow | None:
-    return uow.session.scalar(select(DocumentVersionRow).where(DocumentVersionRow.document_id == doc_id)
-                              .order_by(DocumentVersionRow.id.desc()).limit(1))
+    return uow.session.scalar(
+        select(DocumentVersionRow)
+        .where(DocumentVersionRow.document_id == doc_id)
+        .order_by(DocumentVersionRow.id.desc())
+        .limit(1)
+    )
 
 
-def transition_version(uow: UnitOfWork, row: DocumentVersionRow, target: DocStatus, *,
-                       on: date | None = None, interval_months: int | None = None, comment: str | None = None) -> None:
+def transition_version(
+    uow: UnitOfWork,
+    row: DocumentVersionRow,
+    target: DocStatus,
+    *,
+    on: date | None = None,
+    interval_months: int | None = None,
+    comment: str | None = None,
+) -> None:
     """Apply the document state machine to a stored version and record the change."""
     model = DocumentVersion.model_validate(row_values(row, exclude=("id",)))
     before = row_values(row, exclude=("id",))
@@ -48,12 +62,17 @@ def transition_version(uow: UnitOfWork, row: DocumentVersionRow, target: DocStat
     row.status = model.status.value
     if comment is not None:
         row.comment = comment
-    uow.record(f"document-version.{target.value}", f"document-version:{row.document_id}@{row.version}",
-               before, row_values(row, exclude=("id",)))
+    uow.record(
+        f"document-version.{target.value}",
+        f"document-version:{row.document_id}@{row.version}",
+        before,
+        row_values(row, exclude=("id",)),
+    )
 
 
-def scan_due_reviews(uow: UnitOfWork, today: date, process: str | None = None,
-                     window_days: int = REVIEW_WINDOW_DAYS) -> list[DueReview]:
+def scan_due_reviews(
+    uow: UnitOfWork, today: date, process: str | None = None, window_days: int = REVIEW_WINDOW_DAYS
+) -> list[DueReview]:
     """Record every active document whose review is due within ``window_days`` or overdue.
 
     One record per document and due date (idempotent: the key is ``review-due:DOC:DATE``); a
@@ -71,12 +90,28 @@ def scan_due_reviews(uow: UnitOfWork, today: date, process: str | None = None,
         if state is None:
             continue
         due = next_review or _registered_on(uow, doc.id, today)
-        title = (f"Review of {doc.id} {doc.title} due {due.isoformat()}" if current
-                 else f"{doc.id} {doc.title} has no approved version")
-        data = {"document_id": doc.id, "version": current.version if current else None,
-                "next_review_date": next_review.isoformat() if next_review else None, "state": state}
-        row, created = create_record(uow, REVIEW_DUE, title, key=key, owner=doc.owner, process=process,
-                                     due_date=due, systems=list(doc.systems), data=data)
+        title = (
+            f"Review of {doc.id} {doc.title} due {due.isoformat()}"
+            if current
+            else f"{doc.id} {doc.title} has no approved version"
+        )
+        data = {
+            "document_id": doc.id,
+            "version": current.version if current else None,
+            "next_review_date": next_review.isoformat() if next_review else None,
+            "state": state,
+        }
+        row, created = create_record(
+            uow,
+            REVIEW_DUE,
+            title,
+            key=key,
+            owner=doc.owner,
+            process=process,
+            due_date=due,
+            systems=list(doc.systems),
+            data=data,
+        )
         if not created and row.data.get("state") != state:
             update_record(uow, row, "state-changed", data={**row.data, "state": state})
         found.append(DueReview(row.id, doc.id, state, due, created))
@@ -85,14 +120,23 @@ def scan_due_reviews(uow: UnitOfWork, today: date, process: str | None = None,
 
 def _registered_on(uow: UnitOfWork, doc_id: str, default: date) -> date:
     """A document never approved has been due for approval since its first version was registered."""
-    first = uow.session.scalar(select(DocumentVersionRow.created_at).where(DocumentVersionRow.document_id == doc_id)
-                               .order_by(DocumentVersionRow.id).limit(1))
+    first = uow.session.scalar(
+        select(DocumentVersionRow.created_at)
+        .where(DocumentVersionRow.document_id == doc_id)
+        .order_by(DocumentVersionRow.id)
+        .limit(1)
+    )
     return first.date() if first else default
 
 
 def _close_superseded(uow: UnitOfWork, doc_id: str, current_key: str) -> None:
-    stale = uow.session.scalars(select(RecordRow).where(
-        RecordRow.kind == REVIEW_DUE, RecordRow.status == "open",
-        RecordRow.key.startswith(f"review-due:{doc_id}:", autoescape=True), RecordRow.key != current_key)).all()
+    stale = uow.session.scalars(
+        select(RecordRow).where(
+            RecordRow.kind == REVIEW_DUE,
+            RecordRow.status == "open",
+            RecordRow.key.startswith(f"review-due:{doc_id}:", autoescape=True),
+            RecordRow.key != current_key,
+        )
+    ).all()
     for row in stale:
         update_record(uow, row, "superseded", status="superseded")

@@ -29,8 +29,18 @@ def enqueue(uow: UnitOfWork, key: str, target: str, action: str, stream: str, pa
     if existing is not None:
         return existing
     now = uow.now()
-    row = OutboxRow(key=key, target=target, action=action, stream=stream, payload=payload, status=PENDING,
-                    attempts=0, next_attempt_at=now, result={}, created_at=now)
+    row = OutboxRow(
+        key=key,
+        target=target,
+        action=action,
+        stream=stream,
+        payload=payload,
+        status=PENDING,
+        attempts=0,
+        next_attempt_at=now,
+        result={},
+        created_at=now,
+    )
     uow.session.add(row)
     return row
 
@@ -46,16 +56,28 @@ class DeliveryReport:
     waiting: int = 0
 
 
-def deliver_pending(db: Database, handlers: dict[str, Handler], now: datetime | None = None,
-                    limit: int = 200) -> DeliveryReport:
+def deliver_pending(
+    db: Database, handlers: dict[str, Handler], now: datetime | None = None, limit: int = 200
+) -> DeliveryReport:
     """Send due rows for the targets in ``handlers``; rows for other targets stay queued."""
     now = now or datetime.now(UTC)
     report = DeliveryReport()
     with db.read() as session:
         rows = session.execute(
-            select(OutboxRow.id, OutboxRow.key, OutboxRow.target, OutboxRow.action, OutboxRow.stream,
-                   OutboxRow.payload, OutboxRow.status, OutboxRow.next_attempt_at, OutboxRow.attempts)
-            .where(OutboxRow.status.in_((PENDING, SENDING))).order_by(OutboxRow.id).limit(limit)
+            select(
+                OutboxRow.id,
+                OutboxRow.key,
+                OutboxRow.target,
+                OutboxRow.action,
+                OutboxRow.stream,
+                OutboxRow.payload,
+                OutboxRow.status,
+                OutboxRow.next_attempt_at,
+                OutboxRow.attempts,
+            )
+            .where(OutboxRow.status.in_((PENDING, SENDING)))
+            .order_by(OutboxRow.id)
+            .limit(limit)
         ).all()
     blocked: set[str] = set()
     for row in rows:
@@ -79,8 +101,17 @@ def deliver_pending(db: Database, handlers: dict[str, Handler], now: datetime | 
             blocked.add(row.stream)
         else:
             with db.session() as session, session.begin():
-                session.execute(update(OutboxRow).where(OutboxRow.id == row.id).values(
-                    status=SENT, result=result, sent_at=datetime.now(UTC), attempts=row.attempts + 1, last_error=None))
+                session.execute(
+                    update(OutboxRow)
+                    .where(OutboxRow.id == row.id)
+                    .values(
+                        status=SENT,
+                        result=result,
+                        sent_at=datetime.now(UTC),
+                        attempts=row.attempts + 1,
+                        last_error=None,
+                    )
+                )
             report.sent.append(row.key)
     return report
 
@@ -88,8 +119,8 @@ def deliver_pending(db: Database, handlers: dict[str, Handler], now: datetime | 
 def _claim(db: Database, row_id: int, now: datetime) -> bool:
     with db.session() as session, session.begin():
         done = session.execute(
-            update(OutboxRow).where(OutboxRow.id == row_id, OutboxRow.status.in_((PENDING, SENDING)),
-                                    OutboxRow.next_attempt_at <= now)
+            update(OutboxRow)
+            .where(OutboxRow.id == row_id, OutboxRow.status.in_((PENDING, SENDING)), OutboxRow.next_attempt_at <= now)
             .values(status=SENDING, next_attempt_at=now + timedelta(seconds=CLAIM_SECONDS))
         )
         return done.rowcount == 1
@@ -97,8 +128,11 @@ def _claim(db: Database, row_id: int, now: datetime) -> bool:
 
 def _failed(db: Database, row_id: int, attempts: int, retry_at: datetime, error: str) -> None:
     with db.session() as session, session.begin():
-        session.execute(update(OutboxRow).where(OutboxRow.id == row_id).values(
-            status=PENDING, attempts=attempts, next_attempt_at=retry_at, last_error=error[:2000]))
+        session.execute(
+            update(OutboxRow)
+            .where(OutboxRow.id == row_id)
+            .values(status=PENDING, attempts=attempts, next_attempt_at=retry_at, last_error=error[:2000])
+        )
 
 
 def _result_of(db: Database, key: str) -> dict[str, Any] | None:

@@ -35,10 +35,20 @@ def find_by_key(uow: UnitOfWork, key: str) -> RecordRow | None:
     return uow.session.scalar(select(RecordRow).where(RecordRow.key == key))
 
 
-def create_record(uow: UnitOfWork, kind: str, title: str, *, key: str | None = None, owner: str | None = None,
-                  process: str | None = None, due_date: date | None = None, systems: list[str] | None = None,
-                  data: dict[str, Any] | None = None, links: list[str] | None = None,
-                  status: str = "open") -> tuple[RecordRow, bool]:
+def create_record(
+    uow: UnitOfWork,
+    kind: str,
+    title: str,
+    *,
+    key: str | None = None,
+    owner: str | None = None,
+    process: str | None = None,
+    due_date: date | None = None,
+    systems: list[str] | None = None,
+    data: dict[str, Any] | None = None,
+    links: list[str] | None = None,
+    status: str = "open",
+) -> tuple[RecordRow, bool]:
     """Create a record, or return the existing one with the same idempotency ``key``.
 
     Returns (row, created).
@@ -48,9 +58,21 @@ def create_record(uow: UnitOfWork, kind: str, title: str, *, key: str | None = N
         if existing is not None:
             return existing, False
     now = uow.now()
-    row = RecordRow(id=next_id(uow, kind, now.year), kind=kind, key=key, title=title, status=status, owner=owner,
-                    process=process, due_date=due_date, systems=list(systems or []), data=dict(data or {}),
-                    links=list(links or []), created_at=now, updated_at=now)
+    row = RecordRow(
+        id=next_id(uow, kind, now.year),
+        kind=kind,
+        key=key,
+        title=title,
+        status=status,
+        owner=owner,
+        process=process,
+        due_date=due_date,
+        systems=list(systems or []),
+        data=dict(data or {}),
+        links=list(links or []),
+        created_at=now,
+        updated_at=now,
+    )
     uow.session.add(row)
     uow.record(f"{kind}.created", f"record:{row.id}", None, row_values(row))
     return row, True
@@ -87,8 +109,13 @@ def delete_record(uow: UnitOfWork, config: QmsConfig, record_id: str, today: dat
         raise NotFound(f"no record {record_id}")
     ref = f"record:{record_id}"
     try:
-        check_deletable(f"record {record_id}", row.created_at.date(), _lifecycles(config, row.systems),
-                        config.retention.years, today)
+        check_deletable(
+            f"record {record_id}",
+            row.created_at.date(),
+            _lifecycles(config, row.systems),
+            config.retention.years,
+            today,
+        )
     except RetentionError as error:
         _refuse(uow, f"{row.kind}.delete-refused", ref, error)
         raise
@@ -99,15 +126,23 @@ def delete_record(uow: UnitOfWork, config: QmsConfig, record_id: str, today: dat
 
 
 def delete_document_version(uow: UnitOfWork, config: QmsConfig, doc_id: str, version: str, today: date) -> None:
-    row = uow.session.scalar(select(DocumentVersionRow).where(
-        DocumentVersionRow.document_id == doc_id, DocumentVersionRow.version == version))
+    row = uow.session.scalar(
+        select(DocumentVersionRow).where(
+            DocumentVersionRow.document_id == doc_id, DocumentVersionRow.version == version
+        )
+    )
     if row is None:
         raise NotFound(f"no version {version} of document {doc_id}")
     doc = uow.session.get(DocumentRow, doc_id)
     ref = f"document-version:{doc_id}@{version}"
     try:
-        check_deletable(f"document {doc_id} version {version}", row.created_at.date(),
-                        _lifecycles(config, list(doc.systems) if doc else []), config.retention.years, today)
+        check_deletable(
+            f"document {doc_id} version {version}",
+            row.created_at.date(),
+            _lifecycles(config, list(doc.systems) if doc else []),
+            config.retention.years,
+            today,
+        )
     except RetentionError as error:
         _refuse(uow, "document-version.delete-refused", ref, error)
         raise

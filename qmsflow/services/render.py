@@ -27,8 +27,15 @@ from .scaffold import environment
 TEMPLATE = "documents/_controlled.html.j2"
 
 # Debian packages WeasyPrint needs at run time (keep in step with scripts/system-deps.sh).
-DEBIAN_PACKAGES = ("libglib2.0-0", "libpango-1.0-0", "libpangoft2-1.0-0", "libharfbuzz0b",
-                   "libharfbuzz-subset0", "libfontconfig1", "fonts-dejavu-core")
+DEBIAN_PACKAGES = (
+    "libglib2.0-0",
+    "libpango-1.0-0",
+    "libpangoft2-1.0-0",
+    "libharfbuzz0b",
+    "libharfbuzz-subset0",
+    "libfontconfig1",
+    "fonts-dejavu-core",
+)
 
 _SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _REQUIRED = ("id", "title", "version", "status", "owner_name", "effective_date", "content_sha256")
@@ -60,18 +67,38 @@ def render_html(markdown_text: str, doc: dict, signatures: list[dict], organisat
     missing = [key for key in _REQUIRED if doc.get(key) in (None, "")]
     if missing:
         raise ValueError(f"document {doc.get('id', '?')}: missing {', '.join(missing)} for the control block")
-    context_doc = {**doc, "approvers": list(doc.get("approvers") or []),
-                   "next_review_date": doc.get("next_review_date"), "git_commit": doc.get("git_commit")}
-    context_signatures = [{"name": s.get("name"), "meaning": s.get("meaning"), "decision": s.get("decision"),
-                           "at": s.get("at"), "method": s.get("method"),
-                           "content_sha256": s.get("content_sha256") or ""} for s in signatures]
-    return html_environment().get_template(TEMPLATE).render(
-        doc=context_doc, signatures=context_signatures, body_html=markdown_to_html(markdown_text),
-        organisation=organisation)
+    context_doc = {
+        **doc,
+        "approvers": list(doc.get("approvers") or []),
+        "next_review_date": doc.get("next_review_date"),
+        "git_commit": doc.get("git_commit"),
+    }
+    context_signatures = [
+        {
+            "name": s.get("name"),
+            "meaning": s.get("meaning"),
+            "decision": s.get("decision"),
+            "at": s.get("at"),
+            "method": s.get("method"),
+            "content_sha256": s.get("content_sha256") or "",
+        }
+        for s in signatures
+    ]
+    return (
+        html_environment()
+        .get_template(TEMPLATE)
+        .render(
+            doc=context_doc,
+            signatures=context_signatures,
+            body_html=markdown_to_html(markdown_text),
+            organisation=organisation,
+        )
+    )
 
 
-def render_controlled(markdown_text: str, doc: dict, signatures: list[dict], organisation: str,
-                      out_dir: Path) -> Rendered:
+def render_controlled(
+    markdown_text: str, doc: dict, signatures: list[dict], organisation: str, out_dir: Path
+) -> Rendered:
     """Write ``out_dir/<id>/<version>/<id>-v<version>.html`` and ``.pdf`` (overwriting: idempotent)."""
     doc_id, version = str(doc.get("id", "")), str(doc.get("version", ""))
     for what, value in (("document id", doc_id), ("version", version)):
@@ -89,8 +116,10 @@ def render_controlled(markdown_text: str, doc: dict, signatures: list[dict], org
 
 
 def _install_hint() -> str:
-    return ("install its system libraries with scripts/system-deps.sh, or: "
-            f"apt-get install -y --no-install-recommends {' '.join(DEBIAN_PACKAGES)}")
+    return (
+        "install its system libraries with scripts/system-deps.sh, or: "
+        f"apt-get install -y --no-install-recommends {' '.join(DEBIAN_PACKAGES)}"
+    )
 
 
 def html_to_pdf(html: str, base_url: str) -> bytes:
@@ -98,8 +127,9 @@ def html_to_pdf(html: str, base_url: str) -> bytes:
     try:
         import weasyprint
     except ImportError as exc:
-        raise RenderError(f"WeasyPrint is not installed ({exc}): pip install 'weasyprint>=62'; "
-                          + _install_hint()) from exc
+        raise RenderError(
+            f"WeasyPrint is not installed ({exc}): pip install 'weasyprint>=62'; " + _install_hint()
+        ) from exc
     except OSError as exc:  # cffi could not dlopen Pango, HarfBuzz, fontconfig or GObject
         raise RenderError(f"WeasyPrint cannot load a system library ({exc}): " + _install_hint()) from exc
     try:

@@ -19,15 +19,21 @@ from ..domain.errors import DomainError
 from ..domain.organisation import QmsConfig
 from ..store.tables import ApprovalRequestRow, DocumentVersionRow, RecordRow, SignatureRow
 from ..store.uow import UnitOfWork
-from .approvals import notify, load, open_request
+from .approvals import load, notify, open_request
 from .common import row_values, sha256_file
 from .documents import REVIEW_DUE, effective_version, latest_version, transition_version
 from .records import update_record
 
 
 def summary(row: ApprovalRequestRow, signatures: int) -> dict[str, Any]:
-    return {"id": row.id, "status": row.status, "signatures": signatures, "subject": row.subject,
-            "flow_run_id": row.flow_run_id, **row.data}
+    return {
+        "id": row.id,
+        "status": row.status,
+        "signatures": signatures,
+        "subject": row.subject,
+        "flow_run_id": row.flow_run_id,
+        **row.data,
+    }
 
 
 def request_summary(uow: UnitOfWork, request_id: str) -> dict[str, Any]:
@@ -35,8 +41,18 @@ def request_summary(uow: UnitOfWork, request_id: str) -> dict[str, Any]:
     return summary(row, len(request.signatures))
 
 
-def open_review(uow: UnitOfWork, config: QmsConfig, root: Path, *, document_id: str, submitted_by: str,
-                major: bool, still_valid: bool, comment: str | None, flow_run_id: str) -> dict[str, Any]:
+def open_review(
+    uow: UnitOfWork,
+    config: QmsConfig,
+    root: Path,
+    *,
+    document_id: str,
+    submitted_by: str,
+    major: bool,
+    still_valid: bool,
+    comment: str | None,
+    flow_run_id: str,
+) -> dict[str, Any]:
     """Snapshot the document and request approval; returns the request summary (existing one on re-run)."""
     key = f"document-review:{flow_run_id}"
     existing = uow.session.scalar(select(ApprovalRequestRow).where(ApprovalRequestRow.key == key))
@@ -45,8 +61,9 @@ def open_review(uow: UnitOfWork, config: QmsConfig, root: Path, *, document_id: 
     try:
         doc = config.document(document_id)
     except StopIteration:
-        raise DomainError(f"{document_id!r} is not a registered document "
-                          f"(documents: {', '.join(d.id for d in config.documents)})") from None
+        raise DomainError(
+            f"{document_id!r} is not a registered document (documents: {', '.join(d.id for d in config.documents)})"
+        ) from None
     file = root / doc.path
     if not file.is_file():
         raise DomainError(f"{doc.path} does not exist in {root}")
@@ -55,19 +72,28 @@ def open_review(uow: UnitOfWork, config: QmsConfig, root: Path, *, document_id: 
     uow.trail.lock()
     if still_valid:
         if effective is None:
-            raise DomainError(f"{doc.id} has no effective version: submit it for approval first (without --still-valid)")
+            raise DomainError(
+                f"{doc.id} has no effective version: submit it for approval first (without --still-valid)"
+            )
         if effective.content_sha256 != sha:
-            raise DomainError(f"{doc.path} changed since version {effective.version} became effective: "
-                              "submit the change as a new version instead of confirming it as still valid")
+            raise DomainError(
+                f"{doc.path} changed since version {effective.version} became effective: "
+                "submit the change as a new version instead of confirming it as still valid"
+            )
         version = effective
         title = f"Periodic review of {doc.id} {doc.title} v{version.version}: still valid"
         meaning = f"reviewed {doc.id} v{version.version} and confirm it is still valid"
     else:
         if effective is not None and effective.content_sha256 == sha:
-            raise DomainError(f"{doc.path} is unchanged since version {effective.version}: nothing to approve "
-                              "(for a periodic review use --still-valid)")
-        in_review = uow.session.scalar(select(DocumentVersionRow).where(
-            DocumentVersionRow.document_id == doc.id, DocumentVersionRow.status == DocStatus.IN_REVIEW.value))
+            raise DomainError(
+                f"{doc.path} is unchanged since version {effective.version}: nothing to approve "
+                "(for a periodic review use --still-valid)"
+            )
+        in_review = uow.session.scalar(
+            select(DocumentVersionRow).where(
+                DocumentVersionRow.document_id == doc.id, DocumentVersionRow.status == DocStatus.IN_REVIEW.value
+            )
+        )
         if in_review is not None:
             raise DomainError(f"{doc.id} version {in_review.version} is already in review")
         label = next_version(effective.version if effective else None, major)
@@ -77,25 +103,56 @@ def open_review(uow: UnitOfWork, config: QmsConfig, root: Path, *, document_id: 
             before = row_values(version, exclude=("id",))
             version.version, version.content_sha256, version.git_commit, version.path = label, sha, commit, doc.path
             if before != row_values(version, exclude=("id",)):
-                uow.record("document-version.snapshot", f"document-version:{doc.id}@{label}", before,
-                           row_values(version, exclude=("id",)))
+                uow.record(
+                    "document-version.snapshot",
+                    f"document-version:{doc.id}@{label}",
+                    before,
+                    row_values(version, exclude=("id",)),
+                )
         else:
-            version = DocumentVersionRow(document_id=doc.id, version=label, status=DocStatus.DRAFT.value, path=doc.path,
-                                         content_sha256=sha, git_commit=commit, created_at=uow.now())
+            version = DocumentVersionRow(
+                document_id=doc.id,
+                version=label,
+                status=DocStatus.DRAFT.value,
+                path=doc.path,
+                content_sha256=sha,
+                git_commit=commit,
+                created_at=uow.now(),
+            )
             uow.session.add(version)
             uow.session.flush()
-            uow.record("document-version.snapshot", f"document-version:{doc.id}@{label}", None,
-                       row_values(version, exclude=("id",)))
+            uow.record(
+                "document-version.snapshot",
+                f"document-version:{doc.id}@{label}",
+                None,
+                row_values(version, exclude=("id",)),
+            )
         transition_version(uow, version, DocStatus.IN_REVIEW, comment=comment)
         title = f"{doc.id} {doc.title} v{label}"
         meaning = f"approve {doc.id} v{label} for use"
     approvers = [p.id for p in config.approvers_of(doc)]
     row, _ = open_request(
-        uow, config, key=key, subject=f"document-version:{doc.id}@{version.version}", title=title,
-        content_sha256=version.content_sha256, approvers=approvers, meaning=meaning,
-        author=None if still_valid else submitted_by, flow_run_id=flow_run_id, comment=comment,
-        data={"document_id": doc.id, "version": version.version, "still_valid": still_valid, "major": major,
-              "submitted_by": submitted_by, "comment": comment, "path": doc.path, "git_commit": commit},
+        uow,
+        config,
+        key=key,
+        subject=f"document-version:{doc.id}@{version.version}",
+        title=title,
+        content_sha256=version.content_sha256,
+        approvers=approvers,
+        meaning=meaning,
+        author=None if still_valid else submitted_by,
+        flow_run_id=flow_run_id,
+        comment=comment,
+        data={
+            "document_id": doc.id,
+            "version": version.version,
+            "still_valid": still_valid,
+            "major": major,
+            "submitted_by": submitted_by,
+            "comment": comment,
+            "path": doc.path,
+            "git_commit": commit,
+        },
     )
     uow.commit()
     return request_summary(uow, row.id)
@@ -121,8 +178,11 @@ def conclude_review(uow: UnitOfWork, config: QmsConfig, root: Path, out_dir: Pat
     row, request = load(uow, request_id)
     data = row.data
     doc = config.document(data["document_id"])
-    version = uow.session.scalar(select(DocumentVersionRow).where(
-        DocumentVersionRow.document_id == doc.id, DocumentVersionRow.version == data["version"]))
+    version = uow.session.scalar(
+        select(DocumentVersionRow).where(
+            DocumentVersionRow.document_id == doc.id, DocumentVersionRow.version == data["version"]
+        )
+    )
     today = uow.now().date()
     outcome: dict[str, Any] = {"request": row.id, "status": row.status, "document": doc.id, "version": version.version}
     last = request.signatures[-1] if request.signatures else None
@@ -132,17 +192,28 @@ def conclude_review(uow: UnitOfWork, config: QmsConfig, root: Path, out_dir: Pat
             if data.get("confirmed") is None:
                 before = row_values(version, exclude=("id",))
                 version.next_review_date = new_review
-                uow.record("document-version.review-confirmed", f"document-version:{doc.id}@{version.version}",
-                           before, row_values(version, exclude=("id",)))
+                uow.record(
+                    "document-version.review-confirmed",
+                    f"document-version:{doc.id}@{version.version}",
+                    before,
+                    row_values(version, exclude=("id",)),
+                )
                 row.data = {**data, "confirmed": today.isoformat()}
         elif version.status == DocStatus.IN_REVIEW.value:
-            for old in uow.session.scalars(select(DocumentVersionRow).where(
-                    DocumentVersionRow.document_id == doc.id, DocumentVersionRow.status == DocStatus.EFFECTIVE.value)):
+            for old in uow.session.scalars(
+                select(DocumentVersionRow).where(
+                    DocumentVersionRow.document_id == doc.id, DocumentVersionRow.status == DocStatus.EFFECTIVE.value
+                )
+            ):
                 transition_version(uow, old, DocStatus.OBSOLETE, comment=f"superseded by v{version.version}")
             transition_version(uow, version, DocStatus.EFFECTIVE, on=today, interval_months=doc.review_interval_months)
-        for due in uow.session.scalars(select(RecordRow).where(
-                RecordRow.kind == REVIEW_DUE, RecordRow.status == "open",
-                RecordRow.key.startswith(f"review-due:{doc.id}:", autoescape=True))):
+        for due in uow.session.scalars(
+            select(RecordRow).where(
+                RecordRow.kind == REVIEW_DUE,
+                RecordRow.status == "open",
+                RecordRow.key.startswith(f"review-due:{doc.id}:", autoescape=True),
+            )
+        ):
             update_record(uow, due, "closed", status="closed", data={**due.data, "closed_by": row.id})
         rendered = _render(uow, config, root, out_dir, row, version)
         outcome.update(rendered)
@@ -150,36 +221,73 @@ def conclude_review(uow: UnitOfWork, config: QmsConfig, root: Path, out_dir: Pat
     else:
         if version.status == DocStatus.IN_REVIEW.value:
             transition_version(uow, version, DocStatus.DRAFT, comment=last.comment if last else None)
-        text = (f"{doc.id} v{version.version}: {row.status.replace('_', ' ')} by {last.printed_name if last else '-'}"
-                f"{': ' + last.comment if last and last.comment else ''}")
-    notify(uow, config, doc.owner, f"slack:{row.id}:outcome:{doc.owner}", f"approval:{row.id}", "notice", text=text,
-            link=f"{config.web.base_url.rstrip('/')}/approvals/{row.id}")
+        text = (
+            f"{doc.id} v{version.version}: {row.status.replace('_', ' ')} by {last.printed_name if last else '-'}"
+            f"{': ' + last.comment if last and last.comment else ''}"
+        )
+    notify(
+        uow,
+        config,
+        doc.owner,
+        f"slack:{row.id}:outcome:{doc.owner}",
+        f"approval:{row.id}:{doc.owner}",
+        "notice",
+        text=text,
+        link=f"{config.web.base_url.rstrip('/')}/approvals/{row.id}",
+    )
     outcome["effective_version"] = version.version if version.status == DocStatus.EFFECTIVE.value else None
     outcome["next_review_date"] = version.next_review_date.isoformat() if version.next_review_date else None
     uow.commit()
     return outcome
 
 
-def _render(uow: UnitOfWork, config: QmsConfig, root: Path, out_dir: Path, row: ApprovalRequestRow,
-            version: DocumentVersionRow) -> dict[str, str]:
+def _render(
+    uow: UnitOfWork, config: QmsConfig, root: Path, out_dir: Path, row: ApprovalRequestRow, version: DocumentVersionRow
+) -> dict[str, str]:
     from .render import render_controlled
 
     doc = config.document(version.document_id)
     people = {p.id: p.name for p in config.people}
     signatures = []
-    for request in uow.session.scalars(select(ApprovalRequestRow).where(
+    for request in uow.session.scalars(
+        select(ApprovalRequestRow)
+        .where(
             ApprovalRequestRow.subject == f"document-version:{doc.id}@{version.version}",
-            ApprovalRequestRow.status == RequestStatus.APPROVED.value).order_by(ApprovalRequestRow.created_at)):
-        for s in uow.session.scalars(select(SignatureRow).where(SignatureRow.request_id == request.id).order_by(SignatureRow.id)):
-            signatures.append({"name": s.printed_name, "meaning": s.meaning, "decision": s.decision,
-                               "at": f"{s.at:%Y-%m-%d %H:%M:%S} UTC", "method": s.method, "content_sha256": s.content_sha256})
+            ApprovalRequestRow.status == RequestStatus.APPROVED.value,
+        )
+        .order_by(ApprovalRequestRow.created_at)
+    ):
+        for s in uow.session.scalars(
+            select(SignatureRow).where(SignatureRow.request_id == request.id).order_by(SignatureRow.id)
+        ):
+            signatures.append(
+                {
+                    "name": s.printed_name,
+                    "meaning": s.meaning,
+                    "decision": s.decision,
+                    "at": f"{s.at:%Y-%m-%d %H:%M:%S} UTC",
+                    "method": s.method,
+                    "content_sha256": s.content_sha256,
+                }
+            )
     text = _approved_text(root, version.path, version.content_sha256, version.git_commit)
-    rendered = render_controlled(text, {
-        "id": doc.id, "title": doc.title, "version": version.version, "status": version.status,
-        "owner_name": people.get(doc.owner, doc.owner), "approvers": [p.name for p in config.approvers_of(doc)],
-        "effective_date": version.effective_date.isoformat() if version.effective_date else "",
-        "next_review_date": version.next_review_date.isoformat() if version.next_review_date else "",
-        "content_sha256": version.content_sha256, "git_commit": version.git_commit,
-    }, signatures, config.organisation.name, out_dir)
+    rendered = render_controlled(
+        text,
+        {
+            "id": doc.id,
+            "title": doc.title,
+            "version": version.version,
+            "status": version.status,
+            "owner_name": people.get(doc.owner, doc.owner),
+            "approvers": [p.name for p in config.approvers_of(doc)],
+            "effective_date": version.effective_date.isoformat() if version.effective_date else "",
+            "next_review_date": version.next_review_date.isoformat() if version.next_review_date else "",
+            "content_sha256": version.content_sha256,
+            "git_commit": version.git_commit,
+        },
+        signatures,
+        config.organisation.name,
+        out_dir,
+    )
     row.data = {**row.data, "pdf": str(rendered.pdf_path), "html": str(rendered.html_path)}
     return {"pdf": str(rendered.pdf_path), "html": str(rendered.html_path)}

@@ -26,8 +26,12 @@ class ScaffoldReport:
 
 
 def environment() -> Environment:
-    return Environment(loader=FileSystemLoader(str(templates_dir())), undefined=StrictUndefined,
-                       keep_trailing_newline=True, autoescape=False)
+    return Environment(
+        loader=FileSystemLoader(str(templates_dir())),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
 
 
 def document_context(config: QmsConfig, doc_id: str) -> dict:
@@ -37,11 +41,21 @@ def document_context(config: QmsConfig, doc_id: str) -> dict:
     people = {p.id: p for p in config.people}
     return {
         "org": config.organisation,
-        "doc": {"id": doc.id, "title": doc.title, "owner": people[doc.owner],
-                "approvers": config.approvers_of(doc), "review_interval_months": doc.review_interval_months},
-        "process": {"key": process.key, "title": process.title, "owner": people[process.owner],
-                    "aspects": list(process.aspects)} if process else
-                   {"key": "-", "title": "-", "owner": people[doc.owner], "aspects": []},
+        "doc": {
+            "id": doc.id,
+            "title": doc.title,
+            "owner": people[doc.owner],
+            "approvers": config.approvers_of(doc),
+            "review_interval_months": doc.review_interval_months,
+        },
+        "process": {
+            "key": process.key,
+            "title": process.title,
+            "owner": people[process.owner],
+            "aspects": list(process.aspects),
+        }
+        if process
+        else {"key": "-", "title": "-", "owner": people[doc.owner], "aspects": []},
         "aspects": ASPECTS,
         "systems": config.systems,
         "retention_years": config.retention.years,
@@ -86,6 +100,7 @@ def scaffold(target: Path, org_name: str = "Example AI GmbH", force: bool = Fals
 
 def _git_init(target: Path) -> bool:
     """Make the compliance repo a git repo with a first commit, unless it already is in one."""
+
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["git", "-C", str(target), *args], capture_output=True, text=True)
 
@@ -97,6 +112,14 @@ def _git_init(target: Path) -> bool:
     except OSError:
         return False
     run("add", "-A")
-    run("-c", "user.name=qmsflow", "-c", "user.email=qmsflow@localhost", "commit", "-q", "-m",
-        "Scaffold the QMS with qmsflow")
+    run(
+        "-c",
+        "user.name=qmsflow",
+        "-c",
+        "user.email=qmsflow@localhost",
+        "commit",
+        "-q",
+        "-m",
+        "Scaffold the QMS with qmsflow",
+    )
     return True

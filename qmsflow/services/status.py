@@ -41,38 +41,72 @@ def process_status(db: Database, today: date | None = None, now: datetime | None
         counts = dict(
             (row[0], (row[1], row[2] or 0))
             for row in session.execute(
-                select(RecordRow.process, func.count(),
-                       func.sum(case((and_(RecordRow.due_date.is_not(None), RecordRow.due_date < today), 1), else_=0)))
-                .where(is_open, RecordRow.process.is_not(None)).group_by(RecordRow.process)
+                select(
+                    RecordRow.process,
+                    func.count(),
+                    func.sum(case((and_(RecordRow.due_date.is_not(None), RecordRow.due_date < today), 1), else_=0)),
+                )
+                .where(is_open, RecordRow.process.is_not(None))
+                .group_by(RecordRow.process)
             )
         )
-        latest = (select(ProcessRunRow.process_key, func.max(ProcessRunRow.id).label("last_id"))
-                  .group_by(ProcessRunRow.process_key).subquery())
-        runs = {r.process_key: r for r in session.scalars(
-            select(ProcessRunRow).join(latest, ProcessRunRow.id == latest.c.last_id))}
+        latest = (
+            select(ProcessRunRow.process_key, func.max(ProcessRunRow.id).label("last_id"))
+            .group_by(ProcessRunRow.process_key)
+            .subquery()
+        )
+        runs = {
+            r.process_key: r
+            for r in session.scalars(select(ProcessRunRow).join(latest, ProcessRunRow.id == latest.c.last_id))
+        }
         names = dict(session.execute(select(PersonRow.id, PersonRow.name)).all())
         out = []
         for p in session.scalars(select(ProcessRow).where(ProcessRow.active.is_(True)).order_by(ProcessRow.key)):
             run = runs.get(p.key)
             open_items, overdue = counts.get(p.key, (0, 0))
-            out.append(ProcessStatus(
-                key=p.key, title=p.title, owner=names.get(p.owner, p.owner),
-                last_run=(run.finished_at or run.started_at) if run else None,
-                last_state=run.state if run else None,
-                next_due=next_due(p.schedule, now), open_items=open_items, overdue_items=int(overdue),
-            ))
+            out.append(
+                ProcessStatus(
+                    key=p.key,
+                    title=p.title,
+                    owner=names.get(p.owner, p.owner),
+                    last_run=(run.finished_at or run.started_at) if run else None,
+                    last_state=run.state if run else None,
+                    next_due=next_due(p.schedule, now),
+                    open_items=open_items,
+                    overdue_items=int(overdue),
+                )
+            )
         return out
 
 
-def record_run(uow: UnitOfWork, process_key: str, flow_name: str, flow_run_id: str, state: str,
-               started_at: datetime, finished_at: datetime | None, summary: dict[str, Any]) -> None:
+def record_run(
+    uow: UnitOfWork,
+    process_key: str,
+    flow_name: str,
+    flow_run_id: str,
+    state: str,
+    started_at: datetime,
+    finished_at: datetime | None,
+    summary: dict[str, Any],
+) -> None:
     """Upsert the run of a flow (keyed by the Prefect flow run id) and trail it."""
     row = uow.session.scalar(select(ProcessRunRow).where(ProcessRunRow.flow_run_id == flow_run_id))
     if row is None:
-        row = ProcessRunRow(process_key=process_key, flow_name=flow_name, flow_run_id=flow_run_id,
-                            state=state, started_at=started_at, finished_at=finished_at, summary=summary)
+        row = ProcessRunRow(
+            process_key=process_key,
+            flow_name=flow_name,
+            flow_run_id=flow_run_id,
+            state=state,
+            started_at=started_at,
+            finished_at=finished_at,
+            summary=summary,
+        )
         uow.session.add(row)
     else:
         row.state, row.finished_at, row.summary = state, finished_at, summary
-    uow.record(f"process.run-{state.lower()}", f"process:{process_key}", None,
-               {"flow": flow_name, "flow_run_id": flow_run_id, "state": state, "summary": summary})
+    uow.record(
+        f"process.run-{state.lower()}",
+        f"process:{process_key}",
+        None,
+        {"flow": flow_name, "flow_run_id": flow_run_id, "state": state, "summary": summary},
+    )

@@ -27,8 +27,7 @@ class SyncReport:
         return bool(self.changes)
 
 
-def _upsert(uow: UnitOfWork, table: type, key: str, values: dict[str, Any], kind: str,
-            report: SyncReport) -> None:
+def _upsert(uow: UnitOfWork, table: type, key: str, values: dict[str, Any], kind: str, report: SyncReport) -> None:
     row = uow.session.get(table, key)
     ref = f"{kind}:{key}"
     if row is None:
@@ -46,8 +45,7 @@ def _upsert(uow: UnitOfWork, table: type, key: str, values: dict[str, Any], kind
         report.changes.append(f"{ref} updated")
 
 
-def _deactivate_missing(uow: UnitOfWork, table: type, pk: str, keep: set[str], kind: str,
-                        report: SyncReport) -> None:
+def _deactivate_missing(uow: UnitOfWork, table: type, pk: str, keep: set[str], kind: str, report: SyncReport) -> None:
     for row in uow.session.scalars(select(table).where(table.active.is_(True))):
         key = getattr(row, pk)
         if key not in keep:
@@ -61,19 +59,56 @@ def sync_config(uow: UnitOfWork, config: QmsConfig, root: Path) -> SyncReport:
     """Bring the store in line with the config; register a draft version of new documents."""
     report = SyncReport()
     for p in config.people:
-        _upsert(uow, PersonRow, p.id, {"id": p.id, "name": p.name, "email": p.email, "slack_id": p.slack_id,
-                                       "roles": list(p.roles), "manager": p.manager}, "person", report)
+        _upsert(
+            uow,
+            PersonRow,
+            p.id,
+            {
+                "id": p.id,
+                "name": p.name,
+                "email": p.email,
+                "slack_id": p.slack_id,
+                "roles": list(p.roles),
+                "manager": p.manager,
+            },
+            "person",
+            report,
+        )
     _deactivate_missing(uow, PersonRow, "id", {p.id for p in config.people}, "person", report)
     for pr in config.processes:
-        _upsert(uow, ProcessRow, pr.key, {"key": pr.key, "title": pr.title, "owner": pr.owner,
-                                          "procedure": pr.procedure, "aspects": list(pr.aspects),
-                                          "schedule": pr.schedule}, "process", report)
+        _upsert(
+            uow,
+            ProcessRow,
+            pr.key,
+            {
+                "key": pr.key,
+                "title": pr.title,
+                "owner": pr.owner,
+                "procedure": pr.procedure,
+                "aspects": list(pr.aspects),
+                "schedule": pr.schedule,
+            },
+            "process",
+            report,
+        )
     _deactivate_missing(uow, ProcessRow, "key", {p.key for p in config.processes}, "process", report)
     for d in config.documents:
-        _upsert(uow, DocumentRow, d.id, {"id": d.id, "title": d.title, "path": d.path, "owner": d.owner,
-                                         "approvers": list(d.approvers),
-                                         "review_interval_months": d.review_interval_months,
-                                         "systems": list(d.systems)}, "document", report)
+        _upsert(
+            uow,
+            DocumentRow,
+            d.id,
+            {
+                "id": d.id,
+                "title": d.title,
+                "path": d.path,
+                "owner": d.owner,
+                "approvers": list(d.approvers),
+                "review_interval_months": d.review_interval_months,
+                "systems": list(d.systems),
+            },
+            "document",
+            report,
+        )
         _register_draft(uow, d.id, d.path, root, report)
     _deactivate_missing(uow, DocumentRow, "id", {d.id for d in config.documents}, "document", report)
     uow.session.flush()
@@ -90,11 +125,16 @@ def _register_draft(uow: UnitOfWork, doc_id: str, relpath: str, root: Path, repo
         return
     uow.session.flush()  # the document row must exist before its version (foreign key)
     version = DocumentVersionRow(
-        document_id=doc_id, version="1.0", status=DocStatus.DRAFT.value, path=relpath,
-        content_sha256=sha256_file(file), git_commit=git.commit_of(root, relpath),
+        document_id=doc_id,
+        version="1.0",
+        status=DocStatus.DRAFT.value,
+        path=relpath,
+        content_sha256=sha256_file(file),
+        git_commit=git.commit_of(root, relpath),
         created_at=uow.now(),
     )
     uow.session.add(version)
-    uow.record("document-version.registered", f"document-version:{doc_id}@1.0", None,
-               row_values(version, exclude=("id",)))
+    uow.record(
+        "document-version.registered", f"document-version:{doc_id}@1.0", None, row_values(version, exclude=("id",))
+    )
     report.changes.append(f"document-version:{doc_id}@1.0 registered as draft")

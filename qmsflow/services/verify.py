@@ -54,18 +54,29 @@ def verify(db: Database, anchors_file: Path | None, progress=None) -> VerifyResu
                         result.anchor_problems.append(f"{anchors_file.name} line {anchor.line}: {problem}")
         result.signatures_checked, result.signature_problems = check_signatures(session)
     with db.session() as session, session.begin():
-        session.add(VerificationRow(at=datetime.now(UTC), ok=result.ok, count=report.count,
-                                    head_seq=report.head_seq, head_hash=report.head_hash, problem=result.problem))
+        session.add(
+            VerificationRow(
+                at=datetime.now(UTC),
+                ok=result.ok,
+                count=report.count,
+                head_seq=report.head_seq,
+                head_hash=report.head_hash,
+                problem=result.problem,
+            )
+        )
     return result
 
 
 def _check_anchor(session, anchor: Anchor) -> str | None:  # noqa: ANN001
     stored = session.scalar(select(TrailEventRow.hash).where(TrailEventRow.seq == anchor.seq))
     if stored is None:
-        return (f"anchored seq {anchor.seq} (anchored {anchor.anchored_at}) is no longer in the trail: "
-                "events were removed")
+        return (
+            f"anchored seq {anchor.seq} (anchored {anchor.anchored_at}) is no longer in the trail: events were removed"
+        )
     if stored != anchor.hash:
-        return f"seq {anchor.seq} has hash {stored[:16]}… but was anchored as {anchor.hash[:16]}… on {anchor.anchored_at}"
+        return (
+            f"seq {anchor.seq} has hash {stored[:16]}… but was anchored as {anchor.hash[:16]}… on {anchor.anchored_at}"
+        )
     return None
 
 
@@ -77,10 +88,18 @@ def check_signatures(session) -> tuple[int, list[str]]:  # noqa: ANN001
     for sig in session.scalars(select(SignatureRow).order_by(SignatureRow.id)):
         checked += 1
         label = f"signature of {sig.printed_name} on {sig.request_id} ({sig.at:%Y-%m-%d %H:%M} UTC)"
-        as_signed = canonical_json(Signature(
-            signer=sig.signer, printed_name=sig.printed_name, at=sig.at, meaning=sig.meaning,
-            decision=Decision(sig.decision), comment=sig.comment, method=Method(sig.method),
-            content_sha256=sig.content_sha256).model_dump(mode="json"))
+        as_signed = canonical_json(
+            Signature(
+                signer=sig.signer,
+                printed_name=sig.printed_name,
+                at=sig.at,
+                meaning=sig.meaning,
+                decision=Decision(sig.decision),
+                comment=sig.comment,
+                method=Method(sig.method),
+                content_sha256=sig.content_sha256,
+            ).model_dump(mode="json")
+        )
         event = session.scalar(select(TrailEventRow).where(TrailEventRow.seq == sig.trail_seq))
         if event is None or event.action != "approval.signed" or event.after_json != as_signed:
             problems.append(f"{label}: differs from its trail record at seq {sig.trail_seq}")
@@ -92,11 +111,16 @@ def check_signatures(session) -> tuple[int, list[str]]:  # noqa: ANN001
         subject = request.subject
         if subject.startswith("document-version:"):
             doc_id, _, version = subject.removeprefix("document-version:").partition("@")
-            stored = session.scalar(select(DocumentVersionRow.content_sha256).where(
-                DocumentVersionRow.document_id == doc_id, DocumentVersionRow.version == version))
+            stored = session.scalar(
+                select(DocumentVersionRow.content_sha256).where(
+                    DocumentVersionRow.document_id == doc_id, DocumentVersionRow.version == version
+                )
+            )
             if stored != sig.content_sha256:
-                problems.append(f"{label}: no longer verifies: {doc_id} v{version} content is now "
-                                f"{(stored or 'missing')[:16]}…, signed {sig.content_sha256[:16]}…")
+                problems.append(
+                    f"{label}: no longer verifies: {doc_id} v{version} content is now "
+                    f"{(stored or 'missing')[:16]}…, signed {sig.content_sha256[:16]}…"
+                )
     return checked, problems
 
 
@@ -107,7 +131,9 @@ def anchor(db: Database, anchors_file: Path) -> tuple[Anchor, bool]:
     if seq == 0:
         raise ValueError("the trail is empty: nothing to anchor yet")
     if anchors_file.is_file():
-        last = [a for a in parse_anchors(anchors_file.read_text(encoding="utf-8").splitlines()) if isinstance(a, Anchor)]
+        last = [
+            a for a in parse_anchors(anchors_file.read_text(encoding="utf-8").splitlines()) if isinstance(a, Anchor)
+        ]
         if last and last[-1].seq == seq and last[-1].hash == digest:
             return last[-1], False
     new = Anchor(seq, digest, format_ts(datetime.now(UTC)))

@@ -40,8 +40,9 @@ class TrailWriter:
         if self._head is None:
             self._head = self._load_head()
 
-    def append(self, actor: str, action: str, record: str, before: Any, after: Any,
-               at: datetime | None = None) -> TrailEvent:
+    def append(
+        self, actor: str, action: str, record: str, before: Any, after: Any, at: datetime | None = None
+    ) -> TrailEvent:
         self.lock()
         seq, prev = self._head
         event = make_event(seq + 1, at or datetime.now(UTC), actor, action, record, before, after, prev)
@@ -61,7 +62,9 @@ class TrailWriter:
 
 
 def head(session: Session) -> tuple[int, str]:
-    row = session.execute(select(TrailEventRow.seq, TrailEventRow.hash).order_by(TrailEventRow.seq.desc()).limit(1)).first()
+    row = session.execute(
+        select(TrailEventRow.seq, TrailEventRow.hash).order_by(TrailEventRow.seq.desc()).limit(1)
+    ).first()
     return (row[0], row[1]) if row else (0, GENESIS)
 
 
@@ -95,6 +98,8 @@ def iter_rows(session: Session, batch: int = 20_000) -> Iterator[tuple]:
 def events_for(session: Session, record: str, limit: int = 200) -> list[TrailEvent]:
     rows = session.execute(
         select(*[getattr(TrailEventRow, c) for c in TRAIL_COLUMNS])
-        .where(TrailEventRow.record == record).order_by(TrailEventRow.seq).limit(limit)
+        .where(TrailEventRow.record == record)
+        .order_by(TrailEventRow.seq)
+        .limit(limit)
     ).all()
     return [TrailEvent(*row) for row in rows]

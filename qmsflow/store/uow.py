@@ -38,8 +38,9 @@ class UnitOfWork:
             self.session.rollback()
         self.session.close()
 
-    def record(self, action: str, ref: str, before: Any, after: Any, actor: str | None = None,
-               at: datetime | None = None) -> TrailEvent:
+    def record(
+        self, action: str, ref: str, before: Any, after: Any, actor: str | None = None, at: datetime | None = None
+    ) -> TrailEvent:
         """Append a trail event for a change made in this unit of work."""
         return self.trail.append(actor or self.actor, action, ref, before, after, at)
 

@@ -36,8 +36,9 @@ class DecisionOut(BaseModel):
 
 
 def create_app(ctx: QmsContext) -> FastAPI:
-    app = FastAPI(title="qmsflow", version="0.1.0",
-                  description="qmsflow web app: Slack interactivity and the approvals API.")
+    app = FastAPI(
+        title="qmsflow", version="0.1.0", description="qmsflow web app: Slack interactivity and the approvals API."
+    )
     interactions = SlackInteractions(ctx)
     secret = slack.signing_secret(ctx.config)
     verifier = SignatureVerifier(secret) if secret else None  # 5-minute window is its default
@@ -53,8 +54,9 @@ def create_app(ctx: QmsContext) -> FastAPI:
         body = await request.body()  # the raw body: the signature covers exactly these bytes
         if verifier is None:
             return JSONResponse({"error": "Slack is not configured (no signing secret)"}, status_code=503)
-        if not verifier.is_valid(body, request.headers.get("X-Slack-Request-Timestamp", ""),
-                                 request.headers.get("X-Slack-Signature", "")):
+        if not verifier.is_valid(
+            body, request.headers.get("X-Slack-Request-Timestamp", ""), request.headers.get("X-Slack-Signature", "")
+        ):
             return JSONResponse({"error": "invalid Slack signature"}, status_code=401)
         try:
             interaction = parse(load_payload(body))
@@ -63,11 +65,19 @@ def create_app(ctx: QmsContext) -> FastAPI:
         background.add_task(interactions.handle, interaction)  # ack now; Slack wants an answer within 3 s
         return Response(status_code=200)
 
-    @app.post("/api/approvals/{request_id}/decision", response_model=DecisionOut,
-              responses={401: {"description": "missing or unknown token"}, 403: {"description": "refused"},
-                         404: {"description": "no such request"}, 409: {"description": "already decided"}})
-    def api_decide(request_id: str, body: DecisionIn,
-                   authorization: Annotated[str | None, Header()] = None) -> DecisionOut:
+    @app.post(
+        "/api/approvals/{request_id}/decision",
+        response_model=DecisionOut,
+        responses={
+            401: {"description": "missing or unknown token"},
+            403: {"description": "refused"},
+            404: {"description": "no such request"},
+            409: {"description": "already decided"},
+        },
+    )
+    def api_decide(
+        request_id: str, body: DecisionIn, authorization: Annotated[str | None, Header()] = None
+    ) -> DecisionOut:
         """Sign an approval request with a personal API token (``Authorization: Bearer qms_…``)."""
         token = authorization.removeprefix("Bearer ").strip() if authorization else None
         try:
@@ -76,8 +86,16 @@ def create_app(ctx: QmsContext) -> FastAPI:
             raise HTTPException(401, str(exc)) from None
         try:
             with UnitOfWork(ctx.db, person) as uow:
-                result = approvals.decide(uow, ctx.config, request_id, person, body.decision, body.comment,
-                                          Method.WEB, claimed=f"token:{person}")
+                result = approvals.decide(
+                    uow,
+                    ctx.config,
+                    request_id,
+                    person,
+                    body.decision,
+                    body.comment,
+                    Method.WEB,
+                    claimed=f"token:{person}",
+                )
         except NotFound as exc:
             raise HTTPException(404, str(exc)) from None
         except AlreadyDecided as exc:
@@ -85,8 +103,13 @@ def create_app(ctx: QmsContext) -> FastAPI:
         except NotAuthorized as exc:
             raise HTTPException(403, str(exc)) from None
         resume_if_decided(ctx, result)
-        return DecisionOut(request_id=result.request_id, status=result.status.value, decided=result.decided,
-                           signer=result.signature.printed_name, at=result.signature.at.isoformat())
+        return DecisionOut(
+            request_id=result.request_id,
+            status=result.status.value,
+            decided=result.decided,
+            signer=result.signature.printed_name,
+            at=result.signature.at.isoformat(),
+        )
 
     return app
 
@@ -94,8 +117,11 @@ def create_app(ctx: QmsContext) -> FastAPI:
 def resume_if_decided(ctx: QmsContext, result: approvals.DecisionResult) -> None:
     if result.decided and result.flow_run_id:
         try:
-            prefect_api.resume(prefect_api.api_url(ctx.loaded.state_dir), result.flow_run_id,
-                               {"request_id": result.request_id, "status": result.status.value})
+            prefect_api.resume(
+                prefect_api.api_url(ctx.loaded.state_dir),
+                result.flow_run_id,
+                {"request_id": result.request_id, "status": result.status.value},
+            )
         except prefect_api.PrefectUnavailable as exc:
             log.warning("%s (the hourly follow-up flow resumes it later)", exc)
     deliver(ctx.db, ctx.config)

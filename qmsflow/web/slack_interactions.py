@@ -119,9 +119,13 @@ class SlackInteractions:
                 self.decide(it, person)  # records the refusal and tells the person
                 return
             if self.adapter is not None and it.trigger_id:
-                view = slack.render("comment_modal", request_id=it.request_id, decision=it.decision.value,
-                                    title="Reject" if it.decision is Decision.REJECT else "Request changes",
-                                    prompt="why? Your comment is part of the signed record.")
+                view = slack.render(
+                    "comment_modal",
+                    request_id=it.request_id,
+                    decision=it.decision.value,
+                    title="Reject" if it.decision is Decision.REJECT else "Request changes",
+                    prompt="why? Your comment is part of the signed record.",
+                )
                 self.adapter.open_view(it.trigger_id, view)
             return
         self.decide(it, person)
@@ -129,15 +133,26 @@ class SlackInteractions:
     def decide(self, it: Interaction, person: str | None) -> None:
         try:
             with UnitOfWork(self.ctx.db, person or f"slack:{it.slack_user}") as uow:
-                result = approvals.decide(uow, self.ctx.config, it.request_id, person, it.decision, it.comment,
-                                          Method.SLACK, claimed=f"slack:{it.slack_user}")
+                result = approvals.decide(
+                    uow,
+                    self.ctx.config,
+                    it.request_id,
+                    person,
+                    it.decision,
+                    it.comment,
+                    Method.SLACK,
+                    claimed=f"slack:{it.slack_user}",
+                )
         except (NotAuthorized, AlreadyDecided) as refusal:
             log.info("refused Slack decision on %s by %s: %s", it.request_id, it.slack_user, refusal)
         else:
             if result.decided and result.flow_run_id:
                 try:
-                    prefect_api.resume(prefect_api.api_url(self.ctx.loaded.state_dir), result.flow_run_id,
-                                       {"request_id": result.request_id, "status": result.status.value})
+                    prefect_api.resume(
+                        prefect_api.api_url(self.ctx.loaded.state_dir),
+                        result.flow_run_id,
+                        {"request_id": result.request_id, "status": result.status.value},
+                    )
                 except prefect_api.PrefectUnavailable as exc:
                     # the decision is recorded; the follow-up flow resumes the run once Prefect is back
                     log.warning("%s", exc)

@@ -480,12 +480,25 @@ def _conversations_open(fake: FakeSlack, params: dict[str, Any]) -> dict:
         names = [(fake._user_by_id(u) or {}).get("name") or u.lower() for u in others]
         name = "mpdm-" + "--".join(names) + "-1"
         empty = {"value": "", "creator": "", "last_set": 0}
-        channel_obj.update({
-            "name": name, "name_normalized": name, "created": 1764000000, "creator": fake.bot_user_id,
-            "is_archived": False, "is_channel": False, "is_general": False, "is_mpim": True,
-            "is_group": False, "is_im": False, "is_org_shared": False, "is_shared": False,
-            "is_private": True, "topic": dict(empty), "purpose": dict(empty),
-        })
+        channel_obj.update(
+            {
+                "name": name,
+                "name_normalized": name,
+                "created": 1764000000,
+                "creator": fake.bot_user_id,
+                "is_archived": False,
+                "is_channel": False,
+                "is_general": False,
+                "is_mpim": True,
+                "is_group": False,
+                "is_im": False,
+                "is_org_shared": False,
+                "is_shared": False,
+                "is_private": True,
+                "topic": dict(empty),
+                "purpose": dict(empty),
+            }
+        )
     body: dict[str, Any] = {"ok": True, "channel": channel_obj}
     if already:
         body["no_op"] = True

@@ -9,8 +9,13 @@ from qmsflow.domain.errors import InvalidTransition
 
 
 def version(**kw) -> DocumentVersion:
-    base = dict(document_id="SOP-DOC-001", version="1.0", path="p.md", content_sha256="a" * 64,
-                created_at=datetime(2026, 1, 1, tzinfo=UTC))
+    base = dict(
+        document_id="SOP-DOC-001",
+        version="1.0",
+        path="p.md",
+        content_sha256="a" * 64,
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
     return DocumentVersion(**{**base, **kw})
 
 
@@ -36,13 +41,16 @@ def test_draft_cannot_become_effective_without_review() -> None:
         version().make_effective(date(2026, 1, 1), 12)
 
 
-@pytest.mark.parametrize(("day", "months", "expected"), [
-    (date(2026, 1, 31), 1, date(2026, 2, 28)),
-    (date(2024, 1, 31), 1, date(2024, 2, 29)),
-    (date(2026, 11, 15), 3, date(2027, 2, 15)),
-    (date(2026, 3, 1), 120, date(2036, 3, 1)),
-    (date(2026, 3, 31), -1, date(2026, 2, 28)),
-])
+@pytest.mark.parametrize(
+    ("day", "months", "expected"),
+    [
+        (date(2026, 1, 31), 1, date(2026, 2, 28)),
+        (date(2024, 1, 31), 1, date(2024, 2, 29)),
+        (date(2026, 11, 15), 3, date(2027, 2, 15)),
+        (date(2026, 3, 1), 120, date(2036, 3, 1)),
+        (date(2026, 3, 31), -1, date(2026, 2, 28)),
+    ],
+)
 def test_add_months_clamps_to_month_end(day: date, months: int, expected: date) -> None:
     assert add_months(day, months) == expected
 

@@ -7,8 +7,22 @@ from pathlib import Path
 
 import qmsflow.domain
 
-FORBIDDEN = ("sqlalchemy", "prefect", "httpx", "requests", "fastapi", "starlette", "slack_sdk", "jira",
-             "alembic", "psycopg", "qmsflow", "flows", "tasks", "deployments")
+FORBIDDEN = (
+    "sqlalchemy",
+    "prefect",
+    "httpx",
+    "requests",
+    "fastapi",
+    "starlette",
+    "slack_sdk",
+    "jira",
+    "alembic",
+    "psycopg",
+    "qmsflow",
+    "flows",
+    "tasks",
+    "deployments",
+)
 
 
 def test_domain_imports_are_pure() -> None:

@@ -13,27 +13,48 @@ from qmsflow.domain.trail import GENESIS, canonical_json, make_event, verify_row
 T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers(-(10**12), 10**12) | st.text(max_size=20),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=10,
 )
-event_args = st.tuples(st.text(min_size=1, max_size=20), st.text(max_size=30), st.text(max_size=40), json_values, json_values)
+event_args = st.tuples(
+    st.text(min_size=1, max_size=20), st.text(max_size=30), st.text(max_size=40), json_values, json_values
+)
 
 
 def chain(items: list[tuple]) -> list[tuple]:
     rows, prev = [], GENESIS
     for i, (actor, action, record, before, after) in enumerate(items, start=1):
         event = make_event(i, T0 + timedelta(seconds=i), actor, action, record, before, after, prev)
-        rows.append((event.seq, event.ts, event.actor, event.action, event.record,
-                     event.before_json, event.after_json, event.prev_hash, event.hash))
+        rows.append(
+            (
+                event.seq,
+                event.ts,
+                event.actor,
+                event.action,
+                event.record,
+                event.before_json,
+                event.after_json,
+                event.prev_hash,
+                event.hash,
+            )
+        )
         prev = event.hash
     return rows
 
 
 def test_canonical_event_is_the_canonical_json_of_the_whole_event() -> None:
-    event = make_event(7, T0, "ana", "capa.created", "record:CAPA-2026-0007", None, {"ü": [1, 2], "a": "x\"y"}, GENESIS)
-    whole = {"action": "capa.created", "actor": "ana", "after": {"ü": [1, 2], "a": "x\"y"}, "before": None,
-             "prev_hash": GENESIS, "record": "record:CAPA-2026-0007", "seq": 7, "ts": "2026-11-26T09:00:00.000000Z"}
+    event = make_event(7, T0, "ana", "capa.created", "record:CAPA-2026-0007", None, {"ü": [1, 2], "a": 'x"y'}, GENESIS)
+    whole = {
+        "action": "capa.created",
+        "actor": "ana",
+        "after": {"ü": [1, 2], "a": 'x"y'},
+        "before": None,
+        "prev_hash": GENESIS,
+        "record": "record:CAPA-2026-0007",
+        "seq": 7,
+        "ts": "2026-11-26T09:00:00.000000Z",
+    }
     assert event.canonical() == canonical_json(whole).encode("utf-8")
 
 
@@ -93,8 +114,17 @@ def test_reordered_events_break_at_the_first_moved_seq() -> None:
 def test_relinked_event_with_recomputed_hash_is_a_broken_link() -> None:
     rows = chain([("ana", "a", "r", None, i) for i in range(4)])
     forged = make_event(3, T0, "mallory", "a", "r", None, 99, "f" * 64)
-    rows[2] = (forged.seq, forged.ts, forged.actor, forged.action, forged.record, forged.before_json,
-               forged.after_json, forged.prev_hash, forged.hash)
+    rows[2] = (
+        forged.seq,
+        forged.ts,
+        forged.actor,
+        forged.action,
+        forged.record,
+        forged.before_json,
+        forged.after_json,
+        forged.prev_hash,
+        forged.hash,
+    )
     report = verify_rows(rows)
     assert (report.broken.seq, report.broken.problem) == (3, "link broken")
 
