@@ -10,12 +10,20 @@ before the wait returns what it did the first time.
 
 from __future__ import annotations
 
+import threading
+
 from prefect import flow, get_run_logger
 from prefect.flow_runs import suspend_flow_run
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
-from tasks.approvals import conclude_review_task, deliver_outbox_task, open_review_task, request_status_task
+from tasks.approvals import (
+    conclude_review_task,
+    deliver_outbox_task,
+    open_review_task,
+    prewarm,
+    request_status_task,
+)
 
 FLOW_NAME = "document-review"
 
@@ -38,8 +46,11 @@ def document_review(
 ) -> dict:
     logger = get_run_logger()
     run_id = str(flow_run.id)
+    # load the PDF renderer while Prefect orchestrates the first task (it is needed once decided)
+    threading.Thread(target=prewarm, name="prewarm-renderer", daemon=True).start()
     request = open_review_task(config, document_id, submitted_by, major, still_valid, comment, run_id)
-    deliver_outbox_task(config)
+    if request["status"] == "pending":
+        deliver_outbox_task(config)  # ask the approvers now; the outbox flow retries what fails
     attempt = 0
     while request["status"] == "pending":
         logger.info("%s waits for approval of %s", request["id"], request["subject"])
@@ -50,7 +61,6 @@ def document_review(
         )
         attempt += 1
         request = request_status_task(config, request["id"])
-    outcome = conclude_review_task(config, request["id"])
-    deliver_outbox_task(config)
+    outcome = conclude_review_task(config, request["id"])  # also delivers the owner's notice
     logger.info("%s: %s", request["id"], outcome)
     return outcome

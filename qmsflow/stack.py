@@ -43,6 +43,8 @@ def prefect_env(state_dir: Path, api_url: str, config_path: Path) -> dict[str, s
             "DO_NOT_TRACK": "1",
             "PREFECT_UI_ENABLED": env.get("PREFECT_UI_ENABLED", "true"),
             "QMS_CONFIG": str(config_path),
+            # a resumed approval waits for the runner's next poll: 2 s instead of Prefect's 10 s
+            "PREFECT_RUNNER_POLL_FREQUENCY": env.get("PREFECT_RUNNER_POLL_FREQUENCY", "2"),
         }
     )
     return env

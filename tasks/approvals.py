@@ -12,6 +12,7 @@ from qmsflow.adapters import prefect_api
 from qmsflow.context import open_context
 from qmsflow.services import approvals, review
 from qmsflow.services.delivery import deliver
+from qmsflow.services.render import prewarm  # noqa: F401 - re-exported for flows
 from qmsflow.store.uow import UnitOfWork
 
 SYSTEM_ACTOR = "qmsflow"
@@ -61,7 +62,10 @@ def conclude_review_task(config: str | None, request_id: str) -> dict[str, Any]:
     ctx = open_context(config)
     try:
         with UnitOfWork(ctx.db, SYSTEM_ACTOR) as uow:
-            return review.conclude_review(uow, ctx.config, ctx.root, ctx.loaded.state_dir / "rendered", request_id)
+            outcome = review.conclude_review(uow, ctx.config, ctx.root, ctx.loaded.state_dir / "rendered", request_id)
+        report = deliver(ctx.db, ctx.config)
+        outcome["notices"] = {"sent": len(report.sent), "failed": len(report.failed)}
+        return outcome
     finally:
         ctx.close()
 

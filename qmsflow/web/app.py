@@ -44,7 +44,7 @@ def create_app(ctx: QmsContext) -> FastAPI:
     verifier = SignatureVerifier(secret) if secret else None  # 5-minute window is its default
     app.state.ctx = ctx
     app.state.interactions = interactions
-
+    import prefect.flow_runs  # noqa: F401 - imported once at start, not on the first click
     @app.get("/health")
     def health() -> dict[str, str]:
         return {"status": "ok"}
