@@ -159,9 +159,25 @@ def prewarm() -> None:
     it fails (the real render reports the error).
     """
     try:
-        html_to_pdf(render_html("warm-up", {
-            "id": "WARM-UP", "title": "warm-up", "version": "0.0", "status": "draft", "owner_name": "-",
-            "approvers": [], "effective_date": "", "next_review_date": "", "content_sha256": "0" * 64,
-            "git_commit": None}, [], "-"), base_url=".")
+        html_to_pdf(
+            render_html(
+                "warm-up",
+                {
+                    "id": "WARM-UP",
+                    "title": "warm-up",
+                    "version": "0.0",
+                    "status": "draft",
+                    "owner_name": "-",
+                    "approvers": [],
+                    "effective_date": "",
+                    "next_review_date": "",
+                    "content_sha256": "0" * 64,
+                    "git_commit": None,
+                },
+                [],
+                "-",
+            ),
+            base_url=".",
+        )
     except Exception:  # noqa: BLE001
         pass

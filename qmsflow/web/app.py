@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import BackgroundTasks, FastAPI, Header, HTTPException, Request, Response
@@ -36,15 +38,35 @@ class DecisionOut(BaseModel):
 
 
 def create_app(ctx: QmsContext) -> FastAPI:
-    app = FastAPI(
-        title="qmsflow", version="0.1.0", description="qmsflow web app: Slack interactivity and the approvals API."
-    )
     interactions = SlackInteractions(ctx)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        receiver = None
+        settings = slack.settings(ctx.config)
+        if settings is not None and settings.socket_mode:
+            from .socket_mode import SocketModeReceiver
+
+            receiver = SocketModeReceiver(settings, interactions)
+            receiver.start()
+        try:
+            yield
+        finally:
+            if receiver is not None:
+                receiver.close()
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="qmsflow",
+        version="0.1.0",
+        description="qmsflow web app: Slack interactivity and the approvals API.",
+    )
     secret = slack.signing_secret(ctx.config)
     verifier = SignatureVerifier(secret) if secret else None  # 5-minute window is its default
     app.state.ctx = ctx
     app.state.interactions = interactions
     import prefect.flow_runs  # noqa: F401 - imported once at start, not on the first click
+
     @app.get("/health")
     def health() -> dict[str, str]:
         return {"status": "ok"}

@@ -102,8 +102,10 @@ class FakeSlack:
     bot_id = "B0FAKEBOT1"
     app_id = "A0FAKEAPP1"
 
-    def __init__(self, users: list[dict] | None = None, token: str = "xoxb-test") -> None:
+    def __init__(self, users: list[dict] | None = None, token: str = "xoxb-test", app_token: str = "xapp-test") -> None:
         self.token = token
+        self.app_token = app_token
+        self.socket_url: str | None = None  # what apps.connections.open answers (Socket Mode tests set it)
         self.users: list[dict] = [dict(u) for u in (users or [])]
         for user in self.users:
             uid = user.get("id", "")
@@ -242,13 +244,16 @@ class FakeSlack:
             given = params.get("token") or ""  # Slack also takes the token as a body parameter
         if not given:
             return 200, {}, _error("not_authed")
-        if given != self.token:
+        if given != self.token and not (method == "apps.connections.open" and given == self.app_token):
             return 200, {}, _error("invalid_auth")
         if body_error:
             return 200, {}, _error(body_error)
 
         handler = _METHODS.get(method)
-        if handler is None:
+        if method == "apps.connections.open":  # Socket Mode: app-level token, not the bot token
+            if given != self.app_token:
+                return 200, {}, _error("invalid_auth")
+        elif handler is None:
             return 200, {}, _error("unknown_method")
         return 200, {}, handler(self, params)
 
@@ -519,7 +524,14 @@ def _auth_test(fake: FakeSlack, params: dict[str, Any]) -> dict:
     }
 
 
+def _apps_connections_open(fake: FakeSlack, params: dict[str, Any]) -> dict:
+    if not fake.socket_url:
+        return _error("not_allowed_token_type")
+    return {"ok": True, "url": fake.socket_url}
+
+
 _METHODS = {
+    "apps.connections.open": _apps_connections_open,
     "chat.postMessage": _chat_post_message,
     "chat.update": _chat_update,
     "views.open": _views_open,
