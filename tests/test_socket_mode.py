@@ -10,9 +10,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from fakes.slack import FakeSlack
 from websockets.sync.server import serve
 
-from fakes.slack import FakeSlack
 from qmsflow.adapters import slack as slack_adapter
 from qmsflow.context import QmsContext
 from qmsflow.services import approvals
