@@ -160,7 +160,7 @@ class Stack:
             raise StackError(f"port {self.web_port} on {self.host} is in use: pass --web-port or stop what uses it")
         web = subprocess.Popen(
             [sys.executable, "-m", "qmsflow.web", "--host", self.host, "--port", str(self.web_port)],
-            env=env,
+            env={**env, "QMS_PREFECT_UI_URL": self.ui_url or ""},
             stdout=self._log("web"),
             stderr=subprocess.STDOUT,
             cwd=self.ctx.loaded.state_dir,

@@ -34,6 +34,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(records_app, name="records")
 app.add_typer(document_app, name="document")
 app.add_typer(trail_app, name="trail")
+user_app = typer.Typer(help="Web app accounts (dashboard sign-in).", no_args_is_help=True)
+app.add_typer(user_app, name="user")
 token_app = typer.Typer(help="Personal API tokens (for qms approve and CI).", no_args_is_help=True)
 approvals_app = typer.Typer(help="Approval requests.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
@@ -522,13 +524,59 @@ def token_revoke(token_id: int, config: ConfigOpt = None, actor: ActorOpt = None
     out.print(f"token {token_id} revoked")
 
 
+@user_app.command("add")
+def user_add(
+    username: str,
+    person: Annotated[str, typer.Option(help="The person of qms.yaml this account signs as.")],
+    role: Annotated[str, typer.Option(help="viewer (read), approver (read and sign) or admin.")] = "viewer",
+    password_stdin: Annotated[bool, typer.Option(help="Read the password from standard input.")] = False,
+    config: ConfigOpt = None,
+    actor: ActorOpt = None,
+) -> None:
+    """Create a dashboard account; the password (12+ characters) is asked for, and stored argon2-hashed."""
+    from ..services.accounts import add_user
+    from ..store.uow import UnitOfWork
+
+    ctx = _ctx(config)
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    with UnitOfWork(ctx.db, _actor(actor)) as uow:
+        add_user(uow, username, person, role, password)
+    out.print(f"user {username} ({role}) created for {person}")
+
+
+@user_app.command("list")
+def user_list(config: ConfigOpt = None) -> None:
+    """Accounts: user name, person, role, created, disabled."""
+    from sqlalchemy import select
+
+    from ..store.tables import UserRow
+
+    ctx = _ctx(config)
+    table = Table()
+    for column in ("user", "person", "role", "created", "disabled"):
+        table.add_column(column)
+    with ctx.db.read() as session:
+        for u in session.scalars(select(UserRow).order_by(UserRow.username)):
+            table.add_row(
+                u.username,
+                u.person,
+                u.role,
+                f"{u.created_at:%Y-%m-%d}",
+                f"{u.disabled_at:%Y-%m-%d}" if u.disabled_at else "",
+            )
+    out.print(table)
+
+
 @app.command()
 def web(
     config: ConfigOpt = None,
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
 ) -> None:
-    """Serve the qmsflow web app alone (Slack interactivity, approvals API)."""
+    """Serve the qmsflow web app alone: dashboard, Slack interactivity, approvals API."""
     import uvicorn
 
     from ..web.app import create_app

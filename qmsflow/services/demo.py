@@ -61,7 +61,33 @@ def seed(ctx: QmsContext, today: date | None = None) -> str:
         )
         uow.commit()
     overdue = sum(d.state == "overdue" for d in due)
+    users = _demo_users(ctx)
     return (
         f"demo data in {ctx.db.safe_url}: {made} document(s) made effective, "
-        f"{len(due)} review(s) due ({overdue} overdue)"
+        f"{len(due)} review(s) due ({overdue} overdue)\n" + users
     )
+
+
+DEMO_USERS = (
+    ("ana", "ana", "admin"),
+    ("ben", "ben", "approver"),
+    ("chloe", "chloe", "approver"),
+    ("viewer", "dev", "viewer"),
+)
+
+
+def _demo_users(ctx: QmsContext) -> str:
+    """Dashboard accounts for the demo: password = 'demo-' + user name + '-password' (demo only!)."""
+    from ..services.accounts import add_user
+    from ..store.tables import UserRow
+
+    lines = []
+    people = {p.id for p in ctx.config.people}
+    for username, person, role in DEMO_USERS:
+        if person not in people:
+            continue
+        with UnitOfWork(ctx.db, DEMO_ACTOR) as uow:
+            if uow.session.get(UserRow, username) is None:
+                add_user(uow, username, person, role, f"demo-{username}-password")
+        lines.append(f"  dashboard user {username!r} ({role}), password 'demo-{username}-password'")
+    return "demo sign-ins (change or remove them for real use):\n" + "\n".join(lines)

@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import BackgroundTasks, FastAPI, Header, HTTPException, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from slack_sdk.signature import SignatureVerifier
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..adapters import prefect_api, slack
 from ..context import QmsContext
 from ..domain.approvals import AlreadyDecided, Decision, Method, NotAuthorized
+from ..paths import templates_dir
 from ..services import approvals, tokens
 from ..services.delivery import deliver
 from ..services.records import NotFound
 from ..store.uow import UnitOfWork
+from .dashboard import LoginRequired, build_router
+from .dashboard import _env as _error_env
 from .slack_interactions import BadPayload, SlackInteractions, load_payload, parse
 
 log = logging.getLogger("qmsflow.web")
@@ -66,6 +73,43 @@ def create_app(ctx: QmsContext) -> FastAPI:
     app.state.ctx = ctx
     app.state.interactions = interactions
     import prefect.flow_runs  # noqa: F401 - imported once at start, not on the first click
+
+    prefect_ui = os.environ.get("QMS_PREFECT_UI_URL")
+    app.include_router(build_router(ctx, prefect_ui))
+    app.mount("/static", StaticFiles(directory=str(templates_dir() / "web" / "static")), name="static")
+
+    @app.exception_handler(LoginRequired)
+    async def _to_login(request: Request, exc: LoginRequired) -> Response:
+        return RedirectResponse(f"/login?next={quote(exc.next_url, safe='')}", status_code=303)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _errors(request: Request, exc: StarletteHTTPException) -> Response:
+        if request.url.path.startswith(("/api/", "/slack/")) or "text/html" not in request.headers.get("accept", ""):
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        html = (
+            _error_env()
+            .get_template("error.html")
+            .render(
+                status=exc.status_code, detail=exc.detail, user=None, org=ctx.config.organisation.name, prefect_ui=None
+            )
+        )
+        return HTMLResponse(html, status_code=exc.status_code)
+
+    @app.middleware("http")
+    async def _security_headers(request: Request, call_next) -> Response:  # noqa: ANN001
+        response = await call_next(request)
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; "
+            "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        )
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+        if request.url.scheme == "https":
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+        return response
 
     @app.get("/health")
     def health() -> dict[str, str]:

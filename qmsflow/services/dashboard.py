@@ -1,0 +1,228 @@
+"""Read models of the dashboard: every query pages or aggregates in SQL and uses an index."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from ..domain.approvals import RequestStatus
+from ..domain.capa import AGE_BUCKETS, STAGES
+from ..domain.documents import review_state
+from ..domain.records import CLOSED_STATUSES
+from ..store.tables import (
+    ApprovalRequestRow,
+    DocumentRow,
+    DocumentVersionRow,
+    PersonRow,
+    RecordRow,
+    SignatureRow,
+    TrailEventRow,
+    VerificationRow,
+)
+
+PAGE = 50
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[Any]
+    page: int
+    has_next: bool
+
+
+def paged(session: Session, query, page: int, size: int = PAGE) -> Page:  # noqa: ANN001
+    page = max(page, 1)
+    rows = list(session.execute(query.limit(size + 1).offset((page - 1) * size)).all())
+    return Page(rows[:size], page, len(rows) > size)
+
+
+def names(session: Session) -> dict[str, str]:
+    return dict(session.execute(select(PersonRow.id, PersonRow.name)).all())
+
+
+def last_verification(session: Session) -> VerificationRow | None:
+    return session.scalar(select(VerificationRow).order_by(VerificationRow.id.desc()).limit(1))
+
+
+def inbox(session: Session, person: str) -> list[ApprovalRequestRow]:
+    """Pending requests this person may still sign (not the author, not signed yet)."""
+    rows = session.scalars(
+        select(ApprovalRequestRow)
+        .where(ApprovalRequestRow.status == RequestStatus.PENDING.value)
+        .order_by(ApprovalRequestRow.created_at)
+        .limit(500)
+    ).all()
+    mine = [r for r in rows if person in r.approvers and r.author != person]
+    if not mine:
+        return []
+    signed = set(
+        session.scalars(
+            select(SignatureRow.request_id).where(
+                SignatureRow.signer == person, SignatureRow.request_id.in_([r.id for r in mine])
+            )
+        )
+    )
+    return [r for r in mine if r.id not in signed]
+
+
+def pending_count(session: Session) -> int:
+    return session.scalar(
+        select(func.count()).select_from(ApprovalRequestRow).where(ApprovalRequestRow.status == "pending")
+    )
+
+
+def documents(session: Session, today: date, page: int) -> tuple[Page, dict[str, DocumentVersionRow]]:
+    docs = paged(session, select(DocumentRow).where(DocumentRow.active.is_(True)).order_by(DocumentRow.id), page)
+    ids = [d[0].id for d in docs.rows]
+    current: dict[str, DocumentVersionRow] = {}
+    for version in session.scalars(
+        select(DocumentVersionRow).where(
+            DocumentVersionRow.document_id.in_(ids), DocumentVersionRow.status == "effective"
+        )
+    ):
+        current[version.document_id] = version
+    for version in session.scalars(
+        select(DocumentVersionRow)
+        .where(DocumentVersionRow.document_id.in_([i for i in ids if i not in current]))
+        .order_by(DocumentVersionRow.id.desc())
+    ):
+        current.setdefault(version.document_id, version)
+    return docs, current
+
+
+def review_flag(version: DocumentVersionRow | None, today: date) -> str | None:
+    if version is None or version.status != "effective":
+        return "overdue"
+    return review_state(version.next_review_date, today)
+
+
+def document_history(session: Session, doc_id: str, page: int) -> tuple[Page, dict[str, list[SignatureRow]]]:
+    versions = paged(
+        session,
+        select(DocumentVersionRow)
+        .where(DocumentVersionRow.document_id == doc_id)
+        .order_by(DocumentVersionRow.id.desc()),
+        page,
+    )
+    subjects = [f"document-version:{doc_id}@{v[0].version}" for v in versions.rows]
+    signatures: dict[str, list[SignatureRow]] = {}
+    if subjects:
+        for request, signature in session.execute(
+            select(ApprovalRequestRow, SignatureRow)
+            .join(SignatureRow, SignatureRow.request_id == ApprovalRequestRow.id)
+            .where(ApprovalRequestRow.subject.in_(subjects))
+            .order_by(SignatureRow.id)
+        ):
+            signatures.setdefault(request.subject.rsplit("@", 1)[1], []).append(signature)
+    return versions, signatures
+
+
+def capa_board(session: Session, limit_per_stage: int = 12) -> dict[str, tuple[int, list[RecordRow]]]:
+    counts = dict(
+        session.execute(
+            select(RecordRow.status, func.count()).where(RecordRow.kind == "capa").group_by(RecordRow.status)
+        ).all()
+    )
+    board = {}
+    for stage in STAGES:
+        if stage == "closed":
+            board[stage] = (counts.get(stage, 0), [])
+            continue
+        rows = session.scalars(
+            select(RecordRow)
+            .where(RecordRow.kind == "capa", RecordRow.status == stage)
+            .order_by(RecordRow.created_at)
+            .limit(limit_per_stage)
+        ).all()
+        board[stage] = (counts.get(stage, 0), list(rows))
+    return board
+
+
+def overdue(session: Session, today: date, page: int, kind: str | None = None) -> Page:
+    query = (
+        select(RecordRow)
+        .where(RecordRow.status.not_in(CLOSED_STATUSES), RecordRow.due_date < today)
+        .order_by(RecordRow.due_date, RecordRow.id)
+    )
+    if kind:
+        query = query.where(RecordRow.kind == kind)
+    return paged(session, query, page)
+
+
+def capa_ageing(session: Session, now: datetime) -> list[tuple[str, int]]:
+    out = []
+    for label, low, high in AGE_BUCKETS:
+        conditions = [RecordRow.kind == "capa", RecordRow.status.not_in(CLOSED_STATUSES)]
+        conditions.append(RecordRow.created_at <= now - timedelta(days=low))
+        if high is not None:
+            conditions.append(RecordRow.created_at > now - timedelta(days=high + 1))
+        out.append((label, session.scalar(select(func.count()).select_from(RecordRow).where(*conditions))))
+    return out
+
+
+def overdue_by_month(session: Session, today: date, months: int = 12) -> list[tuple[str, int]]:
+    """Items that fell due in each of the last months and were not closed in time (still open, or
+    closed after their due date)."""
+    out = []
+    first = date(today.year, today.month, 1)
+    for back in range(months - 1, -1, -1):
+        year, month = divmod(first.year * 12 + first.month - 1 - back, 12)
+        start = date(year, month + 1, 1)
+        end = date(start.year + (start.month == 12), start.month % 12 + 1, 1)
+        late = or_(
+            RecordRow.status.not_in(CLOSED_STATUSES),
+            RecordRow.updated_at > func.coalesce(RecordRow.due_date, RecordRow.updated_at),
+        )
+        count = session.scalar(
+            select(func.count())
+            .select_from(RecordRow)
+            .where(RecordRow.due_date >= start, RecordRow.due_date < min(end, today + timedelta(days=1)), late)
+        )
+        out.append((start.strftime("%Y-%m"), count))
+    return out
+
+
+def approval_lead_times(session: Session, now: datetime, days: int = 365) -> list[float]:
+    rows = session.execute(
+        select(ApprovalRequestRow.created_at, ApprovalRequestRow.decided_at)
+        .where(ApprovalRequestRow.decided_at.is_not(None), ApprovalRequestRow.decided_at >= now - timedelta(days=days))
+        .order_by(ApprovalRequestRow.decided_at.desc())
+        .limit(5000)
+    ).all()
+    return [(decided - created).total_seconds() / 86400 for created, decided in rows]
+
+
+def trail_search(
+    session: Session,
+    record: str | None,
+    actor: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    before_seq: int | None,
+    size: int = PAGE,
+) -> list[TrailEventRow]:
+    """Newest first, keyset-paged by seq (constant time at any depth of a million events)."""
+    conditions = []
+    if record:
+        conditions.append(TrailEventRow.record == record)
+    if actor:
+        conditions.append(TrailEventRow.actor == actor)
+    if since:
+        conditions.append(TrailEventRow.ts >= since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    if until:
+        conditions.append(TrailEventRow.ts < until.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    if before_seq:
+        conditions.append(TrailEventRow.seq < before_seq)
+    query = select(TrailEventRow).where(and_(*conditions)) if conditions else select(TrailEventRow)
+    return list(session.scalars(query.order_by(TrailEventRow.seq.desc()).limit(size)))
+
+
+def trail_head(session: Session) -> tuple[int, str]:
+    row = session.execute(
+        select(TrailEventRow.seq, TrailEventRow.hash).order_by(TrailEventRow.seq.desc()).limit(1)
+    ).first()
+    return (row[0], row[1]) if row else (0, "0" * 64)

@@ -1,0 +1,369 @@
+"""The dashboard: signed-in, server-rendered pages over the records store.
+
+Sign-in with local accounts (argon2), an opaque session cookie (HttpOnly, SameSite=Lax), a CSRF
+token in every form, roles viewer < approver < admin, and the password asked again to sign
+(21 CFR Part 11 §11.200 as the reference). Refusals are answered 403 and recorded in the trail.
+"""
+
+import mimetypes
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy import select
+
+from ..context import QmsContext
+from ..domain.approvals import AlreadyDecided, Decision, Method, NotAuthorized
+from ..domain.capa import STAGE_TITLES
+from ..paths import templates_dir
+from ..services import accounts, approvals, dashboard
+from ..services.records import NotFound
+from ..services.status import process_status
+from ..store.tables import ApprovalRequestRow, DocumentRow, DocumentVersionRow, SignatureRow
+from ..store.uow import UnitOfWork
+from . import charts
+
+COOKIE = "qms_session"
+
+
+class LoginRequired(Exception):
+    """Raised by the auth dependency; the app answers with a redirect to /login."""
+
+    def __init__(self, next_url: str):
+        self.next_url = next_url
+
+
+def _env() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(str(templates_dir() / "web")),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["dt"] = lambda d: f"{d:%Y-%m-%d %H:%M}" if d else ""
+    env.filters["d"] = lambda d: d.isoformat() if d else ""
+    env.filters["quote"] = lambda s: quote(str(s), safe="")
+    return env
+
+
+def build_router(ctx: QmsContext, prefect_ui: str | None = None) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+    env = _env()
+    db = ctx.db
+
+    def page(request: Request, name: str, user: accounts.SignedIn | None, status: int = 200, **context) -> HTMLResponse:
+        html = env.get_template(name).render(
+            request=request, user=user, org=ctx.config.organisation.name, prefect_ui=prefect_ui, **context
+        )
+        return HTMLResponse(html, status_code=status)
+
+    def current_user(request: Request) -> accounts.SignedIn:
+        user = accounts.session_user(db, request.cookies.get(COOKIE))
+        if user is None:
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            raise LoginRequired(target)
+        return user
+
+    User = Annotated[accounts.SignedIn, Depends(current_user)]
+
+    def check_csrf(user: accounts.SignedIn, token: str) -> None:
+        import hmac
+
+        if not hmac.compare_digest(user.csrf_token, token or ""):
+            raise HTTPException(403, "the form has expired or did not come from this site (CSRF check failed)")
+
+    def refuse(user: accounts.SignedIn, what: str, reason: str) -> None:
+        with UnitOfWork(db, user.person) as uow:
+            uow.record("web.refused", f"user:{user.username}", None, {"attempted": what, "reason": reason})
+            uow.commit()
+        raise HTTPException(403, reason)
+
+    # ------------------------------------------------------------------ sign-in
+
+    @router.get("/login", response_class=HTMLResponse)
+    def login_form(request: Request, next: str = "/") -> HTMLResponse:  # noqa: A002
+        return page(request, "login.html", None, next=_safe_next(next), error=None)
+
+    @router.post("/login")
+    def login(
+        request: Request,
+        username: Annotated[str, Form(max_length=64)],
+        password: Annotated[str, Form(max_length=1024)],
+        next: Annotated[str, Form(max_length=2000)] = "/",  # noqa: A002
+    ) -> Response:
+        user = accounts.check_password(db, username, password)
+        if user is None:
+            with UnitOfWork(db, f"web:{username[:64]}") as uow:
+                uow.record("web.sign-in-failed", f"user:{username[:64]}", None, {"username": username[:64]})
+                uow.commit()
+            return page(
+                request, "login.html", None, status=401, next=_safe_next(next), error="Unknown user or wrong password."
+            )
+        cookie = accounts.start_session(db, user.username)
+        response = RedirectResponse(_safe_next(next), status_code=303)
+        response.set_cookie(
+            COOKIE,
+            cookie,
+            httponly=True,
+            samesite="lax",
+            secure=request.url.scheme == "https",
+            max_age=accounts.SESSION_HOURS * 3600,
+            path="/",
+        )
+        return response
+
+    @router.post("/logout")
+    def logout(request: Request, user: User, csrf: Annotated[str, Form()] = "") -> Response:
+        check_csrf(user, csrf)
+        accounts.end_session(db, request.cookies.get(COOKIE))
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(COOKIE, path="/")
+        return response
+
+    # ------------------------------------------------------------------ pages
+
+    @router.get("/", response_class=HTMLResponse)
+    def overview(request: Request, user: User) -> HTMLResponse:
+        with db.read() as session:
+            verification = dashboard.last_verification(session)
+            pending = dashboard.pending_count(session)
+            mine = len(dashboard.inbox(session, user.person))
+        processes = process_status(db)
+        return page(
+            request, "overview.html", user, processes=processes, verification=verification, pending=pending, mine=mine
+        )
+
+    @router.get("/approvals", response_class=HTMLResponse)
+    def approvals_inbox(request: Request, user: User) -> HTMLResponse:
+        with db.read() as session:
+            rows = dashboard.inbox(session, user.person)
+            recent = session.scalars(
+                select(ApprovalRequestRow).order_by(ApprovalRequestRow.created_at.desc()).limit(20)
+            ).all()
+        return page(request, "approvals.html", user, rows=rows, recent=recent)
+
+    @router.get("/approvals/{request_id}", response_class=HTMLResponse)
+    def approval_detail(request: Request, request_id: str, user: User) -> HTMLResponse:
+        with db.read() as session:
+            row = session.get(ApprovalRequestRow, request_id)
+            if row is None:
+                raise HTTPException(404, f"no approval request {request_id}")
+            signatures = session.scalars(
+                select(SignatureRow).where(SignatureRow.request_id == request_id).order_by(SignatureRow.id)
+            ).all()
+            may_sign = row.status == "pending" and any(r.id == row.id for r in dashboard.inbox(session, user.person))
+        content = _content_of(ctx, row)
+        return page(
+            request,
+            "approval.html",
+            user,
+            row=row,
+            signatures=signatures,
+            content=content,
+            may_sign=may_sign and user.may("approver"),
+            error=None,
+        )
+
+    @router.post("/approvals/{request_id}")
+    def approval_sign(
+        request: Request,
+        request_id: str,
+        user: User,
+        decision: Annotated[str, Form(max_length=20)],
+        password: Annotated[str, Form(max_length=1024)] = "",
+        comment: Annotated[str, Form(max_length=5000)] = "",
+        csrf: Annotated[str, Form(max_length=200)] = "",
+    ) -> Response:
+        check_csrf(user, csrf)
+        if not user.may("approver"):
+            refuse(user, f"sign {request_id}", f"{user.username} is a viewer: viewers cannot sign approvals")
+        try:
+            choice = Decision(decision)
+        except ValueError:
+            raise HTTPException(400, f"decision {decision!r} is not allowed (approve, reject, changes)") from None
+        if accounts.check_password(db, user.username, password) is None:  # both components again (§11.200)
+            refuse(user, f"sign {request_id}", "the password given to sign was wrong; nothing was signed")
+        try:
+            with UnitOfWork(db, user.person) as uow:
+                result = approvals.decide(
+                    uow,
+                    ctx.config,
+                    request_id,
+                    user.person,
+                    choice,
+                    comment or None,
+                    Method.WEB,
+                    claimed=f"web:{user.username}",
+                )
+        except NotFound as exc:
+            raise HTTPException(404, str(exc)) from None
+        except (NotAuthorized, AlreadyDecided) as exc:
+            raise HTTPException(403 if isinstance(exc, NotAuthorized) else 409, str(exc)) from None
+        from .app import resume_if_decided
+
+        resume_if_decided(ctx, result)
+        return RedirectResponse(f"/approvals/{quote(request_id)}", status_code=303)
+
+    @router.get("/documents", response_class=HTMLResponse)
+    def documents_page(request: Request, user: User, page_no: Annotated[int, Query(alias="page", ge=1, le=10_000)] = 1):
+        today = datetime.now(UTC).date()
+        with db.read() as session:
+            docs, current = dashboard.documents(session, today, page_no)
+            people = dashboard.names(session)
+        rows = [(d[0], current.get(d[0].id), dashboard.review_flag(current.get(d[0].id), today)) for d in docs.rows]
+        return page(request, "documents.html", user, rows=rows, pager=docs, people=people)
+
+    @router.get("/documents/{doc_id}", response_class=HTMLResponse)
+    def document_page(
+        request: Request, doc_id: str, user: User, page_no: Annotated[int, Query(alias="page", ge=1, le=10_000)] = 1
+    ) -> HTMLResponse:
+        with db.read() as session:
+            doc = session.get(DocumentRow, doc_id)
+            if doc is None:
+                raise HTTPException(404, f"no document {doc_id}")
+            versions, signatures = dashboard.document_history(session, doc_id, page_no)
+            people = dashboard.names(session)
+        rendered = {v[0].version: _rendered(ctx, doc_id, v[0].version) for v in versions.rows}
+        return page(
+            request,
+            "document.html",
+            user,
+            doc=doc,
+            versions=versions,
+            signatures=signatures,
+            people=people,
+            rendered=rendered,
+            today=date.today(),
+        )
+
+    @router.get("/documents/{doc_id}/{version}/{kind}")
+    def document_file(doc_id: str, version: str, kind: str, user: User) -> FileResponse:
+        if kind not in ("pdf", "html"):
+            raise HTTPException(404, "only pdf and html renderings exist")
+        path = _rendered(ctx, doc_id, version).get(kind)
+        if path is None:
+            raise HTTPException(404, f"{doc_id} v{version} has no rendered {kind}")
+        media = mimetypes.types_map.get(f".{kind}", "application/octet-stream")
+        return FileResponse(path, media_type=media, filename=path.name)
+
+    @router.get("/capas", response_class=HTMLResponse)
+    def capas_page(request: Request, user: User, page_no: Annotated[int, Query(alias="page", ge=1, le=10_000)] = 1):
+        today = datetime.now(UTC).date()
+        with db.read() as session:
+            board = dashboard.capa_board(session)
+            late = dashboard.overdue(session, today, page_no, kind="capa")
+            people = dashboard.names(session)
+        return page(request, "capas.html", user, board=board, titles=STAGE_TITLES, late=late, people=people)
+
+    @router.get("/trail", response_class=HTMLResponse)
+    def trail_page(
+        request: Request,
+        user: User,
+        record: Annotated[str | None, Query(max_length=200)] = None,
+        actor: Annotated[str | None, Query(max_length=200)] = None,
+        since: Annotated[date | None, Query()] = None,
+        until: Annotated[date | None, Query()] = None,
+        before: Annotated[int | None, Query(ge=1)] = None,
+    ) -> HTMLResponse:
+        with db.read() as session:
+            events = dashboard.trail_search(
+                session,
+                record or None,
+                actor or None,
+                datetime.combine(since, datetime.min.time(), UTC) if since else None,
+                datetime.combine(until, datetime.min.time(), UTC) if until else None,
+                before,
+            )
+            head = dashboard.trail_head(session)
+            verification = dashboard.last_verification(session)
+        return page(
+            request,
+            "trail.html",
+            user,
+            events=events,
+            head=head,
+            verification=verification,
+            filters={"record": record or "", "actor": actor or "", "since": since, "until": until},
+        )
+
+    @router.get("/charts/{name}.svg")
+    def chart(name: str, user: User) -> Response:
+        now = datetime.now(UTC)
+        with db.read() as session:
+            if name == "capa-ageing":
+                svg = charts.cached(
+                    name,
+                    lambda: charts.bar(
+                        "Open CAPAs by age", "open CAPAs", dashboard.capa_ageing(session, now), "open CAPAs"
+                    ),
+                )
+            elif name == "overdue":
+                svg = charts.cached(
+                    name,
+                    lambda: charts.bar(
+                        "Items not done by their due date, by due month",
+                        "overdue",
+                        dashboard.overdue_by_month(session, now.date()),
+                        "items",
+                    ),
+                )
+            elif name == "approval-lead-time":
+                svg = charts.cached(
+                    name,
+                    lambda: charts.histogram(
+                        "Approval lead time, last 12 months", dashboard.approval_lead_times(session, now), "days"
+                    ),
+                )
+            else:
+                raise HTTPException(404, f"no chart {name}")
+        return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "private, max-age=60"})
+
+    @router.get("/ping", response_class=HTMLResponse)
+    def ping(request: Request, user: User) -> HTMLResponse:
+        """A trivial signed-in page: the baseline of bench/dashboard.py."""
+        return HTMLResponse(f"<!doctype html><title>ok</title><p>{user.username}")
+
+    return router
+
+
+def _safe_next(target: str) -> str:
+    """Only local paths: never redirect to another site after sign-in."""
+    return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/"
+
+
+def _rendered(ctx: QmsContext, doc_id: str, version: str) -> dict[str, Path]:
+    base = (ctx.loaded.state_dir / "rendered").resolve()
+    folder = (base / doc_id / version).resolve()
+    if not folder.is_relative_to(base) or not folder.is_dir():
+        return {}
+    out = {}
+    for kind in ("pdf", "html"):
+        path = folder / f"{doc_id}-v{version}.{kind}"
+        if path.is_file():
+            out[kind] = path
+    return out
+
+
+def _content_of(ctx: QmsContext, row: ApprovalRequestRow) -> str | None:
+    """The text to be signed, when the subject is a document version whose file still matches."""
+    if not row.subject.startswith("document-version:"):
+        return None
+    from ..services.common import sha256_file
+
+    doc_id, _, version = row.subject.removeprefix("document-version:").partition("@")
+    with ctx.db.read() as session:
+        stored = session.scalars(
+            select(DocumentVersionRow).where(
+                DocumentVersionRow.document_id == doc_id, DocumentVersionRow.version == version
+            )
+        ).first()
+    if stored is None:
+        return None
+    path = ctx.root / stored.path
+    if path.is_file() and sha256_file(path) == row.content_sha256:
+        return path.read_text(encoding="utf-8")
+    return None
