@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DEMO   ?= demo
 PORT   ?= 4200
 
-.PHONY: demo test install install-dev system-deps bench clean
+.PHONY: demo test install install-dev system-deps test-deps bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "qmsflow needs Python 3.11 or newer (set PYTHON=python3.11)")'
@@ -23,6 +23,9 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 system-deps:
 	@bash scripts/system-deps.sh
 
+test-deps:
+	@bash scripts/system-deps.sh --with-browser
+
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
@@ -32,7 +35,7 @@ demo: system-deps $(VENV)/.installed
 	$(BIN)/qms up -c $(DEMO)/qms.yaml --port $(PORT)
 
 ## test: install with dev extras and run every test (PostgreSQL tests need 127.0.0.1:5432)
-test: system-deps $(VENV)/.installed-dev
+test: test-deps $(VENV)/.installed-dev
 	$(BIN)/python -m pytest
 
 ## bench: the trail benchmark (1,000,000 events; several minutes)

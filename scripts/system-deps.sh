@@ -16,6 +16,12 @@ PACKAGES=(
   fonts-dejavu-core   # "DejaVu Sans" / "DejaVu Sans Mono" used by templates/documents/_controlled.html.j2
 )
 
+# --with-browser: also Debian's chromium, which the browser tests drive with Playwright
+# (Playwright's own browser download cannot work offline). `make test` passes it; `make demo` does not.
+if [[ "${1:-}" == "--with-browser" ]]; then
+  PACKAGES+=(chromium)
+fi
+
 if ! command -v dpkg-query >/dev/null 2>&1; then
   echo "system-deps: not a Debian-based system; install the equivalents of: ${PACKAGES[*]}" >&2
   exit 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -319,6 +320,54 @@ def test_cli_approval_with_a_personal_token_and_a_still_valid_review(world: Worl
     world.stack.wait_state(request.flow_run_id, "COMPLETED")
     assert world.trail("document-version.review-confirmed", "document-version:SOP-DOC-001@1.0")
     assert world.version("SOP-DOC-001", "1.0").status == "effective"
+
+
+def test_browser_approval_from_the_inbox(world: World) -> None:
+    """Playwright drives Debian's chromium: sign in, overview, approve from the inbox, flow continues."""
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.fail("chromium is not installed: run scripts/system-deps.sh (make test does)")
+    from playwright.sync_api import sync_playwright
+
+    artifacts = Path(__file__).resolve().parents[1] / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    added = subprocess.run([QMS, "user", "add", "ben", "--person", "ben", "--role", "approver", "--password-stdin",
+                            "-c", str(world.repo / "qms.yaml")], input="ben-browser-password\n", text=True,
+                           capture_output=True, env=world.stack.env)
+    assert added.returncode == 0, added.stderr
+    world.edit("procedures/SOP-AUD-001-internal-audit.md", "Audits are announced two weeks ahead.")
+    request = world.submit("SOP-AUD-001", who="ana")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--no-first-run", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(f"{world.stack.web_url}/")
+        assert "/login" in page.url
+        page.fill("input[name=username]", "ben")
+        page.fill("input[name=password]", "ben-browser-password")
+        page.click("button[type=submit]")
+        page.wait_for_selector("h1:has-text('QMS processes')")
+        page.screenshot(path=str(artifacts / "overview.png"), full_page=True)
+        widths = page.eval_on_selector_all(".charts img", "imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")
+        assert widths and all(w > 0 for w in widths), widths  # the SVG charts render
+        page.click("nav >> text=Approvals")
+        page.click(f"text={request.id}")
+        page.screenshot(path=str(artifacts / "approval.png"), full_page=True)
+        assert "Audits are announced two weeks ahead." in page.inner_text("pre.content")
+        page.check("input[value=approve]")
+        page.fill("input[name=password]", "ben-browser-password")
+        page.click("form.sign button[type=submit]")
+        page.wait_for_load_state()
+        page.screenshot(path=str(artifacts / "signed.png"), full_page=True)
+        assert page.locator("h1 .pill").inner_text() == "approved", page.inner_text("main")
+        world.stack.wait_state(request.flow_run_id, "COMPLETED")
+        page.goto(f"{world.stack.web_url}/documents/SOP-AUD-001")
+        page.wait_for_selector("td:has-text('effective')")
+        page.screenshot(path=str(artifacts / "document.png"), full_page=True)
+        assert page.locator("a:has-text('PDF')").count() >= 1
+        browser.close()
+    assert world.version("SOP-AUD-001", "1.0").status == "effective"
 
 
 def test_verify_reports_a_signature_whose_content_changed(world: World) -> None:
