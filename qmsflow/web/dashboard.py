@@ -51,7 +51,7 @@ def _env() -> Environment:
 
 
 def build_router(ctx: QmsContext, prefect_ui: str | None = None) -> APIRouter:
-    router = APIRouter(include_in_schema=False)
+    router = APIRouter(tags=["dashboard"])
     env = _env()
     db = ctx.db
 
@@ -73,7 +73,7 @@ def build_router(ctx: QmsContext, prefect_ui: str | None = None) -> APIRouter:
     def check_csrf(user: accounts.SignedIn, token: str) -> None:
         import hmac
 
-        if not hmac.compare_digest(user.csrf_token, token or ""):
+        if not hmac.compare_digest(user.csrf_token.encode(), (token or "").encode("utf-8", "replace")):
             raise HTTPException(403, "the form has expired or did not come from this site (CSRF check failed)")
 
     def refuse(user: accounts.SignedIn, what: str, reason: str) -> None:
