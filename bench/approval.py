@@ -39,8 +39,10 @@ from qmsflow.store.db import Database  # noqa: E402
 from qmsflow.store.tables import ApprovalRequestRow  # noqa: E402
 
 SECRET = "bench-secret"
-USERS = [{"id": "U0ANA0001", "email": "ana@example.com", "name": "ana"},
-         {"id": "U0BEN0001", "email": "ben@example.com", "name": "ben"}]
+USERS = [
+    {"id": "U0ANA0001", "email": "ana@example.com", "name": "ana"},
+    {"id": "U0BEN0001", "email": "ben@example.com", "name": "ben"},
+]
 DOCS = ["SOP-CAPA-001", "SOP-RSK-001", "SOP-AUD-001", "SOP-DOC-001"]  # owner ana, approver ben
 
 
@@ -49,17 +51,28 @@ def signed_post(url: str, payload: dict) -> float:
     ts = str(int(time.time()))
     sig = "v0=" + hmac.new(SECRET.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
     start = time.perf_counter()
-    response = httpx.post(url, content=body, timeout=10, headers={
-        "Content-Type": "application/x-www-form-urlencoded", "X-Slack-Request-Timestamp": ts,
-        "X-Slack-Signature": sig})
+    response = httpx.post(
+        url,
+        content=body,
+        timeout=10,
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Request-Timestamp": ts,
+            "X-Slack-Signature": sig,
+        },
+    )
     elapsed = time.perf_counter() - start
     assert response.status_code == 200, response.text
     return elapsed
 
 
 def click(request_id: str, user: str = "U0BEN0001") -> dict:
-    return {"type": "block_actions", "user": {"id": user}, "trigger_id": "1.2",
-            "actions": [{"action_id": "approve", "value": request_id}]}
+    return {
+        "type": "block_actions",
+        "user": {"id": user},
+        "trigger_id": "1.2",
+        "actions": [{"action_id": "approve", "value": request_id}],
+    }
 
 
 def main() -> int:
@@ -72,14 +85,19 @@ def main() -> int:
     scaffold(repo, org_name="Bench GmbH", git=True)
     db = Database(f"sqlite:///{repo / '.qms' / 'qms.db'}")
     with FakeSlack(users=USERS) as slack:
-        stack = start_stack(repo, {"SLACK_BOT_TOKEN": slack.token, "SLACK_SIGNING_SECRET": SECRET,
-                                   "QMS_SLACK_BASE_URL": slack.base_url})
+        stack = start_stack(
+            repo, {"SLACK_BOT_TOKEN": slack.token, "SLACK_SIGNING_SECRET": SECRET, "QMS_SLACK_BASE_URL": slack.base_url}
+        )
         baseline_runner = None
         try:
             # the baseline runner polls as often as qmsflow's runner (qms up sets 2 s)
             env = {**stack.env, "PREFECT_API_URL": stack.api_url, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
-            baseline_runner = subprocess.Popen([sys.executable, str(ROOT / "bench" / "bare_flow.py")], env=env,
-                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            baseline_runner = subprocess.Popen(
+                [sys.executable, str(ROOT / "bench" / "bare_flow.py")],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             approval_s, baseline_s = [], []
             for n in range(args.rounds):
                 doc = DOCS[n % len(DOCS)]
@@ -88,8 +106,21 @@ def main() -> int:
                 subprocess.run(["git", "-C", str(repo), "commit", "-qam", f"edit {n}"], check=True)
                 with db.read() as s:
                     before = set(s.scalars(__import__("sqlalchemy").select(ApprovalRequestRow.id)))
-                done = subprocess.run([str(Path(sys.executable).parent / "qms"), "document", "submit", doc, "--as",
-                                       "ana", "-c", str(repo / "qms.yaml")], env=env, capture_output=True, text=True)
+                done = subprocess.run(
+                    [
+                        str(Path(sys.executable).parent / "qms"),
+                        "document",
+                        "submit",
+                        doc,
+                        "--as",
+                        "ana",
+                        "-c",
+                        str(repo / "qms.yaml"),
+                    ],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                )
                 assert done.returncode == 0, done.stderr
                 request = None
                 while request is None:
@@ -103,27 +134,38 @@ def main() -> int:
                 stack.wait_state(request.flow_run_id, "COMPLETED", timeout=120)
                 approval_s.append(time.perf_counter() - t0)
                 if os.environ.get("BENCH_DEBUG"):
-                    states = httpx.get(f"{stack.api_url}/flow_run_states/", params={"flow_run_id": request.flow_run_id},
-                                       timeout=10).json()
+                    states = httpx.get(
+                        f"{stack.api_url}/flow_run_states/", params={"flow_run_id": request.flow_run_id}, timeout=10
+                    ).json()
                     for st in states[-8:]:
                         print(f"  {st['timestamp']} {st['type']} {st['name']}", file=sys.stderr)
 
-                run_id = subprocess.run([sys.executable, str(ROOT / "bench" / "bare_flow.py"), "--start"], env=env,
-                                        capture_output=True, text=True, check=True).stdout.strip()
+                run_id = subprocess.run(
+                    [sys.executable, str(ROOT / "bench" / "bare_flow.py"), "--start"],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout.strip()
                 stack.wait_state(run_id, "PAUSED", timeout=120)
                 t0 = time.perf_counter()
-                httpx.post(f"{stack.api_url}/flow_runs/{run_id}/resume", json={"run_input": {"request_id": "x",
-                                                                                             "status": "approved"}},
-                           timeout=10).raise_for_status()
+                httpx.post(
+                    f"{stack.api_url}/flow_runs/{run_id}/resume",
+                    json={"run_input": {"request_id": "x", "status": "approved"}},
+                    timeout=10,
+                ).raise_for_status()
                 stack.wait_state(run_id, "COMPLETED", timeout=120)
                 baseline_s.append(time.perf_counter() - t0)
-                print(f"round {n + 1}: approval {approval_s[-1]:.2f} s, bare suspend/resume {baseline_s[-1]:.2f} s",
-                      file=sys.stderr)
+                print(
+                    f"round {n + 1}: approval {approval_s[-1]:.2f} s, bare suspend/resume {baseline_s[-1]:.2f} s",
+                    file=sys.stderr,
+                )
 
             with db.read() as s:
                 decided = s.scalars(__import__("sqlalchemy").select(ApprovalRequestRow.id)).first()
-            acks = sorted(signed_post(f"{stack.web_url}/slack/interactions", click(decided))
-                          for _ in range(args.clicks))
+            acks = sorted(
+                signed_post(f"{stack.web_url}/slack/interactions", click(decided)) for _ in range(args.clicks)
+            )
         finally:
             if baseline_runner is not None:
                 baseline_runner.terminate()
@@ -132,11 +174,19 @@ def main() -> int:
     mean_a, mean_b = statistics.mean(approval_s), statistics.mean(baseline_s)
     p50 = acks[len(acks) // 2] * 1000
     p99 = acks[min(len(acks) - 1, int(len(acks) * 0.99))] * 1000
-    print(f"signed POST -> flow past approval: mean {mean_a:.2f} s (min {min(approval_s):.2f}, max {max(approval_s):.2f})")
-    print(f"bare suspend -> resume -> done:    mean {mean_b:.2f} s (min {min(baseline_s):.2f}, max {max(baseline_s):.2f})")
-    print(f"ratio approval/baseline: {mean_a / mean_b:.2f} (goal <= 1.2: {'met' if mean_a / mean_b <= 1.2 else 'NOT met'})")
-    print(f"ack latency over {len(acks)} clicks: p50 {p50:.1f} ms, p99 {p99:.1f} ms "
-          f"(goal p99 <= 300 ms: {'met' if p99 <= 300 else 'NOT met'})")
+    print(
+        f"signed POST -> flow past approval: mean {mean_a:.2f} s (min {min(approval_s):.2f}, max {max(approval_s):.2f})"
+    )
+    print(
+        f"bare suspend -> resume -> done:    mean {mean_b:.2f} s (min {min(baseline_s):.2f}, max {max(baseline_s):.2f})"
+    )
+    print(
+        f"ratio approval/baseline: {mean_a / mean_b:.2f} (goal <= 1.2: {'met' if mean_a / mean_b <= 1.2 else 'NOT met'})"
+    )
+    print(
+        f"ack latency over {len(acks)} clicks: p50 {p50:.1f} ms, p99 {p99:.1f} ms "
+        f"(goal p99 <= 300 ms: {'met' if p99 <= 300 else 'NOT met'})"
+    )
     db.dispose()
     return 0
 

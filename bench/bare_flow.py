@@ -1,7 +1,7 @@
 """The baseline of bench/approval.py: a flow that only suspends for input and ends when resumed.
 
-    python bench/bare_flow.py            # serve the deployment bare-suspend/bench (PREFECT_API_URL set)
-    python bench/bare_flow.py --start    # create one run of it, print its id
+python bench/bare_flow.py            # serve the deployment bare-suspend/bench (PREFECT_API_URL set)
+python bench/bare_flow.py --start    # create one run of it, print its id
 """
 
 from __future__ import annotations

@@ -642,15 +642,61 @@ def up(
 @app.command()
 def demo(
     directory: Annotated[Path, typer.Argument(help="Folder of the demo compliance repo.")] = Path("demo"),
+    scale: Annotated[
+        str,
+        typer.Option(
+            help="small: a team's first weeks; large: ten years of a 50-system "
+            "organisation (~10,000 document versions, 100,000 CAPAs, "
+            "1,000,000 trail events; a few minutes)."
+        ),
+    ] = "small",
 ) -> None:
     """Scaffold a demo compliance repo if absent, and fill its store with demo records."""
     from ..services.demo import seed
 
+    if scale not in ("small", "large"):
+        raise CliError(f"--scale {scale!r} is not allowed (allowed: small, large)", code=2)
+    if scale == "large":
+        _demo_large(directory)
+        return
     if not (directory / "qms.yaml").exists():
         init(directory, org="Demo AI GmbH", force=False, git=True)
     ctx = _ctx(directory / "qms.yaml", migrate=True)
     summary = seed(ctx)
     out.print(summary)
+
+
+def _demo_large(directory: Path) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from ..services.demo import _demo_users
+    from ..services.demo_large import fill, write_config
+    from ..store import trail
+
+    if (directory / "qms.yaml").exists():
+        ctx = _ctx(directory / "qms.yaml", migrate=True)
+        with ctx.db.read() as session:
+            if trail.count(session) > 0:
+                raise CliError(f"{directory} already holds records: use a new folder for the large demo")
+    else:
+        count = write_config(directory)
+        out.print(f"wrote {directory / 'qms.yaml'} with 50 AI systems and {count} controlled documents")
+        ctx = _ctx(directory / "qms.yaml", migrate=True)
+    with Progress(
+        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+    ) as bar:
+        task = bar.add_task("trail events", total=1_000_000)
+        summary = fill(
+            ctx.db,
+            ctx.config,
+            ctx.root,
+            progress=lambda _what, done, total: bar.update(task, completed=done, total=total),
+        )
+    out.print(
+        f"large demo in {ctx.db.safe_url}: {summary['document_versions']:,} document versions, "
+        f"{summary['capas']:,} CAPAs, {summary['events']:,} trail events"
+    )
+    out.print(_demo_users(ctx))
 
 
 # ------------------------------------------------------------------ plumbing

@@ -55,7 +55,7 @@ def _deactivate_missing(uow: UnitOfWork, table: type, pk: str, keep: set[str], k
             report.changes.append(f"{kind}:{key} deactivated (no longer in qms.yaml)")
 
 
-def sync_config(uow: UnitOfWork, config: QmsConfig, root: Path) -> SyncReport:
+def sync_config(uow: UnitOfWork, config: QmsConfig, root: Path, register_drafts: bool = True) -> SyncReport:
     """Bring the store in line with the config; register a draft version of new documents."""
     report = SyncReport()
     for p in config.people:
@@ -109,7 +109,8 @@ def sync_config(uow: UnitOfWork, config: QmsConfig, root: Path) -> SyncReport:
             "document",
             report,
         )
-        _register_draft(uow, d.id, d.path, root, report)
+        if register_drafts:
+            _register_draft(uow, d.id, d.path, root, report)
     _deactivate_missing(uow, DocumentRow, "id", {d.id for d in config.documents}, "document", report)
     uow.session.flush()
     return report

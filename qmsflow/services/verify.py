@@ -81,11 +81,26 @@ def _check_anchor(session, anchor: Anchor) -> str | None:  # noqa: ANN001
 
 
 def check_signatures(session) -> tuple[int, list[str]]:  # noqa: ANN001
-    """Each e-signature still matches its trail record and the content it signed (Part 11 §11.70)."""
+    """Each e-signature still matches its trail record and the content it signed (Part 11 §11.70).
+
+    Three set-based queries (signatures with their trail events and requests; version hashes),
+    not one query per signature: a ten-year store holds tens of thousands of signatures.
+    """
     problems: list[str] = []
+    versions = {
+        (doc, version): digest
+        for doc, version, digest in session.execute(
+            select(DocumentVersionRow.document_id, DocumentVersionRow.version, DocumentVersionRow.content_sha256)
+        )
+    }
+    rows = session.execute(
+        select(SignatureRow, TrailEventRow.action, TrailEventRow.after_json, ApprovalRequestRow)
+        .outerjoin(TrailEventRow, TrailEventRow.seq == SignatureRow.trail_seq)
+        .outerjoin(ApprovalRequestRow, ApprovalRequestRow.id == SignatureRow.request_id)
+        .order_by(SignatureRow.id)
+    )
     checked = 0
-    requests = {r.id: r for r in session.scalars(select(ApprovalRequestRow))}
-    for sig in session.scalars(select(SignatureRow).order_by(SignatureRow.id)):
+    for sig, action, after_json, request in rows:
         checked += 1
         label = f"signature of {sig.printed_name} on {sig.request_id} ({sig.at:%Y-%m-%d %H:%M} UTC)"
         as_signed = canonical_json(
@@ -100,22 +115,15 @@ def check_signatures(session) -> tuple[int, list[str]]:  # noqa: ANN001
                 content_sha256=sig.content_sha256,
             ).model_dump(mode="json")
         )
-        event = session.scalar(select(TrailEventRow).where(TrailEventRow.seq == sig.trail_seq))
-        if event is None or event.action != "approval.signed" or event.after_json != as_signed:
+        if action != "approval.signed" or after_json != as_signed:
             problems.append(f"{label}: differs from its trail record at seq {sig.trail_seq}")
             continue
-        request = requests.get(sig.request_id)
         if request is None or request.content_sha256 != sig.content_sha256:
             problems.append(f"{label}: the request's content hash changed since signing")
             continue
-        subject = request.subject
-        if subject.startswith("document-version:"):
-            doc_id, _, version = subject.removeprefix("document-version:").partition("@")
-            stored = session.scalar(
-                select(DocumentVersionRow.content_sha256).where(
-                    DocumentVersionRow.document_id == doc_id, DocumentVersionRow.version == version
-                )
-            )
+        if request.subject.startswith("document-version:"):
+            doc_id, _, version = request.subject.removeprefix("document-version:").partition("@")
+            stored = versions.get((doc_id, version))
             if stored != sig.content_sha256:
                 problems.append(
                     f"{label}: no longer verifies: {doc_id} v{version} content is now "
