@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flows.approval_followups import approval_follow_ups
+from flows.capa import capa_escalation, jira_sync
 from flows.document_review import document_review
 from flows.document_review_scan import document_review_due_scan
 from flows.outbox_delivery import outbox_delivery
@@ -49,6 +50,20 @@ DEPLOYMENTS: list[DeploymentSpec] = [
         process=None,
         cron="17 * * * *",
         description="Reminds and escalates pending approvals; resumes runs decided while Prefect was down.",
+    ),
+    DeploymentSpec(
+        name="daily",
+        flow=capa_escalation,
+        process="capa",
+        cron="30 6 * * *",
+        description="Escalates overdue CAPA stages to the owner, then the owner's manager (Slack, Jira comment).",
+    ),
+    DeploymentSpec(
+        name="every-minute",
+        flow=jira_sync,
+        process=None,
+        cron="* * * * *",
+        description="Delivers queued changes to Jira and reconciles changes made in Jira.",
     ),
     DeploymentSpec(
         name="every-minute",

@@ -24,8 +24,9 @@ def test_large_demo_generator_makes_a_consistent_store(tmp_path: Path, monkeypat
     assert result.ok, result.problem
     assert result.signatures_checked == summary["document_versions"]
     with ctx.db.read() as s:
-        effective = s.scalar(select(func.count()).select_from(DocumentVersionRow)
-                             .where(DocumentVersionRow.status == "effective"))
+        effective = s.scalar(
+            select(func.count()).select_from(DocumentVersionRow).where(DocumentVersionRow.status == "effective")
+        )
         assert effective == count  # exactly one effective version per document
         assert s.scalar(select(func.count()).select_from(RecordRow).where(RecordRow.kind == "capa")) == 500
     ctx.close()

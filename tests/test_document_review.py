@@ -331,16 +331,41 @@ def test_browser_approval_from_the_inbox(world: World) -> None:
 
     artifacts = Path(__file__).resolve().parents[1] / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
-    added = subprocess.run([QMS, "user", "add", "ben", "--person", "ben", "--role", "approver", "--password-stdin",
-                            "-c", str(world.repo / "qms.yaml")], input="ben-browser-password\n", text=True,
-                           capture_output=True, env=world.stack.env)
+    added = subprocess.run(
+        [
+            QMS,
+            "user",
+            "add",
+            "ben",
+            "--person",
+            "ben",
+            "--role",
+            "approver",
+            "--password-stdin",
+            "-c",
+            str(world.repo / "qms.yaml"),
+        ],
+        input="ben-browser-password\n",
+        text=True,
+        capture_output=True,
+        env=world.stack.env,
+    )
     assert added.returncode == 0, added.stderr
     world.edit("procedures/SOP-AUD-001-internal-audit.md", "Audits are announced two weeks ahead.")
     request = world.submit("SOP-AUD-001", who="ana")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--no-first-run", "--disable-sync"])
+        browser = p.chromium.launch(
+            executable_path=chromium,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--disable-sync",
+            ],
+        )
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(f"{world.stack.web_url}/")
         assert "/login" in page.url

@@ -50,9 +50,7 @@ from jsonschema import Draft4Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
-SPEC_PATH = (
-    Path(__file__).resolve().parents[2] / "shared" / "contracts" / "jira-cloud-platform-rest-v3.openapi.json"
-)
+SPEC_PATH = Path(__file__).resolve().parents[2] / "shared" / "contracts" / "jira-cloud-platform-rest-v3.openapi.json"
 SPEC_URI = "urn:jira:cloud-platform:rest-v3"
 LABEL = "qms-CAPA-2026-0001"
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc)
@@ -153,7 +151,11 @@ def response_pointer(template: str, method: str, status: int) -> str | None:
 
 
 def _adf(text: str) -> dict:
-    return {"type": "doc", "version": 1, "content": [{"type": "paragraph", "content": [{"type": "text", "text": text}]}]}
+    return {
+        "type": "doc",
+        "version": 1,
+        "content": [{"type": "paragraph", "content": [{"type": "text", "text": text}]}],
+    }
 
 
 def as_v3(body: Any) -> Any:
@@ -239,9 +241,18 @@ def assert_issue_fields_conform(issue: dict) -> None:
             problems += [f"{name}: {p}" for p in _problems(component(_FIELD_SCHEMAS[name]), value)]
         elif name == "issuelinks":
             for link in value:
-                problems += [f"issuelinks: {p}" for p in _problems(component("IssueLink"), {
-                    # IssueLink requires both sides (it is also the POST body); an issue lists only the other.
-                    "inwardIssue": {}, "outwardIssue": {}, **link})]
+                problems += [
+                    f"issuelinks: {p}"
+                    for p in _problems(
+                        component("IssueLink"),
+                        {
+                            # IssueLink requires both sides (it is also the POST body); an issue lists only the other.
+                            "inwardIssue": {},
+                            "outwardIssue": {},
+                            **link,
+                        },
+                    )
+                ]
         elif name == "labels":
             assert isinstance(value, list) and all(isinstance(x, str) for x in value), value
         elif name in ("summary", "created", "updated", "statuscategorychangedate", "resolutiondate"):
@@ -301,10 +312,17 @@ def client(fake: FakeJira) -> Iterator[JIRA]:
     jira.close()
 
 
-def create(jira: JIRA, summary: str = "CAPA-2026-0001: missing calibration record", label: str = LABEL,
-           **extra: Any) -> Any:
-    fields = {"project": {"key": "QMS"}, "summary": summary, "issuetype": {"name": "Task"}, "labels": [label],
-              "description": "Found during the internal audit.", **extra}
+def create(
+    jira: JIRA, summary: str = "CAPA-2026-0001: missing calibration record", label: str = LABEL, **extra: Any
+) -> Any:
+    fields = {
+        "project": {"key": "QMS"},
+        "summary": summary,
+        "issuetype": {"name": "Task"},
+        "labels": [label],
+        "description": "Found during the internal audit.",
+        **extra,
+    }
     return jira.create_issue(fields=fields)
 
 
@@ -351,7 +369,10 @@ def test_validator_really_checks(spec: dict) -> None:
     assert not _problems(nullable, {"identifier": None}) and _problems(nullable, {"identifier": 1})
     with pytest.raises(AssertionError):  # only strings may become ADF
         as_v3({"fields": {"description": {"type": "doc"}}})
-    assert v3_template("/rest/api/2/issue/QMS-1/remotelink/10000") == "/rest/api/3/issue/{issueIdOrKey}/remotelink/{linkId}"
+    assert (
+        v3_template("/rest/api/2/issue/QMS-1/remotelink/10000")
+        == "/rest/api/3/issue/{issueIdOrKey}/remotelink/{linkId}"
+    )
     assert v3_template("/rest/api/2/search/jql") == "/rest/api/3/search/jql"
 
 
@@ -362,8 +383,12 @@ def test_contract_of_each_operation_the_app_uses(spec: dict, fake: FakeJira, cli
     client.add_comment(issue.key, "Root cause analysis started.")
     client.transitions(issue.key)
     with pytest.warns(Warning, match="applicationlinks"):
-        client.add_remote_link(issue.key, {"url": "https://qms.example/capa/2026-0001", "title": "CAPA-2026-0001"},
-                               globalId="qms:CAPA-2026-0001", relationship="QMS record")
+        client.add_remote_link(
+            issue.key,
+            {"url": "https://qms.example/capa/2026-0001", "title": "CAPA-2026-0001"},
+            globalId="qms:CAPA-2026-0001",
+            relationship="QMS record",
+        )
     client.remote_links(issue.key)
     client.issue(issue.key, expand="names,transitions,changelog")
     client.comments(issue.key)
@@ -393,7 +418,9 @@ def test_contract_of_each_operation_the_app_uses(spec: dict, fake: FakeJira, cli
             checked[(method, path)] = (call.status, assert_call_conforms(call))
     assert checked[("POST", "/rest/api/2/issue")] == (201, "/rest/api/3/issue")
     assert checked[("POST", f"/rest/api/2/issue/{issue.key}/remotelink")] == (
-        201, "/rest/api/3/issue/{issueIdOrKey}/remotelink")
+        201,
+        "/rest/api/3/issue/{issueIdOrKey}/remotelink",
+    )
 
     got = only([c for c in fake.calls_to("GET", f"/rest/api/2/issue/{issue.key}") if c.query.get("expand")]).response
     assert got["key"] == "QMS-1" and got["self"] == f"{fake.url}/rest/api/2/issue/{got['id']}"
@@ -401,8 +428,11 @@ def test_contract_of_each_operation_the_app_uses(spec: dict, fake: FakeJira, cli
     assert got["fields"]["description"] == "Found during the internal audit."  # v2: a string
     assert got["fields"]["comment"]["comments"][0]["body"] == "Root cause analysis started."
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+0000", got["fields"]["updated"])
-    assert got["names"]["summary"] == "Summary" and {t["name"] for t in got["transitions"]} == {"Start", "Review",
-                                                                                               "Done"}
+    assert got["names"]["summary"] == "Summary" and {t["name"] for t in got["transitions"]} == {
+        "Start",
+        "Review",
+        "Done",
+    }
     post_search = only(fake.calls_to("POST", "/rest/api/2/search/jql"))
     assert post_search.body["fields"] == ["*all"] and post_search.response["issues"][0]["key"] == "QMS-1"
 
@@ -417,7 +447,9 @@ def test_contract_of_error_bodies(spec: dict, fake: FakeJira, client: JIRA) -> N
         client.issue("QMS-404")
     assert info.value.status_code == 404
     assert info.value.response.json() == {
-        "errorMessages": ["Issue does not exist or you do not have permission to see it."], "errors": {}}
+        "errorMessages": ["Issue does not exist or you do not have permission to see it."],
+        "errors": {},
+    }
     with pytest.raises(JIRAError) as info:
         client.create_issue(fields={"project": {"key": "QMS"}, "issuetype": {"name": "Task"}})
     assert info.value.status_code == 400
@@ -440,7 +472,10 @@ def test_create_get_update_by_id_and_key(fake: FakeJira, client: JIRA) -> None:
     stored = fake.issues["QMS-1"]
     assert stored["fields"]["summary"].startswith("CAPA-2026-0001")
     assert (stored["fields"]["status"], stored["fields"]["issuetype"], stored["fields"]["project"]) == (
-        "To Do", "Task", "QMS")
+        "To Do",
+        "Task",
+        "QMS",
+    )
     assert stored["fields"]["labels"] == [LABEL]
     assert stored["fields"]["created"] == stored["fields"]["updated"] == "2026-11-26T10:00:00.000+0000"
 
@@ -467,14 +502,18 @@ def test_rejects_what_jira_rejects(fake: FakeJira, client: JIRA) -> None:
 
     base = {"project": {"key": "QMS"}, "summary": "s", "issuetype": {"name": "Task"}}
     assert error_of(lambda: client.create_issue(fields={**base, "description": _adf("x")})) == {
-        "description": "Operation value must be a string"}  # ADF belongs to v3
+        "description": "Operation value must be a string"
+    }  # ADF belongs to v3
     assert "spaces" in error_of(lambda: client.create_issue(fields={**base, "labels": ["two words"]}))["labels"]
     assert error_of(lambda: client.create_issue(fields={**base, "project": {"key": "NOPE"}})) == {
-        "project": "Specify a valid project ID or key"}
+        "project": "Specify a valid project ID or key"
+    }
     assert error_of(lambda: client.create_issue(fields={**base, "issuetype": {"name": "Saga"}})) == {
-        "issuetype": "Specify a valid issue type"}
+        "issuetype": "Specify a valid issue type"
+    }
     assert error_of(lambda: client.create_issue(fields={**base, "summary": "a\nb"})) == {
-        "summary": "The summary is invalid because it contains newline characters."}
+        "summary": "The summary is invalid because it contains newline characters."
+    }
     issue = create(client)
     assert "cannot be set" in error_of(lambda: issue.update(fields={"status": {"name": "Done"}}))["status"]
     assert error_of(lambda: client.add_comment(issue.key, "")) == {"comment": "Comment body can not be empty!"}
@@ -484,7 +523,10 @@ def test_rejects_what_jira_rejects(fake: FakeJira, client: JIRA) -> None:
 def test_workflow_transitions_and_human_changes(fake: FakeJira, client: JIRA) -> None:
     issue = create(client)
     assert [(t["id"], t["name"], t["to"]["name"]) for t in client.transitions(issue)] == [
-        ("11", "Start", "In Progress"), ("21", "Review", "In Review"), ("31", "Done", "Done")]
+        ("11", "Start", "In Progress"),
+        ("21", "Review", "In Review"),
+        ("31", "Done", "Done"),
+    ]
     fake.clock.advance(minutes=1)
     client.transition_issue(issue, "Start")  # by name: the library looks the id up first
     assert client.issue(issue.key).fields.status.name == "In Progress"
@@ -504,8 +546,15 @@ def test_workflow_transitions_and_human_changes(fake: FakeJira, client: JIRA) ->
     assert reopened.fields.updated == "2026-11-26T10:11:00.000+0000"
     latest = reopened.raw["changelog"]["histories"][0]
     assert latest["author"]["displayName"] == "Quality Manager"
-    assert latest["items"][0] == {"field": "status", "fieldtype": "jira", "fieldId": "status", "from": "5",
-                                  "fromString": "Done", "to": "1", "toString": "To Do"}
+    assert latest["items"][0] == {
+        "field": "status",
+        "fieldtype": "jira",
+        "fieldId": "status",
+        "from": "5",
+        "fromString": "Done",
+        "to": "1",
+        "toString": "To Do",
+    }
     with pytest.raises(ValueError):
         fake.set_status(issue.key, "Closed")
 
@@ -513,17 +562,28 @@ def test_workflow_transitions_and_human_changes(fake: FakeJira, client: JIRA) ->
 def test_remote_links_upsert_by_global_id(fake: FakeJira, client: JIRA) -> None:
     issue = create(client)
     with pytest.warns(Warning, match="applicationlinks"):  # the library asks for app links first (401 here)
-        first = client.add_remote_link(issue.key, {"url": "https://qms.example/r/1", "title": "CAPA-2026-0001"},
-                                       globalId="qms:CAPA-2026-0001", relationship="QMS record")
-        again = client.add_remote_link(issue.key, {"url": "https://qms.example/r/1?v=2", "title": "CAPA (v2)"},
-                                       globalId="qms:CAPA-2026-0001", relationship="QMS record")
-        other = client.add_remote_link(issue.key, {"url": "https://qms.example/r/9", "title": "Other"},
-                                       globalId="qms:OTHER")
+        first = client.add_remote_link(
+            issue.key,
+            {"url": "https://qms.example/r/1", "title": "CAPA-2026-0001"},
+            globalId="qms:CAPA-2026-0001",
+            relationship="QMS record",
+        )
+        again = client.add_remote_link(
+            issue.key,
+            {"url": "https://qms.example/r/1?v=2", "title": "CAPA (v2)"},
+            globalId="qms:CAPA-2026-0001",
+            relationship="QMS record",
+        )
+        other = client.add_remote_link(
+            issue.key, {"url": "https://qms.example/r/9", "title": "Other"}, globalId="qms:OTHER"
+        )
     assert first.id == again.id != other.id
     assert [c.status for c in fake.calls_to("POST", "/rest/api/2/issue/QMS-1/remotelink")] == [201, 200, 201]
     links = client.remote_links(issue.key)
-    assert [(link.globalId, link.object.title) for link in links] == [("qms:CAPA-2026-0001", "CAPA (v2)"),
-                                                                     ("qms:OTHER", "Other")]
+    assert [(link.globalId, link.object.title) for link in links] == [
+        ("qms:CAPA-2026-0001", "CAPA (v2)"),
+        ("qms:OTHER", "Other"),
+    ]
     assert links[0].relationship == "QMS record"
     assert len(fake.issues["QMS-1"]["remote_links"]) == 2
     assert client.remote_link(issue.key, str(other.id)).object.url == "https://qms.example/r/9"
@@ -549,8 +609,10 @@ def test_authentication(fake: FakeJira) -> None:
     with pytest.raises(JIRAError) as info:
         anonymous.issue("QMS-1")
     assert info.value.status_code == 401
-    assert info.value.response.json() == {"errorMessages": ["Client must be authenticated to access this resource."],
-                                          "errors": {}}
+    assert info.value.response.json() == {
+        "errorMessages": ["Client must be authenticated to access this resource."],
+        "errors": {},
+    }
     make_client(fake).myself()
     assert fake.calls[-1].headers["authorization"].startswith("Basic ")
     assert [c.status for c in fake.calls] == [401, 200, 401, 200, 200]
@@ -657,15 +719,23 @@ def test_injections_match_path_and_order(fake: FakeJira, client: JIRA) -> None:
 
 def test_search_jql_pages_with_next_page_token(fake: FakeJira, client: JIRA) -> None:
     for n in range(120):
-        client.create_issue(fields={"project": {"key": "QMS"}, "summary": f"record {n}",
-                                    "issuetype": {"name": "Task"}, "labels": ["qms-bulk"]}, prefetch=False)
+        client.create_issue(
+            fields={
+                "project": {"key": "QMS"},
+                "summary": f"record {n}",
+                "issuetype": {"name": "Task"},
+                "labels": ["qms-bulk"],
+            },
+            prefetch=False,
+        )
         fake.clock.advance(seconds=1)
     jql = "project = QMS AND labels = qms-bulk ORDER BY updated ASC"
 
     keys, token, pages = [], None, []
     while True:
-        page = client.enhanced_search_issues(jql, nextPageToken=token, maxResults=50, fields=["summary"],
-                                             json_result=True)
+        page = client.enhanced_search_issues(
+            jql, nextPageToken=token, maxResults=50, fields=["summary"], json_result=True
+        )
         pages.append(len(page["issues"]))
         keys += [i["key"] for i in page["issues"]]
         assert page["isLast"] is ("nextPageToken" not in page)
@@ -724,20 +794,30 @@ def test_jql_forms(fake: FakeJira, client: JIRA) -> None:
     assert "An issue with key 'QMS-9' does not exist" in error("key = QMS-9")
     assert "Date value 'yesterday' for field 'updated' is invalid" in error("updated >= yesterday")
     assert "Field 'colour' does not exist" in error("colour = red")
-    for unsupported in ("labels = a OR labels = b", "(labels = a)", "summary ~ calibration",
-                        "project = QMS ORDER BY updated", "labels is EMPTY", "updated >= startOfDay()"):
+    for unsupported in (
+        "labels = a OR labels = b",
+        "(labels = a)",
+        "summary ~ calibration",
+        "project = QMS ORDER BY updated",
+        "labels is EMPTY",
+        "updated >= startOfDay()",
+    ):
         assert "FakeJira does not support" in error(unsupported), unsupported
 
 
 def test_removed_search_answers_410(fake: FakeJira, client: JIRA) -> None:
-    message = ("The requested API has been removed. Please migrate to the /rest/api/3/search/jql API. A full "
-               "migration guideline is available at https://developer.atlassian.com/changelog/#CHANGE-2046")
+    message = (
+        "The requested API has been removed. Please migrate to the /rest/api/3/search/jql API. A full "
+        "migration guideline is available at https://developer.atlassian.com/changelog/#CHANGE-2046"
+    )
     auth = (fake.email, fake.token)
     with httpx.Client(base_url=fake.url, auth=auth, timeout=10) as http:
-        for response in (http.get("/rest/api/2/search", params={"jql": "project = QMS"}),
-                         http.post("/rest/api/2/search", json={"jql": "project = QMS"}),
-                         http.get("/rest/api/3/search", params={"jql": "project = QMS"}),
-                         http.post("/rest/api/3/search", json={"jql": "project = QMS"})):
+        for response in (
+            http.get("/rest/api/2/search", params={"jql": "project = QMS"}),
+            http.post("/rest/api/2/search", json={"jql": "project = QMS"}),
+            http.get("/rest/api/3/search", params={"jql": "project = QMS"}),
+            http.post("/rest/api/3/search", json={"jql": "project = QMS"}),
+        ):
             assert response.status_code == 410
             assert response.json() == {"errorMessages": [message], "errors": {}}
 
@@ -772,7 +852,11 @@ def test_webhook_payload_and_signature(spec: dict, fake: FakeJira, client: JIRA)
     assert payload["issue"]["key"] == "QMS-1" and payload["issue"]["fields"]["status"]["name"] == "Done"
     status_item = next(i for i in payload["changelog"]["items"] if i["field"] == "status")
     assert (status_item["fromString"], status_item["toString"], status_item["from"], status_item["to"]) == (
-        "To Do", "Done", "1", "5")
+        "To Do",
+        "Done",
+        "1",
+        "5",
+    )
     assert not _problems(component("IssueBean"), as_v3(payload["issue"]))
     assert_issue_fields_conform(payload["issue"])
     assert not _problems(component("UserDetails"), payload["user"])
@@ -786,7 +870,8 @@ def test_webhook_payload_and_signature(spec: dict, fake: FakeJira, client: JIRA)
     assert not hmac.compare_digest(FakeJira.sign(tampered, secret), header)
     # An RFC 4231-style known answer, independent of the fake's own code path.
     assert FakeJira.sign(b"The quick brown fox jumps over the lazy dog", "key") == (
-        "sha256=f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8")
+        "sha256=f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
+    )
 
 
 def test_webhook_payload_variants(fake: FakeJira, client: JIRA) -> None:
@@ -796,9 +881,17 @@ def test_webhook_payload_variants(fake: FakeJira, client: JIRA) -> None:
     assert "changelog" not in created
 
     explicit = fake.webhook_payload(issue.key, from_status="In Progress", to_status="In Review")
-    assert explicit["changelog"]["items"] == [{"field": "status", "fieldtype": "jira", "fieldId": "status",
-                                               "from": "3", "fromString": "In Progress", "to": "4",
-                                               "toString": "In Review"}]
+    assert explicit["changelog"]["items"] == [
+        {
+            "field": "status",
+            "fieldtype": "jira",
+            "fieldId": "status",
+            "from": "3",
+            "fromString": "In Progress",
+            "to": "4",
+            "toString": "In Review",
+        }
+    ]
     assert explicit["issue"]["fields"]["status"]["name"] == "In Review"
     assert fake.issues["QMS-1"]["fields"]["status"] == "To Do"  # building a payload changes nothing
 

@@ -40,8 +40,17 @@ def _build_app():  # noqa: ANN202
     with UnitOfWork(ctx.db, "ben") as uow:
         state["token"] = tokens.create_token(uow, "ben")
     with UnitOfWork(ctx.db, "chloe") as uow:
-        approvals.open_request(uow, ctx.config, key="fz", subject="document-version:SOP-DES-001@1.0", title="t",
-                               content_sha256="ab" * 32, approvers=["ben"], meaning="m", author="chloe")
+        approvals.open_request(
+            uow,
+            ctx.config,
+            key="fz",
+            subject="document-version:SOP-DES-001@1.0",
+            title="t",
+            content_sha256="ab" * 32,
+            approvers=["ben"],
+            meaning="m",
+            author="chloe",
+        )
         uow.commit()
     application = create_app(ctx)
     client = TestClient(application)

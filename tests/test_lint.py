@@ -10,6 +10,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_ruff_check() -> None:
-    done = subprocess.run([sys.executable, "-m", "ruff", "check", "qmsflow", "flows", "tasks", "deployments", "tests",
-                           "bench"], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "qmsflow", "flows", "tasks", "deployments", "tests", "bench"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stdout + done.stderr

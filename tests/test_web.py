@@ -18,8 +18,19 @@ from qmsflow.store.tables import ApprovalRequestRow, SignatureRow
 from qmsflow.web.app import create_app
 from qmsflow.web.dashboard import COOKIE
 
-PAGES = ["/", "/approvals", "/documents", "/documents/SOP-DOC-001", "/capas", "/trail", "/trail?actor=qmsflow",
-         "/charts/capa-ageing.svg", "/charts/overdue.svg", "/charts/approval-lead-time.svg", "/ping"]
+PAGES = [
+    "/",
+    "/approvals",
+    "/documents",
+    "/documents/SOP-DOC-001",
+    "/capas",
+    "/trail",
+    "/trail?actor=qmsflow",
+    "/charts/capa-ageing.svg",
+    "/charts/overdue.svg",
+    "/charts/approval-lead-time.svg",
+    "/ping",
+]
 
 
 @pytest.fixture
@@ -36,8 +47,11 @@ def web(ctx: QmsContext, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[QmsC
 
 
 def sign_in(client: TestClient, username: str) -> str:
-    response = client.post("/login", data={"username": username, "password": f"{username}-password-123", "next": "/"},
-                           follow_redirects=False)
+    response = client.post(
+        "/login",
+        data={"username": username, "password": f"{username}-password-123", "next": "/"},
+        follow_redirects=False,
+    )
     assert response.status_code == 303, response.text
     return response.cookies[COOKIE]
 
@@ -48,10 +62,17 @@ def csrf_of(client: TestClient, path: str = "/") -> str:
 
 def open_request(ctx: QmsContext, approvers: list[str] | None = None) -> str:
     with UnitOfWork(ctx.db, "chloe") as uow:
-        row, _ = approvals.open_request(uow, ctx.config, key="w1", subject="document-version:SOP-DES-001@1.0",
-                                        title="SOP-DES-001 v1.0", content_sha256="ab" * 32,
-                                        approvers=approvers or ["ben"], meaning="approve SOP-DES-001 v1.0",
-                                        author="chloe")
+        row, _ = approvals.open_request(
+            uow,
+            ctx.config,
+            key="w1",
+            subject="document-version:SOP-DES-001@1.0",
+            title="SOP-DES-001 v1.0",
+            content_sha256="ab" * 32,
+            approvers=approvers or ["ben"],
+            meaning="approve SOP-DES-001 v1.0",
+            author="chloe",
+        )
         uow.commit()
         return row.id
 
@@ -95,8 +116,11 @@ def test_sign_in_sets_a_safe_cookie_and_failures_are_recorded(web: tuple) -> Non
     ctx, client = web
     bad = client.post("/login", data={"username": "ana", "password": "nope", "next": "/"})
     assert bad.status_code == 401 and "Unknown user or wrong password" in bad.text
-    ok = client.post("/login", data={"username": "ana", "password": "ana-password-123", "next": "//evil.example/"},
-                     follow_redirects=False)
+    ok = client.post(
+        "/login",
+        data={"username": "ana", "password": "ana-password-123", "next": "//evil.example/"},
+        follow_redirects=False,
+    )
     assert ok.headers["location"] == "/"  # no open redirect
     cookie = ok.headers["set-cookie"]
     assert "HttpOnly" in cookie and "samesite=lax" in cookie.lower()
@@ -122,8 +146,11 @@ def test_approve_from_the_inbox_with_the_password_again(web: tuple) -> None:
     csrf = csrf_of(client, f"/approvals/{request_id}")
     wrong = client.post(f"/approvals/{request_id}", data={"decision": "approve", "password": "guess", "csrf": csrf})
     assert wrong.status_code == 403 and "password" in wrong.text
-    done = client.post(f"/approvals/{request_id}", data={"decision": "approve", "password": "ben-password-123",
-                                                          "csrf": csrf}, follow_redirects=False)
+    done = client.post(
+        f"/approvals/{request_id}",
+        data={"decision": "approve", "password": "ben-password-123", "csrf": csrf},
+        follow_redirects=False,
+    )
     assert done.status_code == 303
     with ctx.db.read() as s:
         assert s.get(ApprovalRequestRow, request_id).status == "approved"
@@ -139,8 +166,9 @@ def test_viewer_cannot_approve_and_the_attempt_is_recorded(web: tuple) -> None:
     request_id = open_request(ctx, approvers=["dev", "ben"])
     sign_in(client, "dev")
     csrf = csrf_of(client)
-    response = client.post(f"/approvals/{request_id}", data={"decision": "approve", "password": "dev-password-123",
-                                                              "csrf": csrf})
+    response = client.post(
+        f"/approvals/{request_id}", data={"decision": "approve", "password": "dev-password-123", "csrf": csrf}
+    )
     assert response.status_code == 403
     with ctx.db.read() as s:
         assert s.get(ApprovalRequestRow, request_id).status == "pending"
@@ -153,8 +181,9 @@ def test_non_approver_approver_is_refused_by_the_domain_rules(web: tuple) -> Non
     request_id = open_request(ctx, approvers=["ben"])
     sign_in(client, "ana")  # admin, but not an approver of this request
     csrf = csrf_of(client)
-    response = client.post(f"/approvals/{request_id}", data={"decision": "approve", "password": "ana-password-123",
-                                                              "csrf": csrf})
+    response = client.post(
+        f"/approvals/{request_id}", data={"decision": "approve", "password": "ana-password-123", "csrf": csrf}
+    )
     assert response.status_code == 403 and "not a designated approver" in response.text
 
 
@@ -162,8 +191,9 @@ def test_bad_csrf_token_is_refused(web: tuple) -> None:
     ctx, client = web
     request_id = open_request(ctx)
     sign_in(client, "ben")
-    response = client.post(f"/approvals/{request_id}", data={"decision": "approve", "password": "ben-password-123",
-                                                              "csrf": "forged"})
+    response = client.post(
+        f"/approvals/{request_id}", data={"decision": "approve", "password": "ben-password-123", "csrf": "forged"}
+    )
     assert response.status_code == 403 and "CSRF" in response.text
     assert client.post("/logout", data={"csrf": "forged"}).status_code == 403
 

@@ -34,6 +34,10 @@ app.add_typer(db_app, name="db")
 app.add_typer(records_app, name="records")
 app.add_typer(document_app, name="document")
 app.add_typer(trail_app, name="trail")
+capa_app = typer.Typer(help="Corrective and preventive actions.", no_args_is_help=True)
+jira_app = typer.Typer(help="Jira synchronisation.", no_args_is_help=True)
+app.add_typer(capa_app, name="capa")
+app.add_typer(jira_app, name="jira")
 user_app = typer.Typer(help="Web app accounts (dashboard sign-in).", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 token_app = typer.Typer(help="Personal API tokens (for qms approve and CI).", no_args_is_help=True)
@@ -522,6 +526,176 @@ def token_revoke(token_id: int, config: ConfigOpt = None, actor: ActorOpt = None
     with UnitOfWork(ctx.db, _actor(actor)) as uow:
         revoke(uow, token_id)
     out.print(f"token {token_id} revoked")
+
+
+@capa_app.command("open")
+def capa_open(
+    title: Annotated[str, typer.Option(help="What went wrong, in one line.")],
+    source: Annotated[str, typer.Option(help="complaint, incident, audit, release, pms or other.")],
+    owner: Annotated[str, typer.Option(help="Person who owns the CAPA.")],
+    severity: Annotated[str, typer.Option(help="low, medium, high or critical.")] = "medium",
+    process: Annotated[str, typer.Option(help="The QMS process it belongs to.")] = "capa",
+    description: Annotated[str, typer.Option(help="Details of the nonconformity.")] = "",
+    system: Annotated[Optional[list[str]], typer.Option(help="AI system concerned (repeatable).")] = None,
+    config: ConfigOpt = None,
+    actor: ActorOpt = None,
+) -> None:
+    """Open a CAPA (CAPA-YYYY-NNNN); with Jira on, an issue is created for it."""
+    from ..services import capa
+    from ..services.delivery import deliver
+    from ..store.uow import UnitOfWork
+
+    ctx = _ctx(config)
+    with UnitOfWork(ctx.db, _actor(actor)) as uow:
+        row = capa.open_capa(
+            uow,
+            ctx.config,
+            title=title,
+            source=source,
+            owner=owner,
+            process=process,
+            severity=severity,
+            description=description,
+            systems=system or [],
+        )
+        uow.commit()
+        capa_id, due = row.id, row.due_date
+    deliver(ctx.db, ctx.config)
+    out.print(f"{capa_id} opened (owner {owner}, severity {severity}); containment due {due}")
+
+
+@capa_app.command("advance")
+def capa_advance(
+    capa_id: str,
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            help="Next stage: containment, root_cause, action_plan, implementation, effectiveness_check, closed.",
+        ),
+    ],
+    field: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--field",
+            "-f",
+            help="Stage data as NAME=VALUE (repeatable); JSON values allowed, e.g. actions='[{\"what\":…}]'.",
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+    actor: ActorOpt = None,
+) -> None:
+    """Move a CAPA to its next stage with the data that stage needs; errors name the missing field.
+
+    Needed: containment: correction; root_cause: method, cause, similar_cases; action_plan: actions
+    (what, owner, due; signed approval); implementation: -; effectiveness_check: evidence (per action
+    index); closed: result=effective, checked_by, no_adverse_effect, risk_update or
+    no_risk_update_reason (signed by the process owner or a quality lead). From effectiveness_check,
+    result=ineffective, checked_by, notes go back to root_cause.
+    """
+    import json
+
+    from ..services import capa
+    from ..services.delivery import deliver
+    from ..store.uow import UnitOfWork
+
+    fields = {}
+    for item in field or []:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise CliError(f"--field {item!r} is not NAME=VALUE", code=2)
+        try:
+            fields[name.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            fields[name.strip()] = value
+    ctx = _ctx(config)
+    with UnitOfWork(ctx.db, _actor(actor)) as uow:
+        result = capa.advance(uow, ctx.config, capa_id, to, fields)
+        uow.commit()
+    deliver(ctx.db, ctx.config)
+    if "awaiting" in result:
+        out.print(
+            f"{capa_id}: {to} needs a signature: approval {result['awaiting']} requested "
+            f"(sign with 'qms approve {result['awaiting']} --decision approve')"
+        )
+    else:
+        out.print(f"{capa_id} is now in {result['stage']}")
+
+
+@capa_app.command("show")
+def capa_show(capa_id: str, config: ConfigOpt = None) -> None:
+    """A CAPA with its stage data, next stages and trail."""
+    import json
+
+    from ..services import capa
+    from ..store import trail
+    from ..store.uow import UnitOfWork
+
+    ctx = _ctx(config)
+    with UnitOfWork(ctx.db, "cli") as uow:
+        info = capa.show(uow, capa_id)
+        events = trail.events_for(uow.session, f"record:{capa_id}")
+    out.print(f"[bold]{info['id']}[/] {escape(info['title'])}")
+    out.print(
+        f"stage {info['status']} · owner {info['owner']} · due {info['due_date']} · next: "
+        f"{', '.join(info['next']) or '—'}"
+    )
+    out.print(escape(json.dumps(info["data"], indent=2, ensure_ascii=False)))
+    for e in events:
+        out.print(f"  {e.ts[:19]} {e.actor} {e.action}")
+
+
+@capa_app.command("list")
+def capa_list(
+    config: ConfigOpt = None,
+    stage: Annotated[Optional[str], typer.Option(help="Only this stage.")] = None,
+    overdue: Annotated[bool, typer.Option(help="Only overdue CAPAs.")] = False,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
+) -> None:
+    """CAPAs, oldest open first."""
+    from sqlalchemy import select
+
+    from ..store.tables import RecordRow
+
+    ctx = _ctx(config)
+    query = select(RecordRow).where(RecordRow.kind == "capa").order_by(RecordRow.created_at).limit(limit)
+    if stage:
+        query = query.where(RecordRow.status == stage)
+    else:
+        query = query.where(RecordRow.status != "closed")
+    if overdue:
+        query = query.where(RecordRow.due_date < date.today())
+    table = Table()
+    for column in ("id", "stage", "severity", "owner", "due", "title"):
+        table.add_column(column)
+    with ctx.db.read() as session:
+        for r in session.scalars(query):
+            due = r.due_date.isoformat() if r.due_date else ""
+            if r.due_date and r.due_date < date.today():
+                due = f"[red]{due}[/]"
+            table.add_row(r.id, r.status, r.data.get("severity", ""), r.owner or "", due, escape(r.title))
+    out.print(table)
+
+
+@jira_app.command("sync")
+def jira_sync_now(config: ConfigOpt = None) -> None:
+    """Deliver queued changes to Jira and reconcile changes made in Jira, now."""
+    from ..adapters import jira
+    from ..services import jira_sync
+    from ..services.delivery import deliver
+
+    ctx = _ctx(config)
+    settings = jira.settings(ctx.config)
+    if settings is None:
+        raise CliError(
+            "Jira is off: add integrations.jira to qms.yaml and set its credentials (JIRA_EMAIL, JIRA_API_TOKEN)"
+        )
+    delivered = deliver(ctx.db, ctx.config)
+    report = jira_sync.reconcile(ctx, jira.JiraAdapter(jira.make_client(settings), settings))
+    out.print(
+        f"delivered {len(delivered.sent)}, failed {len(delivered.failed)}, waiting {delivered.waiting}; "
+        f"reconciled {report.seen} changed issue(s): {report.outcomes or 'no change'}"
+    )
 
 
 @user_app.command("add")

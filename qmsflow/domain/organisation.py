@@ -147,6 +147,17 @@ class _NoSecrets(Strict):
         return data
 
 
+DEFAULT_JIRA_STATUSES = {
+    "opened": "To Do",
+    "containment": "In Progress",
+    "root_cause": "In Progress",
+    "action_plan": "To Do",  # an approved plan waits in the backlog; starting it in Jira = implementation
+    "implementation": "In Progress",
+    "effectiveness_check": "In Review",
+    "closed": "Done",
+}
+
+
 class JiraIntegration(_NoSecrets):
     enabled: bool = True
     url: str = Field(pattern=r"^https?://")
@@ -154,6 +165,15 @@ class JiraIntegration(_NoSecrets):
     deployment: Literal["cloud", "data-center"] = "cloud"
     email_env: str = "JIRA_EMAIL"
     token_env: str = "JIRA_API_TOKEN"
+    webhook_secret_env: str = "JIRA_WEBHOOK_SECRET"
+    issue_types: dict[str, str] = Field(default_factory=lambda: {"capa": "Task"})
+    # QMS stage -> Jira status name; several stages may share a status
+    statuses: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_JIRA_STATUSES))
+    # Jira status name -> the QMS stage a move to it asks for (default: the first stage mapped to it)
+    inbound: dict[str, str] = Field(
+        default_factory=lambda: {"In Progress": "implementation", "Done": "closed", "In Review": "effectiveness_check"}
+    )
+    on_refused: Literal["revert", "comment"] = "revert"
 
 
 class SlackIntegration(_NoSecrets):

@@ -255,6 +255,10 @@ def decide(
                 sent.stream,
                 {"ref": sent.key, "text": message["text"], "blocks": message["blocks"]},
             )
+    if request.decided and row.subject.startswith("capa:"):
+        from . import capa  # the CAPA waits for this request to enter a signed stage
+
+        capa.on_request_decided(uow, config, row, signature.signer)
     uow.commit()
     return DecisionResult(request_id, status, request.decided, signature, row.flow_run_id)
 

@@ -8,6 +8,7 @@ Rows are claimed with a conditional UPDATE, so two deliverers never send the sam
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,6 +20,7 @@ from ..store.db import Database
 from ..store.tables import OutboxRow
 from ..store.uow import UnitOfWork
 
+log = logging.getLogger("qmsflow.outbox")
 PENDING, SENDING, SENT = "pending", "sending", "sent"
 CLAIM_SECONDS = 300
 MAX_BACKOFF = timedelta(hours=1)
@@ -90,12 +92,14 @@ def deliver_pending(
             blocked.add(row.stream)
             continue
         try:
-            result = handlers[row.target](row.action, dict(row.payload), lambda key: _result_of(db, key))
+            payload = {**row.payload, "_attempt": row.attempts}  # a retry may need to look before it acts
+            result = handlers[row.target](row.action, payload, lambda key: _result_of(db, key))
         except RetryLater as exc:
             _failed(db, row.id, row.attempts + 1, now + timedelta(seconds=max(exc.seconds, 1)), str(exc))
             report.failed.append((row.key, str(exc)))
             blocked.add(row.stream)
         except Exception as exc:  # noqa: BLE001 - any failure of a target means: retry later
+            log.debug("delivery of %s failed", row.key, exc_info=True)
             _failed(db, row.id, row.attempts + 1, now + backoff(row.attempts + 1), f"{exc.__class__.__name__}: {exc}")
             report.failed.append((row.key, str(exc)))
             blocked.add(row.stream)

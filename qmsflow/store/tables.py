@@ -283,3 +283,22 @@ class WebSessionRow(Base):
     csrf_token: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class InboundEventRow(Base):
+    """Webhook deliveries already processed (Jira's X-Atlassian-Webhook-Identifier): repeats are ignored."""
+
+    __tablename__ = "inbound_events"
+    __table_args__ = (UniqueConstraint("source", "identifier", name="uq_inbound_events_source_identifier"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(20))
+    identifier: Mapped[str] = mapped_column(String(200))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class IntegrationStateRow(Base):
+    """Small state of integrations, e.g. the time of the last Jira reconciliation."""
+
+    __tablename__ = "integration_state"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[dict] = mapped_column(JSON, default=dict)

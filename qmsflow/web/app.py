@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from slack_sdk.signature import SignatureVerifier
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..adapters import prefect_api, slack
@@ -130,6 +131,32 @@ def create_app(ctx: QmsContext) -> FastAPI:
             return JSONResponse({"error": str(exc)}, status_code=400)
         background.add_task(interactions.handle, interaction)  # ack now; Slack wants an answer within 3 s
         return Response(status_code=200)
+
+    @app.post("/jira/webhook", include_in_schema=False)
+    async def jira_webhook(request: Request) -> Response:
+        """Jira webhooks: X-Hub-Signature verified on the raw body; repeats of one delivery ignored."""
+        import json
+
+        from ..adapters import jira
+        from ..services import jira_sync
+
+        body = await request.body()
+        settings = jira.settings(ctx.config)
+        if settings is None or not settings.webhook_secret:
+            return JSONResponse({"error": "Jira is not configured (no webhook secret)"}, status_code=503)
+        if not jira_sync.verify_signature(settings.webhook_secret, body, request.headers.get("X-Hub-Signature")):
+            return JSONResponse({"error": "invalid webhook signature"}, status_code=401)
+        try:
+            payload = json.loads(body)
+            if not isinstance(payload, dict):
+                raise ValueError("not a JSON object")
+            outcome = await run_in_threadpool(
+                jira_sync.handle_webhook, ctx, request.headers.get("X-Atlassian-Webhook-Identifier"), payload
+            )
+        except (ValueError, jira_sync.BadWebhook) as exc:
+            return JSONResponse({"error": f"malformed webhook: {exc}"}, status_code=400)
+        await run_in_threadpool(deliver, ctx.db, ctx.config)
+        return JSONResponse({"outcome": outcome})
 
     @app.post(
         "/api/approvals/{request_id}/decision",

@@ -122,8 +122,12 @@ _STATUSES = {
     "Done": ("5", "done", "The work is finished."),
 }
 # (id, name, target status)
-_TRANSITIONS = (("11", "Start", "In Progress"), ("21", "Review", "In Review"), ("31", "Done", "Done"),
-                ("41", "Reopen", "To Do"))
+_TRANSITIONS = (
+    ("11", "Start", "In Progress"),
+    ("21", "Review", "In Review"),
+    ("31", "Done", "Done"),
+    ("41", "Reopen", "To Do"),
+)
 # name -> (id, subtask, hierarchyLevel, avatarId, description)
 _ISSUE_TYPES = {
     "Task": ("10001", False, 0, 10318, "A small, distinct piece of work."),
@@ -134,9 +138,12 @@ _ISSUE_TYPES = {
 }
 _PRIORITIES = {"Highest": "1", "High": "2", "Medium": "3", "Low": "4", "Lowest": "5"}
 # (id, name, inward, outward)
-_LINK_TYPES = (("10000", "Blocks", "is blocked by", "blocks"), ("10001", "Cloners", "is cloned by", "clones"),
-               ("10002", "Duplicate", "is duplicated by", "duplicates"), ("10003", "Relates", "relates to",
-                                                                           "relates to"))
+_LINK_TYPES = (
+    ("10000", "Blocks", "is blocked by", "blocks"),
+    ("10001", "Cloners", "is cloned by", "clones"),
+    ("10002", "Duplicate", "is duplicated by", "duplicates"),
+    ("10003", "Relates", "relates to", "relates to"),
+)
 # (id, name, schema or None, clauseNames, navigable, orderable)
 _FIELDS = (
     ("issuekey", "Key", None, ["id", "issue", "issuekey", "key"], True, False),
@@ -149,20 +156,43 @@ _FIELDS = (
     ("priority", "Priority", {"type": "priority", "system": "priority"}, ["priority"], True, True),
     ("created", "Created", {"type": "datetime", "system": "created"}, ["created", "createdDate"], True, False),
     ("updated", "Updated", {"type": "datetime", "system": "updated"}, ["updated", "updatedDate"], True, False),
-    ("statuscategorychangedate", "Status Category Changed",
-     {"type": "datetime", "system": "statuscategorychangedate"}, ["statusCategoryChangedDate"], True, False),
+    (
+        "statuscategorychangedate",
+        "Status Category Changed",
+        {"type": "datetime", "system": "statuscategorychangedate"},
+        ["statusCategoryChangedDate"],
+        True,
+        False,
+    ),
     ("resolution", "Resolution", {"type": "resolution", "system": "resolution"}, ["resolution"], True, True),
-    ("resolutiondate", "Resolved", {"type": "datetime", "system": "resolutiondate"},
-     ["resolutiondate", "resolved"], True, False),
+    (
+        "resolutiondate",
+        "Resolved",
+        {"type": "datetime", "system": "resolutiondate"},
+        ["resolutiondate", "resolved"],
+        True,
+        False,
+    ),
     ("assignee", "Assignee", {"type": "user", "system": "assignee"}, ["assignee"], True, True),
     ("reporter", "Reporter", {"type": "user", "system": "reporter"}, ["reporter"], True, True),
     ("creator", "Creator", {"type": "user", "system": "creator"}, ["creator"], True, False),
     ("comment", "Comment", {"type": "comments-page", "system": "comment"}, ["comment"], False, True),
-    ("issuelinks", "Linked Issues", {"type": "array", "items": "issuelinks", "system": "issuelinks"},
-     ["issueLink"], True, True),
-    ("customfield_10020", "Sprint",
-     {"type": "array", "items": "json", "custom": "com.pyxis.greenhopper.jira:gh-sprint", "customId": 10020},
-     ["Sprint", "cf[10020]"], True, True),
+    (
+        "issuelinks",
+        "Linked Issues",
+        {"type": "array", "items": "issuelinks", "system": "issuelinks"},
+        ["issueLink"],
+        True,
+        True,
+    ),
+    (
+        "customfield_10020",
+        "Sprint",
+        {"type": "array", "items": "json", "custom": "com.pyxis.greenhopper.jira:gh-sprint", "customId": 10020},
+        ["Sprint", "cf[10020]"],
+        True,
+        True,
+    ),
 )
 _ISSUE_FIELD_IDS = tuple(f[0] for f in _FIELDS if f[0] != "issuekey")
 _NAVIGABLE = tuple(f[0] for f in _FIELDS if f[4] and f[0] != "issuekey")
@@ -308,14 +338,22 @@ class FakeJira:
 
     # ------------------------------------------------------------------ injections
 
-    def fail_next(self, status: int = 503, times: int = 1, path_prefix: str = "",
-                  retry_after: int | None = None) -> None:
+    def fail_next(
+        self, status: int = 503, times: int = 1, path_prefix: str = "", retry_after: int | None = None
+    ) -> None:
         """The next ``times`` requests under ``path_prefix`` answer ``status`` (JSON error body; an integer
         ``Retry-After`` header when ``retry_after`` is given)."""
         if not 400 <= int(status) <= 599:
             raise ValueError(f"fail_next needs an HTTP error status, not {status}")
-        self._inject(_Injection("fail", times, path_prefix, status=int(status),
-                                retry_after=None if retry_after is None else int(retry_after)))
+        self._inject(
+            _Injection(
+                "fail",
+                times,
+                path_prefix,
+                status=int(status),
+                retry_after=None if retry_after is None else int(retry_after),
+            )
+        )
 
     def drop_next(self, times: int = 1, path_prefix: str = "") -> None:
         """The next ``times`` requests under ``path_prefix`` get their connection closed, unanswered and
@@ -353,8 +391,9 @@ class FakeJira:
             issue = self._issue_or_keyerror(key)
             self._change_status(issue, status_name, actor="human")
 
-    def webhook_payload(self, key: str, event: str = "jira:issue_updated", from_status: str | None = None,
-                        to_status: str | None = None) -> dict:
+    def webhook_payload(
+        self, key: str, event: str = "jira:issue_updated", from_status: str | None = None, to_status: str | None = None
+    ) -> dict:
         """The JSON body Jira Cloud posts to a webhook for ``event`` on the issue (see the module docstring)."""
         for name in (from_status, to_status):
             if name is not None and name not in _STATUSES:
@@ -370,26 +409,33 @@ class FakeJira:
                 comment = issue["comments"][-1]
                 payload["comment"] = self._comment_json(issue, comment)
                 payload["issue"] = {
-                    "id": issue["id"], "self": issue_json["self"], "key": issue["key"],
-                    "fields": {k: issue_json["fields"][k]
-                               for k in ("summary", "issuetype", "project", "assignee", "priority", "status")},
+                    "id": issue["id"],
+                    "self": issue_json["self"],
+                    "key": issue["key"],
+                    "fields": {
+                        k: issue_json["fields"][k]
+                        for k in ("summary", "issuetype", "project", "assignee", "priority", "status")
+                    },
                 }
                 return payload
             if event not in ("jira:issue_created", "jira:issue_updated", "jira:issue_deleted"):
                 raise ValueError(f"FakeJira builds no {event!r} webhook")
-            payload["issue_event_type_name"] = {"jira:issue_created": "issue_created",
-                                                "jira:issue_deleted": "issue_deleted"}.get(event, "issue_updated")
+            payload["issue_event_type_name"] = {
+                "jira:issue_created": "issue_created",
+                "jira:issue_deleted": "issue_deleted",
+            }.get(event, "issue_updated")
             actor = "api"
             if event == "jira:issue_updated":
                 entry: dict | None = None
                 if from_status is not None or to_status is not None:
                     old = from_status or issue["fields"]["status"]
                     new = to_status or issue["fields"]["status"]
-                    entry = {"id": str(self._next("changelog")), "author": "human",
-                             "items": [_status_item(old, new)]}
+                    entry = {"id": str(self._next("changelog")), "author": "human", "items": [_status_item(old, new)]}
                 else:
-                    entry = next((e for e in reversed(issue["changelog"])
-                                  if any(i["field"] == "status" for i in e["items"])), None)
+                    entry = next(
+                        (e for e in reversed(issue["changelog"]) if any(i["field"] == "status" for i in e["items"])),
+                        None,
+                    )
                     if entry is None and issue["changelog"]:
                         entry = issue["changelog"][-1]
                 if entry is None:
@@ -420,8 +466,16 @@ class FakeJira:
             self._reset_counters()
 
     def _reset_counters(self) -> None:
-        self._counters.update({"issue_id": 10000, "issue_num": 1, "comment": 10000, "remotelink": 10000,
-                               "changelog": 10000, "issuelink": 10000})
+        self._counters.update(
+            {
+                "issue_id": 10000,
+                "issue_num": 1,
+                "comment": 10000,
+                "remotelink": 10000,
+                "changelog": 10000,
+                "issuelink": 10000,
+            }
+        )
 
     def _next(self, name: str) -> int:
         value = self._counters[name]
@@ -479,13 +533,14 @@ class FakeJira:
             return False
         return hmac.compare_digest(given, f"{self.email}:{self.token}")
 
-    def _answer(self, method: str, path: str, query: dict, body: Any, body_error: str | None,
-                headers: dict[str, str]) -> tuple[int, Any]:
+    def _answer(
+        self, method: str, path: str, query: dict, body: Any, body_error: str | None, headers: dict[str, str]
+    ) -> tuple[int, Any]:
         auth = self._authenticated(headers)
         sub = None
         for prefix in ("/rest/api/2/", "/rest/api/latest/"):
             if path.startswith(prefix):
-                sub = path[len(prefix):].rstrip("/")
+                sub = path[len(prefix) :].rstrip("/")
         if auth is False or (auth is None and not (sub == "serverInfo" and method == "GET")):
             raise _ApiError(401, ["Client must be authenticated to access this resource."])
         if path.rstrip("/") == "/rest/api/3/search":
@@ -523,8 +578,14 @@ class FakeJira:
             "accountType": "atlassian",
         }
         if full:
-            user.update({"locale": "en_US", "groups": {"size": 1, "items": []},
-                         "applicationRoles": {"size": 1, "items": []}, "expand": "groups,applicationRoles"})
+            user.update(
+                {
+                    "locale": "en_US",
+                    "groups": {"size": 1, "items": []},
+                    "applicationRoles": {"size": 1, "items": []},
+                    "expand": "groups,applicationRoles",
+                }
+            )
         return user
 
     def _status_json(self, name: str) -> dict:
@@ -561,29 +622,37 @@ class FakeJira:
             "name": self.project,
             "projectTypeKey": "software",
             "simplified": False,
-            "avatarUrls": {size: f"{avatar}?size={n}" for size, n in
-                           (("48x48", "large"), ("24x24", "small"), ("16x16", "xsmall"), ("32x32", "medium"))},
+            "avatarUrls": {
+                size: f"{avatar}?size={n}"
+                for size, n in (("48x48", "large"), ("24x24", "small"), ("16x16", "xsmall"), ("32x32", "medium"))
+            },
         }
         if full:
-            project.update({
-                "expand": "description,lead,issueTypes,url,projectKeys,permissions,insight",
-                "description": "Quality management records",
-                "lead": self._user_json("human"),
-                "components": [],
-                "issueTypes": [self._issuetype_json(n) for n in _ISSUE_TYPES],
-                "assigneeType": "UNASSIGNED",
-                "versions": [],
-                "roles": {},
-                "style": "classic",
-                "isPrivate": False,
-                "properties": {},
-            })
+            project.update(
+                {
+                    "expand": "description,lead,issueTypes,url,projectKeys,permissions,insight",
+                    "description": "Quality management records",
+                    "lead": self._user_json("human"),
+                    "components": [],
+                    "issueTypes": [self._issuetype_json(n) for n in _ISSUE_TYPES],
+                    "assigneeType": "UNASSIGNED",
+                    "versions": [],
+                    "roles": {},
+                    "style": "classic",
+                    "isPrivate": False,
+                    "properties": {},
+                }
+            )
         return project
 
     def _priority_json(self, name: str) -> dict:
         pid = _PRIORITIES[name]
-        return {"self": f"{self._api}/priority/{pid}", "iconUrl": f"{self.url}/images/icons/priorities/"
-                f"{name.lower()}.svg", "name": name, "id": pid}
+        return {
+            "self": f"{self._api}/priority/{pid}",
+            "iconUrl": f"{self.url}/images/icons/priorities/{name.lower()}.svg",
+            "name": name,
+            "id": pid,
+        }
 
     def _comment_json(self, issue: dict, comment: dict) -> dict:
         body = {
@@ -602,23 +671,38 @@ class FakeJira:
 
     def _link_type_json(self, link_type: tuple) -> dict:
         type_id, name, inward, outward = link_type
-        return {"id": type_id, "name": name, "inward": inward, "outward": outward,
-                "self": f"{self._api}/issueLinkType/{type_id}"}
+        return {
+            "id": type_id,
+            "name": name,
+            "inward": inward,
+            "outward": outward,
+            "self": f"{self._api}/issueLinkType/{type_id}",
+        }
 
     def _linked_issue_json(self, issue: dict) -> dict:
         f = issue["fields"]
-        return {"id": issue["id"], "key": issue["key"], "self": f"{self._api}/issue/{issue['id']}",
-                "fields": {"summary": f["summary"], "status": self._status_json(f["status"]),
-                           "priority": self._priority_json(f["priority"]),
-                           "issuetype": self._issuetype_json(f["issuetype"])}}
+        return {
+            "id": issue["id"],
+            "key": issue["key"],
+            "self": f"{self._api}/issue/{issue['id']}",
+            "fields": {
+                "summary": f["summary"],
+                "status": self._status_json(f["status"]),
+                "priority": self._priority_json(f["priority"]),
+                "issuetype": self._issuetype_json(f["issuetype"]),
+            },
+        }
 
     def _issue_links_of(self, issue: dict) -> list[dict]:
         links = []
         for link in self._issue_links.values():
             if issue["id"] not in (link["inward"], link["outward"]):
                 continue
-            entry = {"id": link["id"], "self": f"{self._api}/issueLink/{link['id']}",
-                     "type": self._link_type_json(link["type"])}
+            entry = {
+                "id": link["id"],
+                "self": f"{self._api}/issueLink/{link['id']}",
+                "type": self._link_type_json(link["type"]),
+            }
             if link["inward"] == issue["id"]:  # this issue <outward> the other one
                 other = self._issue_by_id(link["outward"])
                 if other is not None:
@@ -635,8 +719,12 @@ class FakeJira:
         comments = [self._comment_json(issue, c) for c in issue["comments"]]
         resolution = None
         if f["resolution"]:
-            resolution = {"self": f"{self._api}/resolution/10000", "id": "10000",
-                          "description": "Work has been completed on this issue.", "name": f["resolution"]}
+            resolution = {
+                "self": f"{self._api}/resolution/10000",
+                "id": "10000",
+                "description": "Work has been completed on this issue.",
+                "name": f["resolution"],
+            }
         return {
             "statuscategorychangedate": f["statuscategorychangedate"],
             "issuetype": self._issuetype_json(f["issuetype"]),
@@ -654,13 +742,19 @@ class FakeJira:
             "description": f["description"],
             "resolution": resolution,
             "resolutiondate": f["resolutiondate"],
-            "comment": {"comments": comments, "self": f"{self._api}/issue/{issue['id']}/comment",
-                        "maxResults": len(comments), "total": len(comments), "startAt": 0},
+            "comment": {
+                "comments": comments,
+                "self": f"{self._api}/issue/{issue['id']}/comment",
+                "maxResults": len(comments),
+                "total": len(comments),
+                "startAt": 0,
+            },
             "customfield_10020": None,
         }
 
-    def _issue_json(self, issue: dict, fields: list[str] | None = None, expand: str = "",
-                    ids_only_default: bool = False) -> dict:
+    def _issue_json(
+        self, issue: dict, fields: list[str] | None = None, expand: str = "", ids_only_default: bool = False
+    ) -> dict:
         selected = _select_fields(fields, ids_only_default)
         if selected is None:
             return {"id": issue["id"]}
@@ -678,16 +772,36 @@ class FakeJira:
         if "transitions" in expansions:
             body["transitions"] = self._transitions_json(issue)
         if "changelog" in expansions:
-            histories = [{"id": e["id"], "author": self._user_json(e["author"]), "created": e["created"],
-                          "items": copy.deepcopy(e["items"])} for e in reversed(issue["changelog"])]
-            body["changelog"] = {"startAt": 0, "maxResults": len(histories), "total": len(histories),
-                                 "histories": histories}
+            histories = [
+                {
+                    "id": e["id"],
+                    "author": self._user_json(e["author"]),
+                    "created": e["created"],
+                    "items": copy.deepcopy(e["items"]),
+                }
+                for e in reversed(issue["changelog"])
+            ]
+            body["changelog"] = {
+                "startAt": 0,
+                "maxResults": len(histories),
+                "total": len(histories),
+                "histories": histories,
+            }
         return body
 
     def _transitions_json(self, issue: dict, transition_id: str | None = None) -> list[dict]:
         return [
-            {"id": tid, "name": name, "to": self._status_json(target), "hasScreen": False, "isGlobal": True,
-             "isInitial": False, "isAvailable": True, "isConditional": False, "isLooped": False}
+            {
+                "id": tid,
+                "name": name,
+                "to": self._status_json(target),
+                "hasScreen": False,
+                "isGlobal": True,
+                "isInitial": False,
+                "isAvailable": True,
+                "isConditional": False,
+                "isLooped": False,
+            }
             for tid, name, target in _TRANSITIONS
             if target != issue["fields"]["status"] and transition_id in (None, tid)
         ]
@@ -731,8 +845,9 @@ class FakeJira:
         return now
 
     def _log(self, issue: dict, actor: str, items: list[dict], when: str) -> None:
-        issue["changelog"].append({"id": str(self._next("changelog")), "author": actor, "created": when,
-                                   "items": items})
+        issue["changelog"].append(
+            {"id": str(self._next("changelog")), "author": actor, "created": when, "items": items}
+        )
 
     def _change_status(self, issue: dict, status_name: str, actor: str) -> None:
         f = issue["fields"]
@@ -746,11 +861,29 @@ class FakeJira:
         done = _STATUSES[status_name][1] == "done"
         if done and not f["resolution"]:
             f["resolution"], f["resolutiondate"] = "Done", now
-            items.append({"field": "resolution", "fieldtype": "jira", "fieldId": "resolution", "from": None,
-                          "fromString": None, "to": "10000", "toString": "Done"})
+            items.append(
+                {
+                    "field": "resolution",
+                    "fieldtype": "jira",
+                    "fieldId": "resolution",
+                    "from": None,
+                    "fromString": None,
+                    "to": "10000",
+                    "toString": "Done",
+                }
+            )
         elif not done and f["resolution"]:
-            items.append({"field": "resolution", "fieldtype": "jira", "fieldId": "resolution", "from": "10000",
-                          "fromString": f["resolution"], "to": None, "toString": None})
+            items.append(
+                {
+                    "field": "resolution",
+                    "fieldtype": "jira",
+                    "fieldId": "resolution",
+                    "from": "10000",
+                    "fromString": f["resolution"],
+                    "to": None,
+                    "toString": None,
+                }
+            )
             f["resolution"], f["resolutiondate"] = None, None
         f["status"] = status_name
         self._log(issue, actor, items, now)
@@ -787,7 +920,7 @@ class FakeJira:
                 errors[name] = f"Field '{name}' cannot be set. It is not on the appropriate screen, or unknown."
                 continue
             if not isinstance(operations, list):
-                errors[name] = "Operations must be a list of objects like {\"set\": ...}."
+                errors[name] = 'Operations must be a list of objects like {"set": ...}.'
                 continue
             for op in operations:
                 error = _apply_operation(new, name, op)
@@ -840,9 +973,16 @@ class FakeJira:
     def _ep_fields(self, query: dict, body: Any) -> tuple[int, Any]:
         answer = []
         for fid, name, schema, clauses, navigable, orderable in _FIELDS:
-            entry: dict[str, Any] = {"id": fid, "key": fid, "name": name, "custom": fid.startswith("customfield_"),
-                                     "orderable": orderable, "navigable": navigable, "searchable": True,
-                                     "clauseNames": clauses}
+            entry: dict[str, Any] = {
+                "id": fid,
+                "key": fid,
+                "name": name,
+                "custom": fid.startswith("customfield_"),
+                "orderable": orderable,
+                "navigable": navigable,
+                "searchable": True,
+                "clauseNames": clauses,
+            }
             if schema is not None:
                 entry["schema"] = schema
             answer.append(entry)
@@ -868,15 +1008,18 @@ class FakeJira:
         fields, errors = body["fields"], {}
         project = fields.get("project")
         if not isinstance(project, dict) or not (
-                str(project.get("key", "")).upper() == self.project or str(project.get("id", "")) == self.project_id):
+            str(project.get("key", "")).upper() == self.project or str(project.get("id", "")) == self.project_id
+        ):
             errors["project"] = "Specify a valid project ID or key"
         issuetype = fields.get("issuetype")
         type_name = None
         if not isinstance(issuetype, dict) or not (issuetype.get("name") or issuetype.get("id")):
             errors["issuetype"] = "Specify an issue type"
         else:
-            type_name = next((n for n, t in _ISSUE_TYPES.items()
-                              if n == issuetype.get("name") or t[0] == str(issuetype.get("id"))), None)
+            type_name = next(
+                (n for n, t in _ISSUE_TYPES.items() if n == issuetype.get("name") or t[0] == str(issuetype.get("id"))),
+                None,
+            )
             if type_name is None:
                 errors["issuetype"] = "Specify a valid issue type"
         if not isinstance(fields.get("summary"), str) or not fields["summary"].strip():
@@ -888,9 +1031,20 @@ class FakeJira:
         issue = {
             "id": str(self._counters["issue_id"]),
             "key": key,
-            "fields": {"summary": "", "description": None, "labels": [], "status": "To Do", "issuetype": type_name,
-                       "project": self.project, "priority": "Medium", "resolution": None, "created": now,
-                       "updated": now, "statuscategorychangedate": now, "resolutiondate": None},
+            "fields": {
+                "summary": "",
+                "description": None,
+                "labels": [],
+                "status": "To Do",
+                "issuetype": type_name,
+                "project": self.project,
+                "priority": "Medium",
+                "resolution": None,
+                "created": now,
+                "updated": now,
+                "statuscategorychangedate": now,
+                "resolutiondate": None,
+            },
             "comments": [],
             "remote_links": [],
             "changelog": [],
@@ -926,8 +1080,12 @@ class FakeJira:
             comments.reverse()
         start = _int_param(query, "startAt", 0)
         size = _int_param(query, "maxResults", 5000)
-        return 200, {"startAt": start, "maxResults": size, "total": len(comments),
-                     "comments": comments[start:start + size]}
+        return 200, {
+            "startAt": start,
+            "maxResults": size,
+            "total": len(comments),
+            "comments": comments[start : start + size],
+        }
 
     def _ep_add_comment(self, query: dict, body: Any, issue: str) -> tuple[int, Any]:
         found = self._issue(issue)
@@ -1027,8 +1185,7 @@ class FakeJira:
         if not isinstance(body, dict):
             raise _ApiError(400, ["The request body must be a JSON object."])
         wanted = body.get("type") or {}
-        link_type = next((t for t in _LINK_TYPES if wanted.get("name") == t[1] or str(wanted.get("id")) == t[0]),
-                         None)
+        link_type = next((t for t in _LINK_TYPES if wanted.get("name") == t[1] or str(wanted.get("id")) == t[0]), None)
         if link_type is None:
             raise _ApiError(404, [f"No issue link type with name '{wanted.get('name') or wanted.get('id')}' found."])
         sides = []
@@ -1039,8 +1196,12 @@ class FakeJira:
                 raise _ApiError(404, [_NO_ISSUE])
             sides.append(found)
         link_id = str(self._next("issuelink"))
-        self._issue_links[link_id] = {"id": link_id, "type": link_type, "inward": sides[0]["id"],
-                                      "outward": sides[1]["id"]}
+        self._issue_links[link_id] = {
+            "id": link_id,
+            "type": link_type,
+            "inward": sides[0]["id"],
+            "outward": sides[1]["id"],
+        }
         comment = body.get("comment")
         if isinstance(comment, dict) and comment.get("body"):
             self._add_comment(sides[0], comment, "api")
@@ -1051,8 +1212,13 @@ class FakeJira:
         if found is None:
             raise _ApiError(404, [f"No issue link with id '{link}' exists."])
         inward, outward = self._issue_by_id(found["inward"]), self._issue_by_id(found["outward"])
-        return 200, {"id": link, "self": f"{self._api}/issueLink/{link}", "type": self._link_type_json(found["type"]),
-                     "inwardIssue": self._linked_issue_json(inward), "outwardIssue": self._linked_issue_json(outward)}
+        return 200, {
+            "id": link,
+            "self": f"{self._api}/issueLink/{link}",
+            "type": self._link_type_json(found["type"]),
+            "inwardIssue": self._linked_issue_json(inward),
+            "outwardIssue": self._linked_issue_json(outward),
+        }
 
     def _ep_delete_issue_link(self, query: dict, body: Any, link: str) -> tuple[int, Any]:
         if self._issue_links.pop(link, None) is None:
@@ -1088,7 +1254,7 @@ class FakeJira:
                 ok = False
             if not ok:
                 raise _ApiError(400, ["The nextPageToken is invalid or was issued for another query."])
-        page = matches[start:start + size]
+        page = matches[start : start + size]
         expand = str(params.get("expand") or "")
         answer: dict[str, Any] = {"issues": [self._issue_json(i, fields, expand, ids_only_default=True) for i in page]}
         if start + size < len(matches):
@@ -1104,8 +1270,9 @@ class FakeJira:
     def _run_jql(self, jql: str) -> list[dict]:
         clauses, order = _parse_jql(jql)
         if not clauses:
-            raise _jql_error("Unbounded JQL queries are not allowed here. Please add a search restriction to "
-                             "your query.")
+            raise _jql_error(
+                "Unbounded JQL queries are not allowed here. Please add a search restriction to your query."
+            )
         predicates = [self._predicate(*clause) for clause in clauses]
         found = [i for i in self._issues.values() if all(p(i) for p in predicates)]
         found.sort(key=lambda i: int(i["id"]), reverse=not order)
@@ -1115,15 +1282,20 @@ class FakeJira:
 
     def _predicate(self, name: str, op: str, values: list[str]) -> Callable[[dict], bool]:
         name_l = name.lower()
-        field_name = {"type": "issuetype", "issuekey": "key", "updateddate": "updated",
-                      "createddate": "created"}.get(name_l, name_l)
+        field_name = {"type": "issuetype", "issuekey": "key", "updateddate": "updated", "createddate": "created"}.get(
+            name_l, name_l
+        )
         if field_name in ("project", "status", "issuetype", "key", "id"):
             if op not in ("=", "!=", "in", "not in"):
                 raise _unsupported(f"the operator '{op}' for the field '{name}'")
             wanted = {self._resolve_jql_value(field_name, v) for v in values}
-            attr = {"project": lambda i: i["fields"]["project"], "status": lambda i: i["fields"]["status"],
-                    "issuetype": lambda i: i["fields"]["issuetype"], "key": lambda i: i["id"],
-                    "id": lambda i: i["id"]}[field_name]
+            attr = {
+                "project": lambda i: i["fields"]["project"],
+                "status": lambda i: i["fields"]["status"],
+                "issuetype": lambda i: i["fields"]["issuetype"],
+                "key": lambda i: i["id"],
+                "id": lambda i: i["id"],
+            }[field_name]
             if op in ("=", "in"):
                 return lambda i: attr(i) in wanted
             return lambda i: attr(i) not in wanted
@@ -1138,8 +1310,14 @@ class FakeJira:
             if len(values) != 1:
                 raise _jql_error(f"The operator '{op}' needs a single value for the '{name}' field.")
             bound = self._jql_date(values[0], name)
-            compare = {"=": lambda a: a == bound, "!=": lambda a: a != bound, ">": lambda a: a > bound,
-                       ">=": lambda a: a >= bound, "<": lambda a: a < bound, "<=": lambda a: a <= bound}[op]
+            compare = {
+                "=": lambda a: a == bound,
+                "!=": lambda a: a != bound,
+                ">": lambda a: a > bound,
+                ">=": lambda a: a >= bound,
+                "<": lambda a: a < bound,
+                "<=": lambda a: a <= bound,
+            }[op]
             return lambda i: compare(_parse_time(i["fields"][field_name]))
         if field_name in _ISSUE_FIELD_IDS or field_name in ("summary", "description", "text"):
             raise _unsupported(f"searching by '{name}'")
@@ -1188,15 +1366,23 @@ class FakeJira:
             return self.clock() - delta if sign == "-" else self.clock() + delta
         raise _jql_error(
             f"Date value '{value}' for field '{name}' is invalid. Valid formats include: 'yyyy/MM/dd HH:mm', "
-            "'yyyy-MM-dd HH:mm', 'yyyy/MM/dd', 'yyyy-MM-dd', or a period format e.g. '-5d', '4w 2d'.")
+            "'yyyy-MM-dd HH:mm', 'yyyy/MM/dd', 'yyyy-MM-dd', or a period format e.g. '-5d', '4w 2d'."
+        )
 
 
 # ---------------------------------------------------------------------- helpers
 
 
 def _status_item(old: str, new: str) -> dict:
-    return {"field": "status", "fieldtype": "jira", "fieldId": "status", "from": _STATUSES[old][0],
-            "fromString": old, "to": _STATUSES[new][0], "toString": new}
+    return {
+        "field": "status",
+        "fieldtype": "jira",
+        "fieldId": "status",
+        "from": _STATUSES[old][0],
+        "fromString": old,
+        "to": _STATUSES[new][0],
+        "toString": new,
+    }
 
 
 def _change_item(name: str, old: Any, new: Any) -> dict:
@@ -1205,8 +1391,15 @@ def _change_item(name: str, old: Any, new: Any) -> dict:
             return " ".join(value)
         return value
 
-    return {"field": name, "fieldtype": "jira", "fieldId": name, "from": None, "fromString": text(old),
-            "to": None, "toString": text(new)}
+    return {
+        "field": name,
+        "fieldtype": "jira",
+        "fieldId": name,
+        "from": None,
+        "fromString": text(old),
+        "to": None,
+        "toString": text(new),
+    }
 
 
 def _label_error(labels: Any) -> str | None:
@@ -1243,8 +1436,7 @@ def _set_field(fields: dict, name: str, value: Any) -> str | None:
         fields["labels"] = list(dict.fromkeys(value))
     elif name == "priority":
         wanted = value if isinstance(value, dict) else {}
-        found = next((n for n, p in _PRIORITIES.items() if n == wanted.get("name") or p == str(wanted.get("id"))),
-                     None)
+        found = next((n for n, p in _PRIORITIES.items() if n == wanted.get("name") or p == str(wanted.get("id"))), None)
         if found is None:
             return "Specify a valid priority"
         fields["priority"] = found
@@ -1253,7 +1445,7 @@ def _set_field(fields: dict, name: str, value: Any) -> str | None:
 
 def _apply_operation(fields: dict, name: str, op: Any) -> str | None:
     if not isinstance(op, dict) or len(op) != 1:
-        return "Each operation must be an object like {\"set\": ...}, {\"add\": ...} or {\"remove\": ...}."
+        return 'Each operation must be an object like {"set": ...}, {"add": ...} or {"remove": ...}.'
     verb, value = next(iter(op.items()))
     if verb == "set":
         return _set_field(fields, name, value)
@@ -1354,8 +1546,10 @@ def _tokenize(jql: str) -> list[tuple[str, str]]:
             break
         match = _JQL_TOKEN.match(jql, pos)
         if match is None:
-            raise _jql_error(f"Error in the JQL Query: the character '{jql[pos:].strip()[0]}' is a reserved JQL "
-                             f"character. (line 1, character {pos + 1})")
+            raise _jql_error(
+                f"Error in the JQL Query: the character '{jql[pos:].strip()[0]}' is a reserved JQL "
+                f"character. (line 1, character {pos + 1})"
+            )
         kind = match.lastgroup or "word"
         value = match.group(kind)
         if kind == "str":
@@ -1380,8 +1574,10 @@ def _parse_jql(jql: str) -> tuple[list[tuple[str, str, list[str]]], list[tuple[s
         nonlocal pos
         token = peek()
         if token is None or token[0] not in ("str", "word"):
-            raise _jql_error(f"Error in the JQL Query: expecting a value but got "
-                             f"{'the end of the query' if token is None else repr(token[1])}.")
+            raise _jql_error(
+                f"Error in the JQL Query: expecting a value but got "
+                f"{'the end of the query' if token is None else repr(token[1])}."
+            )
         if token[0] == "word" and peek(1) is not None and peek(1) == ("punct", "("):
             raise _unsupported(f"JQL functions such as {token[1]}()")
         if token[0] == "word" and token[1].lower() in ("empty", "null"):
@@ -1401,8 +1597,9 @@ def _parse_jql(jql: str) -> tuple[list[tuple[str, str, list[str]]], list[tuple[s
                     if name.lower() in _ISSUE_FIELD_IDS:
                         raise _unsupported(f"ORDER BY {name}")
                     raise _jql_error(f"Field '{name}' does not exist or you do not have permission to view it.")
-                key = {"issuekey": "key", "updateddate": "updated", "createddate": "created"}.get(name.lower(),
-                                                                                                  name.lower())
+                key = {"issuekey": "key", "updateddate": "updated", "createddate": "created"}.get(
+                    name.lower(), name.lower()
+                )
                 direction = peek()
                 if not is_word(direction, "asc", "desc"):
                     raise _unsupported("ORDER BY without an explicit ASC or DESC")
@@ -1455,8 +1652,7 @@ def _parse_jql(jql: str) -> tuple[list[tuple[str, str, list[str]]], list[tuple[s
         elif is_word(op_token, "is", "was", "changed"):
             raise _unsupported(f"the operator {op_token[1].upper()}")
         else:
-            raise _jql_error(f"Error in the JQL Query: expecting an operator after '{name}' but got "
-                             f"'{op_token[1]}'.")
+            raise _jql_error(f"Error in the JQL Query: expecting an operator after '{name}' but got '{op_token[1]}'.")
     return clauses, order
 
 
@@ -1464,7 +1660,8 @@ def _parse_jql(jql: str) -> tuple[list[tuple[str, str, list[str]]], list[tuple[s
 
 _I = r"(?P<issue>[^/]+)"
 _ROUTES: list[tuple[re.Pattern[str], dict[str, Callable[..., tuple[int, Any]]]]] = [
-    (re.compile(p), h) for p, h in (
+    (re.compile(p), h)
+    for p, h in (
         ("serverInfo", {"GET": FakeJira._ep_server_info}),
         ("field", {"GET": FakeJira._ep_fields}),
         ("myself", {"GET": FakeJira._ep_myself}),
@@ -1472,16 +1669,29 @@ _ROUTES: list[tuple[re.Pattern[str], dict[str, Callable[..., tuple[int, Any]]]]]
         ("status", {"GET": FakeJira._ep_statuses}),
         (r"project/(?P<project>[^/]+)", {"GET": FakeJira._ep_project}),
         ("issue", {"POST": FakeJira._ep_create_issue}),
-        (f"issue/{_I}", {"GET": FakeJira._ep_get_issue, "PUT": FakeJira._ep_edit_issue,
-                         "DELETE": FakeJira._ep_delete_issue}),
+        (
+            f"issue/{_I}",
+            {"GET": FakeJira._ep_get_issue, "PUT": FakeJira._ep_edit_issue, "DELETE": FakeJira._ep_delete_issue},
+        ),
         (f"issue/{_I}/comment", {"GET": FakeJira._ep_comments, "POST": FakeJira._ep_add_comment}),
         (f"issue/{_I}/comment/(?P<comment>[^/]+)", {"GET": FakeJira._ep_comment}),
         (f"issue/{_I}/transitions", {"GET": FakeJira._ep_transitions, "POST": FakeJira._ep_do_transition}),
-        (f"issue/{_I}/remotelink", {"GET": FakeJira._ep_remote_links, "POST": FakeJira._ep_add_remote_link,
-                                    "DELETE": FakeJira._ep_delete_remote_links}),
-        (f"issue/{_I}/remotelink/(?P<link>[^/]+)", {"GET": FakeJira._ep_remote_link,
-                                                    "PUT": FakeJira._ep_put_remote_link,
-                                                    "DELETE": FakeJira._ep_delete_remote_link}),
+        (
+            f"issue/{_I}/remotelink",
+            {
+                "GET": FakeJira._ep_remote_links,
+                "POST": FakeJira._ep_add_remote_link,
+                "DELETE": FakeJira._ep_delete_remote_links,
+            },
+        ),
+        (
+            f"issue/{_I}/remotelink/(?P<link>[^/]+)",
+            {
+                "GET": FakeJira._ep_remote_link,
+                "PUT": FakeJira._ep_put_remote_link,
+                "DELETE": FakeJira._ep_delete_remote_link,
+            },
+        ),
         ("issueLinkType", {"GET": FakeJira._ep_link_types}),
         ("issueLink", {"POST": FakeJira._ep_create_link}),
         (r"issueLink/(?P<link>[^/]+)", {"GET": FakeJira._ep_issue_link, "DELETE": FakeJira._ep_delete_issue_link}),

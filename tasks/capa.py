@@ -1,0 +1,39 @@
+"""Tasks of the CAPA procedure: escalation and Jira reconciliation (idempotent)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from qmsflow.adapters import jira
+from qmsflow.context import open_context
+from qmsflow.services import capa, jira_sync
+from qmsflow.store.uow import UnitOfWork
+
+
+@task(name="escalate-overdue-capas", cache_policy=NO_CACHE)
+def escalate_task(config: str | None) -> list[tuple]:
+    ctx = open_context(config)
+    try:
+        with UnitOfWork(ctx.db, "qmsflow") as uow:
+            done = capa.escalate_overdue(uow, ctx.config, datetime.now(UTC).date())
+            uow.commit()
+        return done
+    finally:
+        ctx.close()
+
+
+@task(name="reconcile-jira", cache_policy=NO_CACHE)
+def reconcile_task(config: str | None) -> dict[str, Any]:
+    ctx = open_context(config)
+    try:
+        settings = jira.settings(ctx.config)
+        if settings is None:
+            return {"jira": "off"}
+        report = jira_sync.reconcile(ctx, jira.JiraAdapter(jira.make_client(settings), settings))
+        return {"seen": report.seen, "outcomes": report.outcomes}
+    finally:
+        ctx.close()
