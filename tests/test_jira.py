@@ -215,6 +215,19 @@ def test_jira_down_then_everything_delivered_in_order(world: tuple) -> None:
     assert posts.index("/rest/api/2/issue") < max(i for i, p in enumerate(posts) if p.endswith("/transitions"))
 
 
+def test_rate_limit_waits_retry_after(world: tuple) -> None:
+    ctx, fake = world
+    fake.fail_next(status=429, times=1, retry_after=7)
+    capa_id = open_one(ctx)
+    started = datetime.now(UTC)
+    report = deliver(ctx)
+    assert report.sent == [] and "429" in report.failed[0][1]
+    with ctx.db.read() as s:
+        row = s.scalars(select(OutboxRow).where(OutboxRow.key == f"jira:{capa_id}:create")).one()
+    assert timedelta(seconds=6) <= row.next_attempt_at - started <= timedelta(seconds=9)
+    assert len(deliver(ctx, later=10).sent) == 1
+
+
 def test_sync_calls_scale_with_changes(world: tuple) -> None:
     ctx, fake = world
     ids = [open_one(ctx, f"CAPA number {n}") for n in range(5)]

@@ -96,7 +96,9 @@ class JiraAdapter:
                 raise DeliveryError(f"unknown Jira action {action!r}")
             return {"key": key}
         except JIRAError as exc:
-            retry = (exc.headers or {}).get("Retry-After") if hasattr(exc, "headers") else None
+            # exc.headers are the request's; Retry-After is on the response
+            headers = exc.response.headers if exc.response is not None else {}
+            retry = headers.get("Retry-After")
             if exc.status_code in (429, 503) or retry:
                 raise RetryLater(f"Jira answered {exc.status_code}", float(retry or 30)) from None
             raise DeliveryError(f"Jira {action} failed: HTTP {exc.status_code}: {exc.text}") from None

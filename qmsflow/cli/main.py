@@ -228,6 +228,13 @@ def status(config: ConfigOpt = None) -> None:
             f"[red]{r.overdue_items}[/]" if r.overdue_items else "0",
         )
     out.print(table)
+    from ..services.outbox import backlog
+
+    for target, info in backlog(ctx.db).items():
+        line = f"{target}: {info['pending']} message(s) waiting since {info['oldest']:%Y-%m-%d %H:%M} UTC"
+        if info["failing"]:
+            line += f", {info['failing']} failing; last error: {info['last_error']}"
+        err.print(("[yellow]" if info["failing"] else "") + escape(line) + ("[/]" if info["failing"] else ""))
 
 
 # ------------------------------------------------------------------ records and documents

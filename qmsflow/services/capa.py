@@ -14,7 +14,7 @@ from sqlalchemy import select
 from ..domain.capa import SEVERITIES, SIGNED_STAGES, SOURCES, Capa, closure_signers, stage_due
 from ..domain.errors import DomainError, InvalidTransition
 from ..domain.organisation import QmsConfig
-from ..store.tables import ApprovalRequestRow, RecordRow
+from ..store.tables import ApprovalRequestRow, OutboxRow, RecordRow
 from ..store.uow import UnitOfWork
 from .approvals import notify, open_request
 from .common import row_values
@@ -309,6 +309,11 @@ def on_jira_status(uow: UnitOfWork, config: QmsConfig, capa_id: str, jira_status
     row, capa = load(uow, capa_id)
     if settings is None or jira_status == settings.status_for(row.status):
         return "unchanged"  # Jira shows the stage the QMS has (e.g. our own transition echoed back)
+    in_flight = uow.session.scalar(
+        select(OutboxRow.id).where(OutboxRow.stream == f"jira:{capa_id}", OutboxRow.status != "sent").limit(1)
+    )
+    if in_flight is not None:
+        return "deferred"  # our newer change is still on its way to Jira; it will overwrite this status
     target = settings.stage_for(jira_status)
     if target is None or target == row.status:
         return "unchanged"

@@ -56,13 +56,34 @@ class DeliveryReport:
     sent: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     waiting: int = 0
+    fetched: int = 0
+    last_id: int = 0
 
 
 def deliver_pending(
-    db: Database, handlers: dict[str, Handler], now: datetime | None = None, limit: int = 200
+    db: Database, handlers: dict[str, Handler], now: datetime | None = None, batch: int = 200, max_batches: int = 50
 ) -> DeliveryReport:
-    """Send due rows for the targets in ``handlers``; rows for other targets stay queued."""
+    """Send due rows for the targets in ``handlers``, batch after batch while batches make progress;
+    rows for other targets stay queued."""
     now = now or datetime.now(UTC)
+    total = DeliveryReport()
+    blocked: set[str] = set()
+    after_id = 0
+    for _ in range(max_batches):
+        report = _deliver_batch(db, handlers, now, batch, after_id, blocked)
+        total.sent += report.sent
+        total.failed += report.failed
+        total.waiting += report.waiting
+        after_id = report.last_id
+        if report.fetched < batch:
+            break
+    return total
+
+
+def _deliver_batch(
+    db: Database, handlers: dict[str, Handler], now: datetime, limit: int, after_id: int, blocked: set[str]
+) -> DeliveryReport:
+    """One batch of rows after ``after_id``; ``blocked`` streams (carried across batches) wait."""
     report = DeliveryReport()
     with db.read() as session:
         rows = session.execute(
@@ -77,11 +98,12 @@ def deliver_pending(
                 OutboxRow.next_attempt_at,
                 OutboxRow.attempts,
             )
-            .where(OutboxRow.status.in_((PENDING, SENDING)))
+            .where(OutboxRow.status.in_((PENDING, SENDING)), OutboxRow.id > after_id)
             .order_by(OutboxRow.id)
             .limit(limit)
         ).all()
-    blocked: set[str] = set()
+    report.fetched = len(rows)
+    report.last_id = rows[-1].id if rows else after_id
     for row in rows:
         if row.stream in blocked or row.target not in handlers:
             report.waiting += 1
