@@ -96,7 +96,7 @@ BAD_CONFIGS = [
         ),
         "jira: {url: 'https",
         "integrations.jira: 'token' must not be written in qms.yaml: secrets come from environment variables only "
-        "(name the variables with: email_env, token_env)",
+        "(name the variables with: email_env, token_env, webhook_secret_env)",
     ),
     (
         "duplicate-person",
