@@ -27,6 +27,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
+from sqlalchemy import select
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
@@ -36,7 +37,7 @@ from stackutil import start_stack  # noqa: E402
 
 from qmsflow.services.scaffold import scaffold  # noqa: E402
 from qmsflow.store.db import Database  # noqa: E402
-from qmsflow.store.tables import ApprovalRequestRow  # noqa: E402
+from qmsflow.store.tables import ApprovalRequestRow, DocumentVersionRow  # noqa: E402
 
 SECRET = "bench-secret"
 USERS = [
@@ -98,14 +99,14 @@ def main() -> int:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            approval_s, baseline_s = [], []
+            approval_s, applied_s, baseline_s = [], [], []
             for n in range(args.rounds):
                 doc = DOCS[n % len(DOCS)]
                 path = next(repo.glob(f"procedures/{doc}-*.md"))
                 path.write_text(path.read_text() + f"\nBenchmark edit {n}.\n")
                 subprocess.run(["git", "-C", str(repo), "commit", "-qam", f"edit {n}"], check=True)
                 with db.read() as s:
-                    before = set(s.scalars(__import__("sqlalchemy").select(ApprovalRequestRow.id)))
+                    before = set(s.scalars(select(ApprovalRequestRow.id)))
                 done = subprocess.run(
                     [
                         str(Path(sys.executable).parent / "qms"),
@@ -125,12 +126,24 @@ def main() -> int:
                 request = None
                 while request is None:
                     with db.read() as s:
-                        new = set(s.scalars(__import__("sqlalchemy").select(ApprovalRequestRow.id))) - before
+                        new = set(s.scalars(select(ApprovalRequestRow.id))) - before
                         request = s.get(ApprovalRequestRow, new.pop()) if new else None
                     time.sleep(0.1)
                 stack.wait_state(request.flow_run_id, "PAUSED", timeout=120)
+                doc_id, _, version = request.subject.removeprefix("document-version:").partition("@")
                 t0 = time.perf_counter()
                 signed_post(f"{stack.web_url}/slack/interactions", click(request.id))
+                while True:  # the flow is past the approval step once it has applied the decision
+                    with db.read() as s:
+                        status = s.scalar(
+                            select(DocumentVersionRow.status).where(
+                                DocumentVersionRow.document_id == doc_id, DocumentVersionRow.version == version
+                            )
+                        )
+                    if status == "effective":
+                        break
+                    time.sleep(0.02)
+                applied_s.append(time.perf_counter() - t0)
                 stack.wait_state(request.flow_run_id, "COMPLETED", timeout=120)
                 approval_s.append(time.perf_counter() - t0)
                 if os.environ.get("BENCH_DEBUG"):
@@ -149,11 +162,16 @@ def main() -> int:
                 ).stdout.strip()
                 stack.wait_state(run_id, "PAUSED", timeout=120)
                 t0 = time.perf_counter()
-                httpx.post(
-                    f"{stack.api_url}/flow_runs/{run_id}/resume",
-                    json={"run_input": {"request_id": "x", "status": "approved"}},
-                    timeout=10,
-                ).raise_for_status()
+                for _ in range(20):  # the SQLite-backed server answers 503 when busy: retry, as a client would
+                    resumed = httpx.post(
+                        f"{stack.api_url}/flow_runs/{run_id}/resume",
+                        json={"run_input": {"request_id": "x", "status": "approved"}},
+                        timeout=10,
+                    )
+                    if resumed.status_code != 503:
+                        break
+                    time.sleep(0.1)
+                resumed.raise_for_status()
                 stack.wait_state(run_id, "COMPLETED", timeout=120)
                 baseline_s.append(time.perf_counter() - t0)
                 print(
@@ -162,7 +180,7 @@ def main() -> int:
                 )
 
             with db.read() as s:
-                decided = s.scalars(__import__("sqlalchemy").select(ApprovalRequestRow.id)).first()
+                decided = s.scalars(select(ApprovalRequestRow.id)).first()
             acks = sorted(
                 signed_post(f"{stack.web_url}/slack/interactions", click(decided)) for _ in range(args.clicks)
             )
@@ -172,17 +190,19 @@ def main() -> int:
                 baseline_runner.wait(timeout=30)
             stack.stop()
     mean_a, mean_b = statistics.mean(approval_s), statistics.mean(baseline_s)
+    mean_e = statistics.mean(applied_s)
     p50 = acks[len(acks) // 2] * 1000
     p99 = acks[min(len(acks) - 1, int(len(acks) * 0.99))] * 1000
-    print(
-        f"signed POST -> flow past approval: mean {mean_a:.2f} s (min {min(approval_s):.2f}, max {max(approval_s):.2f})"
-    )
-    print(
-        f"bare suspend -> resume -> done:    mean {mean_b:.2f} s (min {min(baseline_s):.2f}, max {max(baseline_s):.2f})"
-    )
-    print(
-        f"ratio approval/baseline: {mean_a / mean_b:.2f} (goal <= 1.2: {'met' if mean_a / mean_b <= 1.2 else 'NOT met'})"
-    )
+
+    def line(label: str, values: list[float]) -> str:
+        return f"{label:44} mean {statistics.mean(values):5.2f} s (min {min(values):.2f}, max {max(values):.2f})"
+
+    print(line("signed POST -> decision applied (effective)", applied_s))
+    print(line("signed POST -> review flow completed (+PDF)", approval_s))
+    print(line("bare flow: resume -> completed (baseline)", baseline_s))
+    for label, value in (("past approval", mean_e), ("completed", mean_a)):
+        ratio = value / mean_b
+        print(f"ratio {label}/baseline: {ratio:.2f} (goal <= 1.2: {'met' if ratio <= 1.2 else 'NOT met'})")
     print(
         f"ack latency over {len(acks)} clicks: p50 {p50:.1f} ms, p99 {p99:.1f} ms "
         f"(goal p99 <= 300 ms: {'met' if p99 <= 300 else 'NOT met'})"

@@ -78,11 +78,15 @@ def main() -> int:
         adapter = jira.JiraAdapter(jira.make_client(settings), settings)
         # cycles run every minute; simulate their clock so the quiet cycle is one with no change in its window
         later = datetime.now(UTC) + timedelta(minutes=3)
-        phase("reconcile: first cycle (sees our own changes)",
-              lambda: jira_sync.reconcile(ctx, adapter, now=later).outcomes or "no change to apply")
+        phase(
+            "reconcile: first cycle (sees our own changes)",
+            lambda: jira_sync.reconcile(ctx, adapter, now=later).outcomes or "no change to apply",
+        )
         phase("deliver with nothing queued", lambda: f"sent {len(deliver(ctx.db, ctx.config).sent)}")
-        phase("reconcile: next cycle, nothing changed",
-              lambda: jira_sync.reconcile(ctx, adapter, now=later + timedelta(minutes=1)).outcomes or "no change")
+        phase(
+            "reconcile: next cycle, nothing changed",
+            lambda: jira_sync.reconcile(ctx, adapter, now=later + timedelta(minutes=1)).outcomes or "no change",
+        )
         print(
             f"issues in Jira: {len(fake.issues)} for {args.capas} CAPAs (duplicates: {len(fake.issues) - args.capas})"
         )

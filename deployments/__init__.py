@@ -26,6 +26,8 @@ class DeploymentSpec:
     description: str
     parameters: dict[str, Any] = field(default_factory=dict)
     with_schedule: bool = True
+    # integrations that must be on for the schedule to run (else the deployment is on demand only)
+    needs: frozenset[str] = frozenset()
 
 
 DEPLOYMENTS: list[DeploymentSpec] = [
@@ -64,25 +66,30 @@ DEPLOYMENTS: list[DeploymentSpec] = [
         process=None,
         cron="* * * * *",
         description="Delivers queued changes to Jira and reconciles changes made in Jira.",
+        needs=frozenset({"jira"}),
     ),
     DeploymentSpec(
-        name="every-minute",
+        name="every-5-minutes",
         flow=outbox_delivery,
         process=None,
-        cron="* * * * *",
-        description="Delivers queued Slack/Jira messages with backoff.",
+        cron="*/5 * * * *",
+        description="Retries queued Slack/Jira messages with backoff (every change also delivers at once).",
+        needs=frozenset({"slack", "jira"}),
     ),
 ]
 
 
-def schedule_for(spec: DeploymentSpec, schedules: dict[str, str | None]) -> str | None:
-    """The cron of a deployment: its process's schedule in qms.yaml, else its default; none on demand."""
-    if not spec.with_schedule:
+def schedule_for(
+    spec: DeploymentSpec, schedules: dict[str, str | None], enabled: frozenset[str] = frozenset()
+) -> str | None:
+    """The cron of a deployment: its process's schedule in qms.yaml, else its default; none on demand,
+    and none while none of the integrations it needs is on."""
+    if not spec.with_schedule or (spec.needs and not spec.needs & enabled):
         return None
     return schedules.get(spec.process or "") or spec.cron
 
 
-def build(schedules: dict[str, str | None], config_path: str) -> list:
+def build(schedules: dict[str, str | None], config_path: str, enabled: frozenset[str] = frozenset()) -> list:
     """RunnerDeployments for ``prefect.serve``, importable by module path from anywhere."""
     from prefect.types.entrypoint import EntrypointType
 
@@ -91,7 +98,7 @@ def build(schedules: dict[str, str | None], config_path: str) -> list:
         out.append(
             spec.flow.to_deployment(
                 name=spec.name,
-                cron=schedule_for(spec, schedules),
+                cron=schedule_for(spec, schedules, enabled),
                 parameters={"config": config_path, **spec.parameters},
                 description=spec.description,
                 tags=["qmsflow"] + ([f"process:{spec.process}"] if spec.process else []),

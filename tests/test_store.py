@@ -48,6 +48,12 @@ def test_migrations_create_exactly_the_models(db: Database) -> None:
     assert db.current_revision() == db.head_revision()
 
 
+def test_head_revision_without_alembic_matches_alembic(db: Database) -> None:
+    from alembic.script import ScriptDirectory
+
+    assert db.head_revision() == ScriptDirectory.from_config(db._alembic()).get_current_head()
+
+
 def test_upgrade_is_idempotent(db: Database) -> None:
     before, after = db.upgrade()
     assert before == after == db.head_revision()

@@ -112,6 +112,18 @@ def test_page_contents(web: tuple) -> None:
     assert "Containment" in client.get("/capas").text
 
 
+def test_overview_counts_open_approvals_per_process(web: tuple) -> None:
+    ctx, client = web
+    with UnitOfWork(ctx.db, "chloe") as uow:
+        approvals.open_request(uow, ctx.config, key="p1", subject="document-version:SOP-DES-001@1.0", title="t",
+                               content_sha256="ab" * 32, approvers=["ben"], meaning="m", author="chloe",
+                               process="document-control")
+        uow.commit()
+    sign_in(client, "dev")
+    row = client.get("/").text.split("<strong>document-control</strong>")[1].split("</tr>")[0]
+    assert '<a href="/approvals">1</a>' in row
+
+
 def test_sign_in_sets_a_safe_cookie_and_failures_are_recorded(web: tuple) -> None:
     ctx, client = web
     bad = client.post("/login", data={"username": "ana", "password": "nope", "next": "/"})

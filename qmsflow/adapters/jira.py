@@ -120,18 +120,21 @@ class JiraAdapter:
             existing = self.find(record)
             if existing:
                 return {"key": existing, "found": True}
-        self.calls += 2  # the library reads the created issue back
-        issue = self.client.create_issue(
-            fields={
-                "project": {"key": self.s.cfg.project},
-                "summary": payload["summary"],
-                "description": payload["description"],
-                "issuetype": {"name": payload["issue_type"]},
-                "labels": payload["labels"],
-            }
-        )
+        created = self._post(
+            "issue",
+            {
+                "fields": {
+                    "project": {"key": self.s.cfg.project},
+                    "summary": payload["summary"],
+                    "description": payload["description"],
+                    "issuetype": {"name": payload["issue_type"]},
+                    "labels": payload["labels"],
+                }
+            },
+        )  # one call: the raw endpoint answers id and key, no read-back needed
+        issue_key, issue_id = created["key"], created["id"]
         self._post(
-            f"issue/{issue.key}/remotelink",
+            f"issue/{issue_key}/remotelink",
             {
                 "globalId": f"qmsflow:{record}",
                 "relationship": "system of record",
@@ -141,7 +144,7 @@ class JiraAdapter:
                 },
             },
         )
-        return {"key": issue.key, "id": issue.id}
+        return {"key": issue_key, "id": issue_id}
 
     def _transition(self, key: str, status: str) -> None:
         if status not in self._transition_ids:

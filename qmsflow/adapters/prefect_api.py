@@ -50,19 +50,29 @@ def start_run(url: str, deployment: str, parameters: dict[str, Any], idempotency
     return str(run.id)
 
 
-def resume(url: str, flow_run_id: str, run_input: dict[str, Any]) -> bool:
-    """Resume a suspended run with input. False when it was not suspended (already resumed)."""
+def resume(url: str, flow_run_id: str, run_input: dict[str, Any], attempts: int = 5) -> bool:
+    """Resume a suspended run with input. False when it was not suspended (already resumed).
+
+    A busy Prefect server (SQLite) may answer 503 for a moment: retried with a short backoff before
+    giving up (the decision is recorded either way; the follow-up flow resumes later).
+    """
+    import time
+
     from prefect.exceptions import NotPausedError
     from prefect.flow_runs import resume_flow_run
 
-    try:
-        with _settings(url):
-            resume_flow_run(UUID(flow_run_id), run_input=run_input)
-    except NotPausedError:
-        return False
-    except Exception as exc:  # noqa: BLE001
-        raise PrefectUnavailable(f"cannot resume flow run {flow_run_id} at {url}: {exc}") from None
-    return True
+    for attempt in range(attempts):
+        try:
+            with _settings(url):
+                resume_flow_run(UUID(flow_run_id), run_input=run_input)
+            return True
+        except NotPausedError:
+            return False
+        except Exception as exc:  # noqa: BLE001 - connection errors and 5xx come in many types
+            if attempt == attempts - 1:
+                raise PrefectUnavailable(f"cannot resume flow run {flow_run_id} at {url}: {exc}") from None
+            time.sleep(0.2 * 2**attempt)
+    return False
 
 
 async def aresume(url: str, flow_run_id: str, run_input: dict[str, Any]) -> bool:

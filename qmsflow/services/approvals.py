@@ -100,6 +100,7 @@ def open_request(
     flow_run_id: str | None = None,
     data: dict[str, Any] | None = None,
     comment: str | None = None,
+    process: str | None = None,
 ) -> tuple[ApprovalRequestRow, bool]:
     """Create the request (idempotent by ``key``) and queue a message to every approver."""
     existing = uow.session.scalar(select(ApprovalRequestRow).where(ApprovalRequestRow.key == key))
@@ -123,6 +124,7 @@ def open_request(
         due_date=now.date() + timedelta(days=config.approvals.due_days),
         status=RequestStatus.PENDING.value,
         flow_run_id=flow_run_id,
+        process=process,
         data=dict(data or {}),
         created_at=now,
     )

@@ -125,6 +125,7 @@ def advance(uow: UnitOfWork, config: QmsConfig, capa_id: str, target: str, field
             author=capa.owner,
             meaning=("close " if target == "closed" else "approve the action plan of ") + capa_id,
             data={"capa": capa_id, "target": target, "fields": stage_data},
+            process=capa.process,
         )
         update_record(
             uow,

@@ -236,6 +236,7 @@ def fill(
                         "data": {"document_id": doc_id, "version": version},
                         "created_at": when,
                         "decided_at": decided,
+                        "process": "document-control",
                     }
                 )
                 uow.record(

@@ -142,6 +142,7 @@ def open_review(
         meaning=meaning,
         author=None if still_valid else submitted_by,
         flow_run_id=flow_run_id,
+        process=_control_process(config),
         comment=comment,
         data={
             "document_id": doc.id,
@@ -156,6 +157,12 @@ def open_review(
     )
     uow.commit()
     return request_summary(uow, row.id)
+
+
+def _control_process(config: QmsConfig) -> str | None:
+    """The document-control process (the one whose procedure is the document control SOP), if any."""
+    keys = {p.key for p in config.processes}
+    return "document-control" if "document-control" in keys else None
 
 
 def _approved_text(root: Path, path: str, sha: str, commit: str | None) -> str:

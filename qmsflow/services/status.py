@@ -11,7 +11,7 @@ from sqlalchemy import and_, case, func, select
 
 from ..domain.records import CLOSED_STATUSES
 from ..store.db import Database
-from ..store.tables import PersonRow, ProcessRow, ProcessRunRow, RecordRow
+from ..store.tables import ApprovalRequestRow, PersonRow, ProcessRow, ProcessRunRow, RecordRow
 from ..store.uow import UnitOfWork
 
 
@@ -25,6 +25,8 @@ class ProcessStatus:
     next_due: datetime | None
     open_items: int
     overdue_items: int
+    open_approvals: int = 0
+    last_run_id: str | None = None
 
 
 def next_due(schedule: str | None, after: datetime) -> datetime | None:
@@ -60,6 +62,13 @@ def process_status(db: Database, today: date | None = None, now: datetime | None
             for r in session.scalars(select(ProcessRunRow).join(latest, ProcessRunRow.id == latest.c.last_id))
         }
         names = dict(session.execute(select(PersonRow.id, PersonRow.name)).all())
+        approvals = dict(
+            session.execute(
+                select(ApprovalRequestRow.process, func.count())
+                .where(ApprovalRequestRow.status == "pending", ApprovalRequestRow.process.is_not(None))
+                .group_by(ApprovalRequestRow.process)
+            ).all()
+        )
         out = []
         for p in session.scalars(select(ProcessRow).where(ProcessRow.active.is_(True)).order_by(ProcessRow.key)):
             run = runs.get(p.key)
@@ -74,6 +83,8 @@ def process_status(db: Database, today: date | None = None, now: datetime | None
                     next_due=next_due(p.schedule, now),
                     open_items=open_items,
                     overdue_items=int(overdue),
+                    open_approvals=approvals.get(p.key, 0),
+                    last_run_id=run.flow_run_id if run else None,
                 )
             )
         return out

@@ -12,16 +12,31 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def head_revision() -> str:
+    """The newest migration: revisions form one line, each naming the one before (``down_revision``)."""
+    import re
+
+    revisions, parents = set(), set()
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        source = path.read_text(encoding="utf-8")
+        found = re.search(r'^revision = "([^"]+)"', source, re.M)
+        parent = re.search(r'^down_revision = "([^"]+)"', source, re.M)
+        if found:
+            revisions.add(found.group(1))
+        if parent:
+            parents.add(parent.group(1))
+    heads = sorted(revisions - parents)
+    if len(heads) != 1:
+        raise RuntimeError(f"the migrations must have exactly one head, found {heads}")
+    return heads[0]
 
 
 class StoreError(Exception):
@@ -81,7 +96,9 @@ class Database:
 
     # ------------------------------------------------------------ migrations
 
-    def _alembic(self) -> AlembicConfig:
+    def _alembic(self):  # noqa: ANN202 - alembic is imported only to migrate (it is slow to import)
+        from alembic.config import Config as AlembicConfig
+
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
@@ -91,6 +108,8 @@ class Database:
         """Migrate to the newest schema. Returns (revision before, revision after)."""
         before = self.current_revision()
         try:
+            from alembic import command
+
             with self.engine.begin() as conn:
                 cfg = self._alembic()
                 cfg.attributes["connection"] = conn
@@ -100,14 +119,17 @@ class Database:
         return before, self.head_revision()
 
     def current_revision(self) -> str | None:
+        """The schema revision recorded by Alembic (read with plain SQL: no alembic import needed)."""
         try:
             with self.engine.connect() as conn:
-                return MigrationContext.configure(conn).get_current_revision()
+                if not inspect(conn).has_table("alembic_version"):
+                    return None
+                return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
         except OperationalError as exc:
             raise StoreError(f"cannot open the records store at {self.safe_url}: {exc.orig}") from None
 
     def head_revision(self) -> str:
-        return ScriptDirectory.from_config(self._alembic()).get_current_head() or ""
+        return head_revision()
 
     def require_current(self) -> None:
         current, head = self.current_revision(), self.head_revision()

@@ -191,7 +191,10 @@ TRAIL_COLUMNS = ("seq", "ts", "actor", "action", "record", "before_json", "after
 
 class ApprovalRequestRow(Base):
     __tablename__ = "approval_requests"
-    __table_args__ = (Index("ix_approval_requests_status_created", "status", "created_at"),)
+    __table_args__ = (
+        Index("ix_approval_requests_status_created", "status", "created_at"),
+        Index("ix_approval_requests_process_status", "process", "status"),
+    )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     key: Mapped[str] = mapped_column(String(200), unique=True)
     subject: Mapped[str] = mapped_column(String(200), index=True)
@@ -207,6 +210,7 @@ class ApprovalRequestRow(Base):
     data: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    process: Mapped[str | None] = mapped_column(String(64))
 
 
 class SignatureRow(Base):
