@@ -18,6 +18,7 @@ from sqlalchemy import insert
 from ..domain.approvals import Decision, Method, Signature
 from ..domain.capa import STAGES
 from ..domain.documents import add_months
+from ..domain.organisation import ANNEX_III_AREAS
 from ..store.db import Database
 from ..store.tables import (
     ApprovalRequestRow,
@@ -36,16 +37,6 @@ SYSTEM_DOCS = (
     ("IFU", "Instructions for use (Art. 13)"),
     ("DATA", "Data governance sheet (Art. 10)"),
     ("DOC", "EU declaration of conformity (Art. 47)"),
-)
-AREAS = (
-    "biometrics",
-    "critical-infrastructure",
-    "education",
-    "employment",
-    "essential-services",
-    "law-enforcement",
-    "migration-asylum-border",
-    "justice-democracy",
 )
 FIRST = (
     "Ana",
@@ -111,7 +102,7 @@ def write_config(root: Path, systems: int = 50, people: int = 40, seed: int = 7)
             "name": f"System {n:02d}",
             "intended_purpose": f"High-risk use case number {n}.",
             "risk_class": "high-risk",
-            "annex_iii_area": AREAS[n % len(AREAS)],
+            "annex_iii_area": ANNEX_III_AREAS[n % len(ANNEX_III_AREAS)],
             "placed_on_market": start + timedelta(days=rng.randrange(0, 3000)),
         }
         for n in range(1, systems + 1)
