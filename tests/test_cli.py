@@ -148,3 +148,18 @@ def test_console_script_runs(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "no qms.yaml found" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_user_add_and_token_on_a_fresh_repo(qms, repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    import io
+
+    cfg = str(repo / "qms.yaml")
+    monkeypatch.setattr("sys.stdin", io.StringIO("a-long-password-123\n"))
+    code, out, err = qms("user", "add", "ana", "--person", "ana", "--role", "admin", "--password-stdin", "-c", cfg)
+    assert code == 0, err
+    assert "user ana (admin) created" in out
+    code, out, err = qms("token", "create", "ben", "-c", cfg)
+    assert code == 0 and out.strip().startswith("qms_")
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    code, _, err = qms("user", "add", "x", "--person", "ana", "--password-stdin", "-c", cfg)
+    assert code == 1 and "at least 12 characters" in err

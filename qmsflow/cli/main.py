@@ -501,7 +501,8 @@ def token_create(
     from ..services.tokens import create_token
     from ..store.uow import UnitOfWork
 
-    ctx = _ctx(config)
+    ctx = _ctx(config, migrate=True)
+    _sync_people(ctx)
     with UnitOfWork(ctx.db, _actor(actor)) as uow:
         token = create_token(uow, person, name)
     out.print(token)
@@ -718,7 +719,8 @@ def user_add(
     from ..services.accounts import add_user
     from ..store.uow import UnitOfWork
 
-    ctx = _ctx(config)
+    ctx = _ctx(config, migrate=True)
+    _sync_people(ctx)
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:
@@ -881,6 +883,16 @@ def _demo_large(directory: Path) -> None:
 
 
 # ------------------------------------------------------------------ plumbing
+
+
+def _sync_people(ctx) -> None:  # noqa: ANN001
+    """Accounts and tokens belong to people of qms.yaml: bring the store in line first."""
+    from ..services.sync import sync_config
+    from ..store.uow import UnitOfWork
+
+    with UnitOfWork(ctx.db, "qmsflow") as uow:
+        sync_config(uow, ctx.config, ctx.root)
+        uow.commit()
 
 
 def _progress(total: int, label: str):  # noqa: ANN202
