@@ -50,6 +50,21 @@ def prefect_env(state_dir: Path, api_url: str, config_path: Path) -> dict[str, s
     return env
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, be killed when `qms up` dies, even by SIGKILL.
+
+    Ctrl-C and SIGTERM stop the children in order; this covers the case where `qms up` itself is
+    killed, which would otherwise leave a Prefect server holding the port and its SQLite file.
+    """
+    try:
+        import ctypes
+        import signal as _signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, _signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def port_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -139,6 +154,7 @@ class Stack:
                 stderr=subprocess.STDOUT,
                 cwd=self.ctx.loaded.state_dir,
                 start_new_session=True,
+            preexec_fn=_die_with_parent,
             )
             self.children.append(("Prefect server", server))
             wait_healthy(self.api_url, 180, alive=lambda: server.poll() is None)
@@ -152,6 +168,7 @@ class Stack:
             stderr=subprocess.STDOUT,
             cwd=self.ctx.loaded.state_dir,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         self.children.append(("runner", runner))
         names = self._wait_deployments(runner)
@@ -165,6 +182,7 @@ class Stack:
             stderr=subprocess.STDOUT,
             cwd=self.ctx.loaded.state_dir,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         self.children.append(("web app", web))
         wait_healthy(self.web_url, 60, alive=lambda: web.poll() is None)

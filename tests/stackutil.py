@@ -88,9 +88,16 @@ class RunningStack:
         return self.proc.wait(timeout=30)
 
     def kill(self) -> None:
+        """Teardown: stop cleanly if possible, else kill (the children die with `qms up`)."""
+        import signal
+
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
     def prefect(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
