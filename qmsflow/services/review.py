@@ -160,7 +160,7 @@ def open_review(
 
 
 def _control_process(config: QmsConfig) -> str | None:
-    """The document-control process (the one whose procedure is the document control SOP), if any."""
+    """The process that document reviews belong to: `document-control` when qms.yaml declares it."""
     keys = {p.key for p in config.processes}
     return "document-control" if "document-control" in keys else None
 
