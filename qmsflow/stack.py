@@ -154,7 +154,7 @@ class Stack:
                 stderr=subprocess.STDOUT,
                 cwd=self.ctx.loaded.state_dir,
                 start_new_session=True,
-            preexec_fn=_die_with_parent,
+                preexec_fn=_die_with_parent,
             )
             self.children.append(("Prefect server", server))
             wait_healthy(self.api_url, 180, alive=lambda: server.poll() is None)

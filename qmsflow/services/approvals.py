@@ -43,6 +43,20 @@ class DecisionResult:
     flow_run_id: str | None
 
 
+def signature_of(row: SignatureRow) -> Signature:
+    """The domain signature a stored row holds (what was hashed into its trail event)."""
+    return Signature(
+        signer=row.signer,
+        printed_name=row.printed_name,
+        at=row.at,
+        meaning=row.meaning,
+        decision=Decision(row.decision),
+        comment=row.comment,
+        method=Method(row.method),
+        content_sha256=row.content_sha256,
+    )
+
+
 def _domain(row: ApprovalRequestRow, signatures: list[SignatureRow]) -> ApprovalRequest:
     return ApprovalRequest(
         id=row.id,
@@ -55,19 +69,7 @@ def _domain(row: ApprovalRequestRow, signatures: list[SignatureRow]) -> Approval
         due=row.due_date,
         created_at=row.created_at,
         status=RequestStatus(row.status),
-        signatures=[
-            Signature(
-                signer=s.signer,
-                printed_name=s.printed_name,
-                at=s.at,
-                meaning=s.meaning,
-                decision=Decision(s.decision),
-                comment=s.comment,
-                method=Method(s.method),
-                content_sha256=s.content_sha256,
-            )
-            for s in signatures
-        ],
+        signatures=[signature_of(s) for s in signatures],
     )
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from ..domain.approvals import Decision, Method, Signature
 from ..domain.trail import Anchor, ChainReport, canonical_json, format_ts, parse_anchors, verify_rows
 from ..store import trail
 from ..store.db import Database
 from ..store.tables import ApprovalRequestRow, DocumentVersionRow, SignatureRow, TrailEventRow, VerificationRow
+from .approvals import signature_of
 
 
 @dataclass
@@ -103,18 +103,7 @@ def check_signatures(session) -> tuple[int, list[str]]:  # noqa: ANN001
     for sig, action, after_json, request in rows:
         checked += 1
         label = f"signature of {sig.printed_name} on {sig.request_id} ({sig.at:%Y-%m-%d %H:%M} UTC)"
-        as_signed = canonical_json(
-            Signature(
-                signer=sig.signer,
-                printed_name=sig.printed_name,
-                at=sig.at,
-                meaning=sig.meaning,
-                decision=Decision(sig.decision),
-                comment=sig.comment,
-                method=Method(sig.method),
-                content_sha256=sig.content_sha256,
-            ).model_dump(mode="json")
-        )
+        as_signed = canonical_json(signature_of(sig).model_dump(mode="json"))
         if action != "approval.signed" or after_json != as_signed:
             problems.append(f"{label}: differs from its trail record at seq {sig.trail_seq}")
             continue
