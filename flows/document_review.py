@@ -3,27 +3,20 @@
 Started by ``qms document submit DOC_ID`` after a change in git, or by the daily due scan for a
 periodic review ("still valid"). Steps: snapshot the document and request approval (idempotent,
 keyed by this flow run), notify the approvers, suspend until the request is decided (Slack, web or
-CLI), then make the version effective (previous one obsolete, next review date set, PDF rendered)
-or send it back to draft with the comment. Resuming re-runs this body from the top: every step
-before the wait returns what it did the first time.
+CLI), then make the version effective (previous one obsolete, next review date set) or send it
+back to draft with the comment, render the controlled copy (HTML + PDF) and notify the owner.
+Resuming re-runs this body from the top: every step before the wait returns what it did the first
+time.
 """
 
 from __future__ import annotations
-
-import threading
 
 from prefect import flow, get_run_logger
 from prefect.flow_runs import suspend_flow_run
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
-from tasks.approvals import (
-    conclude_review_task,
-    deliver_outbox_task,
-    open_review_task,
-    prewarm,
-    request_status_task,
-)
+from tasks.approvals import deliver_outbox_task, render_copy_task, review_step_task
 
 FLOW_NAME = "document-review"
 
@@ -45,10 +38,8 @@ def document_review(
     config: str | None = None,
 ) -> dict:
     logger = get_run_logger()
-    run_id = str(flow_run.id)
-    # load the PDF renderer while Prefect orchestrates the first task (it is needed once decided)
-    threading.Thread(target=prewarm, name="prewarm-renderer", daemon=True).start()
-    request = open_review_task(config, document_id, submitted_by, major, still_valid, comment, run_id)
+    submission = (config, document_id, submitted_by, major, still_valid, comment, str(flow_run.id))
+    request = review_step_task(*submission)  # opens the request; on the re-run after approval, applies it
     if request["status"] == "pending":
         deliver_outbox_task(config)  # ask the approvers now; the outbox flow retries what fails
     attempt = 0
@@ -60,7 +51,9 @@ def document_review(
             key=f"approval-{request['id'].lower()}-{request['signatures']}-{attempt}",
         )
         attempt += 1
-        request = request_status_task(config, request["id"])
-    outcome = conclude_review_task(config, request["id"])  # also delivers the owner's notice
+        request = review_step_task(*submission)
+    outcome = request["outcome"]  # the decision is applied and committed
     logger.info("%s: %s", request["id"], outcome)
+    outcome.update(render_copy_task(config, request["id"]))
+    outcome["notices"] = deliver_outbox_task(config)  # the owner's notice, queued with the decision
     return outcome

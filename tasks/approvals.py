@@ -10,16 +10,27 @@ from prefect.cache_policies import NO_CACHE
 
 from qmsflow.adapters import prefect_api
 from qmsflow.context import open_context
+from qmsflow.domain.errors import DomainError
 from qmsflow.services import approvals, review
 from qmsflow.services.delivery import deliver
-from qmsflow.services.render import prewarm  # noqa: F401 - re-exported for flows
 from qmsflow.store.uow import UnitOfWork
 
 SYSTEM_ACTOR = "qmsflow"
 
 
-@task(name="open-document-review", cache_policy=NO_CACHE)
-def open_review_task(
+def unless_refused(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's retry_condition_fn signature
+    """Retry a failed step unless the domain refused it (a refusal does not change on a retry)."""
+    return not isinstance(state.data, DomainError)
+
+
+@task(
+    name="document-review-step",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=1,
+    retry_condition_fn=unless_refused,
+)
+def review_step_task(
     config: str | None,
     document_id: str,
     submitted_by: str,
@@ -28,11 +39,12 @@ def open_review_task(
     comment: str | None,
     flow_run_id: str,
 ) -> dict[str, Any]:
-    """Snapshot the document (path, git commit, SHA-256) and request approval; the same on a re-run."""
+    """Snapshot the document (path, git commit, SHA-256) and request approval, the same on a re-run;
+    once the request is decided, apply the decision (effective/obsolete, or back to draft) in one commit."""
     ctx = open_context(config)
     try:
         with UnitOfWork(ctx.db, submitted_by) as uow:
-            return review.open_review(
+            return review.review_step(
                 uow,
                 ctx.config,
                 ctx.root,
@@ -47,25 +59,13 @@ def open_review_task(
         ctx.close()
 
 
-@task(name="approval-status", cache_policy=NO_CACHE)
-def request_status_task(config: str | None, request_id: str) -> dict[str, Any]:
+@task(name="render-controlled-copy", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def render_copy_task(config: str | None, request_id: str) -> dict[str, Any]:
+    """HTML + PDF controlled copy of the approved version (rendered again by 'qms document render')."""
     ctx = open_context(config)
     try:
         with UnitOfWork(ctx.db, SYSTEM_ACTOR) as uow:
-            return review.request_summary(uow, request_id)
-    finally:
-        ctx.close()
-
-
-@task(name="conclude-document-review", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
-def conclude_review_task(config: str | None, request_id: str) -> dict[str, Any]:
-    ctx = open_context(config)
-    try:
-        with UnitOfWork(ctx.db, SYSTEM_ACTOR) as uow:
-            outcome = review.conclude_review(uow, ctx.config, ctx.root, ctx.loaded.state_dir / "rendered", request_id)
-        report = deliver(ctx.db, ctx.config)
-        outcome["notices"] = {"sent": len(report.sent), "failed": len(report.failed)}
-        return outcome
+            return review.render_approved_copy(uow, ctx.config, ctx.root, ctx.loaded.state_dir / "rendered", request_id)
     finally:
         ctx.close()
 

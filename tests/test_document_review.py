@@ -239,6 +239,41 @@ def test_signed_click_resumes_the_flow_to_an_effective_version(world: World) -> 
     assert world.qms("verify").returncode == 0
 
 
+def test_a_lost_controlled_copy_is_rendered_again_from_the_record(world: World) -> None:
+    [request_id] = [
+        r for r in world.request_ids() if world.request(r).subject.startswith("document-version:SOP-DOC-001")
+    ]
+    pdf = Path(world.request(request_id).data["pdf"])
+    html = pdf.with_suffix(".html")
+    pdf.unlink()
+    html.unlink()
+    done = world.qms("document", "render", "SOP-DOC-001")
+    assert done.returncode == 0, done.stderr
+    assert pdf.read_bytes().startswith(b"%PDF") and "Ben Brandt" in html.read_text()
+    for args, message in (
+        (["SOP-NOPE-001"], "no controlled document 'SOP-NOPE-001'"),
+        (["SOP-AUD-001"], "SOP-AUD-001 has no effective version"),
+        (["SOP-DOC-001", "--version", "9.9"], "SOP-DOC-001 v9.9 has no approved review"),
+    ):
+        refused = world.qms("document", "render", *args)
+        assert refused.returncode == 1 and message in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
+
+
+def test_a_submission_that_cannot_be_reviewed_is_refused_before_a_run_starts(world: World) -> None:
+    before = world.request_ids()
+    runs = httpx.post(f"{world.stack.api_url}/flow_runs/count", json={}, timeout=10).json()
+    for args, message in (
+        (["SOP-DOC-001"], "procedures/SOP-DOC-001-document-control.md is unchanged since version 1.0"),
+        (["SOP-AUD-001", "--still-valid"], "SOP-AUD-001 has no effective version"),
+        (["SOP-NOPE-001"], "'SOP-NOPE-001' is not a registered document"),
+    ):
+        refused = world.qms("document", "submit", *args, "--as", "ana")
+        assert refused.returncode == 1 and message in refused.stderr, refused.stderr
+    assert world.request_ids() == before
+    assert httpx.post(f"{world.stack.api_url}/flow_runs/count", json={}, timeout=10).json() == runs
+
+
 def test_reject_asks_for_a_comment_and_returns_the_document_to_draft(world: World) -> None:
     world.edit("procedures/SOP-TST-001-code-review-and-testing.md", "Coverage gate raised to 85%.")
     request = world.submit("SOP-TST-001", who="chloe")

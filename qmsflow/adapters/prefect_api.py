@@ -28,10 +28,10 @@ def api_url(state_dir: Path | None) -> str:
     return DEFAULT_API
 
 
-def _settings(url: str):  # noqa: ANN202
+def _settings(url: str, extra: dict | None = None):  # noqa: ANN202
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    return temporary_settings({PREFECT_API_URL: url})
+    return temporary_settings({PREFECT_API_URL: url, **(extra or {})})
 
 
 def start_run(url: str, deployment: str, parameters: dict[str, Any], idempotency_key: str | None = None) -> str:
@@ -50,43 +50,39 @@ def start_run(url: str, deployment: str, parameters: dict[str, Any], idempotency
     return str(run.id)
 
 
-def resume(url: str, flow_run_id: str, run_input: dict[str, Any], attempts: int = 5) -> bool:
+def resume(url: str, flow_run_id: str, run_input: dict[str, Any], within: float = 5.0) -> bool:
     """Resume a suspended run with input. False when it was not suspended (already resumed).
 
-    A busy Prefect server (SQLite) may answer 503 for a moment: retried with a short backoff before
-    giving up (the decision is recorded either way; the follow-up flow resumes later).
+    A busy Prefect server on SQLite answers 503 ("database is locked") for a moment, e.g. while the
+    run is still writing its own suspension. Prefect's client would wait 2, 4, 8… s between tries;
+    here a 5xx or a timeout is tried again after 0.1 s, backing off to 1 s, for ``within`` seconds.
+    A server that is not listening fails at once. Either way the decision is already recorded, and
+    the hourly follow-up flow resumes runs whose resume failed.
     """
     import time
 
+    import httpx
     from prefect.exceptions import NotPausedError
     from prefect.flow_runs import resume_flow_run
+    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES
 
-    for attempt in range(attempts):
+    deadline = time.monotonic() + within
+    delay = 0.1
+    while True:
         try:
-            with _settings(url):
+            with _settings(url, {PREFECT_CLIENT_MAX_RETRIES: 0}):
                 resume_flow_run(UUID(flow_run_id), run_input=run_input)
             return True
         except NotPausedError:
             return False
         except Exception as exc:  # noqa: BLE001 - connection errors and 5xx come in many types
-            if attempt == attempts - 1:
+            busy = isinstance(exc, httpx.TimeoutException) or (
+                isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code in (408, 429, 500, 502, 503, 504)
+            )
+            if not busy or time.monotonic() + delay > deadline:
                 raise PrefectUnavailable(f"cannot resume flow run {flow_run_id} at {url}: {exc}") from None
-            time.sleep(0.2 * 2**attempt)
-    return False
-
-
-async def aresume(url: str, flow_run_id: str, run_input: dict[str, Any]) -> bool:
-    from prefect.exceptions import NotPausedError
-    from prefect.flow_runs import aresume_flow_run
-
-    try:
-        with _settings(url):
-            await aresume_flow_run(UUID(flow_run_id), run_input=run_input)
-    except NotPausedError:
-        return False
-    except Exception as exc:  # noqa: BLE001
-        raise PrefectUnavailable(f"cannot resume flow run {flow_run_id} at {url}: {exc}") from None
-    return True
+            time.sleep(delay)
+            delay = min(delay * 1.5, 1.0)
 
 
 def state_of(url: str, flow_run_id: str) -> str | None:

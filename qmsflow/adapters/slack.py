@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
-
-from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
+from typing import TYPE_CHECKING, Any
 
 from ..domain.organisation import QmsConfig, SlackIntegration
 from .base import DeliveryError, Resolver, RetryLater
+
+if TYPE_CHECKING:  # slack_sdk is imported when a client is made: flows that send nothing start faster
+    from slack_sdk import WebClient
 
 TARGET = "slack"
 
@@ -55,6 +54,9 @@ def signing_secret(config: QmsConfig, env: dict[str, str] | None = None) -> str 
 
 
 def make_client(s: SlackSettings) -> WebClient:
+    from slack_sdk import WebClient
+    from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
+
     kwargs: dict[str, Any] = {"token": s.bot_token, "timeout": 10}
     if s.base_url:
         kwargs["base_url"] = s.base_url if s.base_url.endswith("/") else s.base_url + "/"
@@ -73,6 +75,8 @@ class SlackAdapter:
         self._user_ids: dict[str, str] = {}
 
     def __call__(self, action: str, payload: dict[str, Any], resolve: Resolver) -> dict[str, Any]:
+        from slack_sdk.errors import SlackApiError
+
         try:
             if action == "post_dm":
                 user = payload.get("slack_id") or self.user_id(payload["email"])

@@ -339,6 +339,29 @@ def document_scan(
     out.print(f"{len(found)} document(s) due for review")
 
 
+@document_app.command("render")
+def document_render(
+    doc_id: str,
+    config: ConfigOpt = None,
+    version: Annotated[Optional[str], typer.Option(help="The version to render (default: the effective one).")] = None,
+) -> None:
+    """Render the controlled copy (HTML + PDF) of an approved version again, e.g. after a failed rendering."""
+    from ..services.render import RenderError
+    from ..services.review import render_document_copy
+    from ..store.uow import UnitOfWork
+
+    ctx = _ctx(config)
+    try:
+        with UnitOfWork(ctx.db, "qmsflow") as uow:
+            rendered = render_document_copy(
+                uow, ctx.config, ctx.root, ctx.loaded.state_dir / "rendered", doc_id, version
+            )
+    except RenderError as exc:
+        raise CliError(str(exc)) from None
+    out.print(f"rendered {rendered['pdf']}")
+    out.print(f"rendered {rendered['html']}")
+
+
 @document_app.command("delete-version")
 def document_delete_version(doc_id: str, version: str, config: ConfigOpt = None, actor: ActorOpt = None) -> None:
     """Delete a document version: refused (and recorded) before its retention end."""
@@ -394,15 +417,15 @@ def document_submit(
 ) -> None:
     """Start a document review: snapshot DOC_ID, request signed approval, wait (Slack, web or CLI)."""
     from ..adapters import prefect_api
+    from ..services.review import check_submission
+    from ..store.uow import UnitOfWork
 
     ctx = _ctx(config)
-    if doc_id not in {d.id for d in ctx.config.documents}:
-        raise CliError(
-            f"{doc_id!r} is not a registered document (documents: {', '.join(d.id for d in ctx.config.documents)})"
-        )
     who = _actor(actor)
     if who not in {p.id for p in ctx.config.people}:
         raise CliError(f"--as {who!r} is not a person in qms.yaml: say who submits (e.g. --as ana or QMS_ACTOR=ana)")
+    with UnitOfWork(ctx.db, who) as uow:  # refused now rather than in a failed run (the run checks again)
+        check_submission(uow, ctx.config, ctx.root, doc_id, still_valid)
     url = prefect_api.api_url(ctx.loaded.state_dir)
     try:
         run_id = prefect_api.start_run(
@@ -470,10 +493,9 @@ def approve(
 ) -> None:
     """Sign an approval request from the command line, authenticated by your personal API token."""
     from ..domain.approvals import Decision, Method
-    from ..services.approvals import decide
+    from ..services.approvals import after_decision, decide
     from ..services.tokens import authenticate
     from ..store.uow import UnitOfWork
-    from ..web.app import resume_if_decided
 
     try:
         choice = Decision(decision)
@@ -483,7 +505,7 @@ def approve(
     person = authenticate(ctx.db, token)
     with UnitOfWork(ctx.db, person) as uow:
         result = decide(uow, ctx.config, request_id, person, choice, comment, Method.CLI, claimed=f"token:{person}")
-    resume_if_decided(ctx, result)
+    after_decision(ctx, result)
     out.print(
         f"{request_id}: signed by {result.signature.printed_name} at {result.signature.at:%Y-%m-%d %H:%M:%S} UTC "
         f"({choice.label}; meaning: {result.signature.meaning}); request {result.status.value.replace('_', ' ')}"

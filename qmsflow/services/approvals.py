@@ -6,9 +6,10 @@ outbox (Slack when switched on), so a Slack outage delays them and loses none.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -32,6 +33,11 @@ from ..store.uow import UnitOfWork
 from .common import row_values
 from .outbox import enqueue
 from .records import NotFound, next_id
+
+if TYPE_CHECKING:
+    from ..context import QmsContext
+
+log = logging.getLogger("qmsflow.approvals")
 
 
 @dataclass(frozen=True)
@@ -340,3 +346,24 @@ def decided_requests_with_runs(uow: UnitOfWork, since: date | None = None) -> li
     if since:
         query = query.where(ApprovalRequestRow.decided_at >= datetime.combine(since, datetime.min.time()).astimezone())
     return list(uow.session.scalars(query))
+
+
+def after_decision(ctx: QmsContext, result: DecisionResult) -> None:
+    """Once a request is decided, resume the flow run waiting for it; then send what is queued.
+
+    Shared by every way of signing (Slack, dashboard, API, CLI). A resume that fails is logged, not
+    raised: the decision is recorded, and the hourly follow-up flow resumes the run later.
+    """
+    from ..adapters import prefect_api
+    from .delivery import deliver
+
+    if result.decided and result.flow_run_id:
+        try:
+            prefect_api.resume(
+                prefect_api.api_url(ctx.loaded.state_dir),
+                result.flow_run_id,
+                {"request_id": result.request_id, "status": result.status.value},
+            )
+        except prefect_api.PrefectUnavailable as exc:
+            log.warning("%s (the hourly follow-up flow resumes it later)", exc)
+    deliver(ctx.db, ctx.config)

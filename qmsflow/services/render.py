@@ -150,34 +150,3 @@ def _offline_fetcher(weasyprint):
         return weasyprint.default_url_fetcher(url, *args, **kwargs)
 
     return fetch
-
-
-def prewarm() -> None:
-    """Load WeasyPrint, fonts and the template once, so that the first real render is fast.
-
-    Started in a background thread by the document review flow when it begins; harmless if
-    it fails (the real render reports the error).
-    """
-    try:
-        html_to_pdf(
-            render_html(
-                "warm-up",
-                {
-                    "id": "WARM-UP",
-                    "title": "warm-up",
-                    "version": "0.0",
-                    "status": "draft",
-                    "owner_name": "-",
-                    "approvers": [],
-                    "effective_date": "",
-                    "next_review_date": "",
-                    "content_sha256": "0" * 64,
-                    "git_commit": None,
-                },
-                [],
-                "-",
-            ),
-            base_url=".",
-        )
-    except Exception:  # noqa: BLE001
-        pass

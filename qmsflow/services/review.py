@@ -16,7 +16,7 @@ from ..adapters import git
 from ..domain.approvals import RequestStatus
 from ..domain.documents import DocStatus, add_months, next_version
 from ..domain.errors import DomainError
-from ..domain.organisation import QmsConfig
+from ..domain.organisation import ControlledDocument, QmsConfig
 from ..store.tables import ApprovalRequestRow, DocumentVersionRow, RecordRow, SignatureRow
 from ..store.uow import UnitOfWork
 from .approvals import load, notify, open_request
@@ -58,44 +58,14 @@ def open_review(
     existing = uow.session.scalar(select(ApprovalRequestRow).where(ApprovalRequestRow.key == key))
     if existing is not None:
         return request_summary(uow, existing.id)
-    try:
-        doc = config.document(document_id)
-    except StopIteration:
-        raise DomainError(
-            f"{document_id!r} is not a registered document (documents: {', '.join(d.id for d in config.documents)})"
-        ) from None
-    file = root / doc.path
-    if not file.is_file():
-        raise DomainError(f"{doc.path} does not exist in {root}")
-    sha, commit = sha256_file(file), git.commit_of(root, doc.path)
-    effective = effective_version(uow, doc.id)
     uow.trail.lock()
+    doc, sha, effective = check_submission(uow, config, root, document_id, still_valid)
+    commit = git.commit_of(root, doc.path)
     if still_valid:
-        if effective is None:
-            raise DomainError(
-                f"{doc.id} has no effective version: submit it for approval first (without --still-valid)"
-            )
-        if effective.content_sha256 != sha:
-            raise DomainError(
-                f"{doc.path} changed since version {effective.version} became effective: "
-                "submit the change as a new version instead of confirming it as still valid"
-            )
         version = effective
         title = f"Periodic review of {doc.id} {doc.title} v{version.version}: still valid"
         meaning = f"reviewed {doc.id} v{version.version} and confirm it is still valid"
     else:
-        if effective is not None and effective.content_sha256 == sha:
-            raise DomainError(
-                f"{doc.path} is unchanged since version {effective.version}: nothing to approve "
-                "(for a periodic review use --still-valid)"
-            )
-        in_review = uow.session.scalar(
-            select(DocumentVersionRow).where(
-                DocumentVersionRow.document_id == doc.id, DocumentVersionRow.status == DocStatus.IN_REVIEW.value
-            )
-        )
-        if in_review is not None:
-            raise DomainError(f"{doc.id} version {in_review.version} is already in review")
         label = next_version(effective.version if effective else None, major)
         latest = latest_version(uow, doc.id)
         if latest is not None and latest.status == DocStatus.DRAFT.value:
@@ -159,6 +129,85 @@ def open_review(
     return request_summary(uow, row.id)
 
 
+def check_submission(
+    uow: UnitOfWork, config: QmsConfig, root: Path, document_id: str, still_valid: bool
+) -> tuple[ControlledDocument, str, DocumentVersionRow | None]:
+    """Refuse a submission that cannot be reviewed; else (document, SHA-256 of its file, effective version).
+
+    Run by ``qms document submit`` before it starts a review run, so the person submitting hears at
+    once, and again by the run itself when it opens the request.
+    """
+    try:
+        doc = config.document(document_id)
+    except StopIteration:
+        raise DomainError(
+            f"{document_id!r} is not a registered document (documents: {', '.join(d.id for d in config.documents)})"
+        ) from None
+    file = root / doc.path
+    if not file.is_file():
+        raise DomainError(f"{doc.path} does not exist in {root}")
+    sha = sha256_file(file)
+    effective = effective_version(uow, doc.id)
+    if still_valid:
+        if effective is None:
+            raise DomainError(
+                f"{doc.id} has no effective version: submit it for approval first (without --still-valid)"
+            )
+        if effective.content_sha256 != sha:
+            raise DomainError(
+                f"{doc.path} changed since version {effective.version} became effective: "
+                "submit the change as a new version instead of confirming it as still valid"
+            )
+        return doc, sha, effective
+    if effective is not None and effective.content_sha256 == sha:
+        raise DomainError(
+            f"{doc.path} is unchanged since version {effective.version}: nothing to approve "
+            "(for a periodic review use --still-valid)"
+        )
+    in_review = uow.session.scalar(
+        select(DocumentVersionRow).where(
+            DocumentVersionRow.document_id == doc.id, DocumentVersionRow.status == DocStatus.IN_REVIEW.value
+        )
+    )
+    if in_review is not None:
+        raise DomainError(f"{doc.id} version {in_review.version} is already in review")
+    return doc, sha, effective
+
+
+def review_step(
+    uow: UnitOfWork,
+    config: QmsConfig,
+    root: Path,
+    *,
+    document_id: str,
+    submitted_by: str,
+    major: bool,
+    still_valid: bool,
+    comment: str | None,
+    flow_run_id: str,
+) -> dict[str, Any]:
+    """One idempotent step of a review run, called before and after each wait for approval.
+
+    Opens the run's approval request the first time (``open_review``); once the request is decided,
+    applies the decision (``conclude_review``, which does nothing twice). Returns the request summary,
+    with the ``outcome`` of the decision once it has been applied.
+    """
+    request = open_review(
+        uow,
+        config,
+        root,
+        document_id=document_id,
+        submitted_by=submitted_by,
+        major=major,
+        still_valid=still_valid,
+        comment=comment,
+        flow_run_id=flow_run_id,
+    )
+    if request["status"] == RequestStatus.PENDING.value:
+        return request
+    return {**request, "outcome": conclude_review(uow, config, root, request["id"])}
+
+
 def _control_process(config: QmsConfig) -> str | None:
     """The process that document reviews belong to: `document-control` when qms.yaml declares it."""
     keys = {p.key for p in config.processes}
@@ -180,8 +229,13 @@ def _approved_text(root: Path, path: str, sha: str, commit: str | None) -> str:
     raise DomainError(f"{path} no longer holds the approved content (SHA-256 {sha[:16]}…) and git has no copy of it")
 
 
-def conclude_review(uow: UnitOfWork, config: QmsConfig, root: Path, out_dir: Path, request_id: str) -> dict[str, Any]:
-    """Apply the decision: effective + obsolete + rendered PDF, or back to draft; notify the owner."""
+def conclude_review(uow: UnitOfWork, config: QmsConfig, root: Path, request_id: str) -> dict[str, Any]:
+    """Apply the decision and commit it: effective + obsolete, or back to draft; queue the owner's notice.
+
+    The controlled copy is rendered afterwards by ``render_approved_copy``: the signed decision is the
+    record and is committed first; the PDF is derived from it and can be rendered again at any time
+    (docs/adr/0008-decision-before-rendering.md).
+    """
     row, request = load(uow, request_id)
     data = row.data
     doc = config.document(data["document_id"])
@@ -222,8 +276,6 @@ def conclude_review(uow: UnitOfWork, config: QmsConfig, root: Path, out_dir: Pat
             )
         ):
             update_record(uow, due, "closed", status="closed", data={**due.data, "closed_by": row.id})
-        rendered = _render(uow, config, root, out_dir, row, version)
-        outcome.update(rendered)
         text = f"{doc.id} v{version.version} is effective ({row.id} approved by {last.printed_name if last else '-'})."
     else:
         if version.status == DocStatus.IN_REVIEW.value:
@@ -246,6 +298,55 @@ def conclude_review(uow: UnitOfWork, config: QmsConfig, root: Path, out_dir: Pat
     outcome["next_review_date"] = version.next_review_date.isoformat() if version.next_review_date else None
     uow.commit()
     return outcome
+
+
+def render_approved_copy(uow: UnitOfWork, config: QmsConfig, root: Path, out_dir: Path, request_id: str) -> dict:
+    """Render the controlled copy (HTML + PDF) of the version an approved review concluded; {} otherwise.
+
+    Idempotent: the same files are written again from the approved content and the stored signatures.
+    """
+    row, request = load(uow, request_id)
+    if request.status is not RequestStatus.APPROVED:
+        return {}
+    version = uow.session.scalar(
+        select(DocumentVersionRow).where(
+            DocumentVersionRow.document_id == row.data["document_id"],
+            DocumentVersionRow.version == row.data["version"],
+        )
+    )
+    rendered = _render(uow, config, root, out_dir, row, version)
+    uow.commit()
+    return rendered
+
+
+def render_document_copy(
+    uow: UnitOfWork, config: QmsConfig, root: Path, out_dir: Path, document_id: str, version: str | None = None
+) -> dict[str, str]:
+    """Render again the controlled copy of a document version (the effective one by default).
+
+    For a copy that is missing (a rendering that failed after the decision was committed) or out of
+    date with the document template. Only versions with an approved review have a controlled copy.
+    """
+    if document_id not in {d.id for d in config.documents}:
+        raise DomainError(f"no controlled document {document_id!r} in qms.yaml (see 'qms document list')")
+    doc = config.document(document_id)
+    if version is None:
+        row = effective_version(uow, doc.id)
+        if row is None:
+            raise DomainError(f"{doc.id} has no effective version; name one with --version")
+        version = row.version
+    request = uow.session.scalar(
+        select(ApprovalRequestRow)
+        .where(
+            ApprovalRequestRow.subject == f"document-version:{doc.id}@{version}",
+            ApprovalRequestRow.status == RequestStatus.APPROVED.value,
+        )
+        .order_by(ApprovalRequestRow.created_at.desc())
+        .limit(1)
+    )
+    if request is None:
+        raise DomainError(f"{doc.id} v{version} has no approved review, so it has no controlled copy")
+    return render_approved_copy(uow, config, root, out_dir, request.id)
 
 
 def _render(

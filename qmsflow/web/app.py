@@ -17,7 +17,7 @@ from slack_sdk.signature import SignatureVerifier
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..adapters import prefect_api, slack
+from ..adapters import slack
 from ..context import QmsContext
 from ..domain.approvals import AlreadyDecided, Decision, Method, NotAuthorized
 from ..paths import templates_dir
@@ -195,7 +195,7 @@ def create_app(ctx: QmsContext) -> FastAPI:
             raise HTTPException(409, str(exc)) from None
         except NotAuthorized as exc:
             raise HTTPException(403, str(exc)) from None
-        resume_if_decided(ctx, result)
+        approvals.after_decision(ctx, result)
         return DecisionOut(
             request_id=result.request_id,
             status=result.status.value,
@@ -205,16 +205,3 @@ def create_app(ctx: QmsContext) -> FastAPI:
         )
 
     return app
-
-
-def resume_if_decided(ctx: QmsContext, result: approvals.DecisionResult) -> None:
-    if result.decided and result.flow_run_id:
-        try:
-            prefect_api.resume(
-                prefect_api.api_url(ctx.loaded.state_dir),
-                result.flow_run_id,
-                {"request_id": result.request_id, "status": result.status.value},
-            )
-        except prefect_api.PrefectUnavailable as exc:
-            log.warning("%s (the hourly follow-up flow resumes it later)", exc)
-    deliver(ctx.db, ctx.config)

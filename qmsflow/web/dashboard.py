@@ -203,9 +203,8 @@ def build_router(ctx: QmsContext, prefect_ui: str | None = None) -> APIRouter:
             raise HTTPException(404, str(exc)) from None
         except (NotAuthorized, AlreadyDecided) as exc:
             raise HTTPException(403 if isinstance(exc, NotAuthorized) else 409, str(exc)) from None
-        from .app import resume_if_decided
 
-        resume_if_decided(ctx, result)
+        approvals.after_decision(ctx, result)
         return RedirectResponse(f"/approvals/{quote(request_id)}", status_code=303)
 
     @router.get("/documents", response_class=HTMLResponse)

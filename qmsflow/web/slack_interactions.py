@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from ..adapters import prefect_api, slack
+from ..adapters import slack
 from ..context import QmsContext
 from ..domain.approvals import AlreadyDecided, Decision, Method, NotAuthorized
 from ..services import approvals
@@ -145,18 +145,9 @@ class SlackInteractions:
                 )
         except (NotAuthorized, AlreadyDecided) as refusal:
             log.info("refused Slack decision on %s by %s: %s", it.request_id, it.slack_user, refusal)
+            deliver(self.ctx.db, self.ctx.config)  # the answer to the person who was refused
         else:
-            if result.decided and result.flow_run_id:
-                try:
-                    prefect_api.resume(
-                        prefect_api.api_url(self.ctx.loaded.state_dir),
-                        result.flow_run_id,
-                        {"request_id": result.request_id, "status": result.status.value},
-                    )
-                except prefect_api.PrefectUnavailable as exc:
-                    # the decision is recorded; the follow-up flow resumes the run once Prefect is back
-                    log.warning("%s", exc)
-        deliver(self.ctx.db, self.ctx.config)
+            approvals.after_decision(self.ctx, result)
 
 
 def load_payload(body: bytes) -> Any:
