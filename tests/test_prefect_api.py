@@ -1,80 +1,132 @@
-"""Resuming a suspended run through the Prefect API: what is tried again, and what fails at once."""
+"""Resuming a suspended run through Prefect's REST endpoint: what is tried again, what fails at once.
+
+A scripted stand-in for the Prefect server answers over real HTTP on 127.0.0.1.
+"""
 
 from __future__ import annotations
 
+import json
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx
-import prefect.flow_runs
 import pytest
-from prefect.exceptions import NotPausedError
 
 from qmsflow.adapters import prefect_api
 
 RUN = "0191f3f0-0000-7000-8000-000000000001"
-URL = "http://127.0.0.1:9/api"
+ACCEPT = (201, {"status": "ACCEPT", "details": {}, "state": {"type": "SCHEDULED", "name": "Resuming"}})
+NOT_PAUSED = (200, {"status": "ABORT", "details": {"reason": "Cannot resume a flow run that is not paused."}})
+LOCKED = (503, {"exception_message": "Service Unavailable"})
 
 
-def status_error(code: int) -> httpx.HTTPStatusError:
-    request = httpx.Request("POST", f"{URL}/flow_runs/{RUN}/resume")
-    return httpx.HTTPStatusError(f"HTTP {code}", request=request, response=httpx.Response(code, request=request))
+class ScriptedPrefect:
+    """Answers POST /api/flow_runs/{id}/resume with the scripted (status, body) pairs, then ACCEPT."""
+
+    def __init__(self) -> None:
+        self.script: list[tuple[int, dict]] = []
+        self.seen: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.seen.append(
+                    {"path": self.path, "body": body, "auth": self.headers.get("Authorization"), "at": time.monotonic()}
+                )
+                status, answer = outer.script.pop(0) if outer.script else ACCEPT
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
-class Script:
-    """Stands in for prefect.flow_runs.resume_flow_run: raises the scripted errors, then succeeds."""
-
-    def __init__(self, *errors: Exception):
-        self.errors = list(errors)
-        self.calls: list[tuple[float, dict]] = []
-        self.max_retries: list[int] = []
-
-    def __call__(self, flow_run_id, run_input=None) -> None:  # noqa: ANN001
-        from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES
-
-        assert str(flow_run_id) == RUN and PREFECT_API_URL.value() == URL
-        self.max_retries.append(PREFECT_CLIENT_MAX_RETRIES.value())
-        self.calls.append((time.monotonic(), run_input))
-        if self.errors:
-            raise self.errors.pop(0)
+@pytest.fixture
+def prefect() -> Iterator[ScriptedPrefect]:
+    fake = ScriptedPrefect()
+    yield fake
+    fake.server.shutdown()
+    fake.server.server_close()
 
 
-def test_a_busy_server_is_tried_again_quickly(monkeypatch: pytest.MonkeyPatch) -> None:
-    script = Script(status_error(503), status_error(503), httpx.ReadTimeout("slow"))
-    monkeypatch.setattr(prefect.flow_runs, "resume_flow_run", script)
+def test_resume_posts_the_run_input_to_the_resume_endpoint(prefect: ScriptedPrefect) -> None:
+    assert prefect_api.resume(prefect.url, RUN, {"request_id": "APR-1", "status": "approved"}) is True
+    [call] = prefect.seen
+    assert call["path"] == f"/api/flow_runs/{RUN}/resume"
+    assert call["body"] == {"run_input": {"request_id": "APR-1", "status": "approved"}}
+    assert call["auth"] is None
+
+
+def test_a_busy_server_is_tried_again_at_once_not_after_seconds(prefect: ScriptedPrefect) -> None:
+    prefect.script = [LOCKED, LOCKED, (500, {"detail": "database is locked"})]
     start = time.monotonic()
-    assert prefect_api.resume(URL, RUN, {"request_id": "APR-1", "status": "approved"}) is True
-    assert len(script.calls) == 4
-    assert script.calls[-1][1] == {"request_id": "APR-1", "status": "approved"}
-    # 0.1 + 0.15 + 0.225 s of waiting, not Prefect's own 2 + 4 + 8 s: its client retries are off
+    assert prefect_api.resume(prefect.url, RUN, {"request_id": "APR-1", "status": "approved"}) is True
+    assert len(prefect.seen) == 4
+    # 0.1 + 0.15 + 0.225 s of waiting; Prefect's own client would sleep 2 + 4 + 8 s
     assert time.monotonic() - start < 1.5
-    assert script.max_retries == [0, 0, 0, 0]
 
 
-def test_a_run_that_is_no_longer_suspended_is_not_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    script = Script(NotPausedError("Cannot resume a run that isn't paused!"))
-    monkeypatch.setattr(prefect.flow_runs, "resume_flow_run", script)
-    assert prefect_api.resume(URL, RUN, {}) is False
-    assert len(script.calls) == 1
+def test_a_run_that_is_no_longer_suspended_is_not_an_error(prefect: ScriptedPrefect) -> None:
+    prefect.script = [NOT_PAUSED]
+    assert prefect_api.resume(prefect.url, RUN, {}) is False
+    assert len(prefect.seen) == 1
 
 
 @pytest.mark.parametrize(
-    "error",
-    [httpx.ConnectError("connection refused"), status_error(422), RuntimeError("Cannot resume this run: rejected")],
-    ids=["not-listening", "bad-input", "rejected"],
+    "answer, shown",
+    [
+        (
+            (200, {"status": "REJECT", "details": {"reason": "Run input validation failed: 'status' is required"}}),
+            "REJECT: Run input validation failed",
+        ),
+        ((404, {"detail": "Flow run not found"}), "HTTP 404"),
+        ((401, {"detail": "Unauthorized"}), "HTTP 401"),
+    ],
+    ids=["input-rejected", "unknown-run", "unauthorised"],
 )
-def test_errors_that_waiting_does_not_cure_fail_at_once(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
-    script = Script(error, error, error)
-    monkeypatch.setattr(prefect.flow_runs, "resume_flow_run", script)
-    with pytest.raises(prefect_api.PrefectUnavailable, match=f"cannot resume flow run {RUN} at {URL}"):
-        prefect_api.resume(URL, RUN, {})
-    assert len(script.calls) == 1
+def test_answers_that_waiting_does_not_cure_fail_at_once(
+    prefect: ScriptedPrefect, answer: tuple[int, dict], shown: str
+) -> None:
+    prefect.script = [answer, answer, answer]
+    with pytest.raises(prefect_api.PrefectUnavailable, match=f"cannot resume flow run {RUN} at .*: {shown}"):
+        prefect_api.resume(prefect.url, RUN, {})
+    assert len(prefect.seen) == 1
 
 
-def test_a_server_busy_for_longer_than_the_window_is_given_up(monkeypatch: pytest.MonkeyPatch) -> None:
-    script = Script(*[status_error(503)] * 100)
-    monkeypatch.setattr(prefect.flow_runs, "resume_flow_run", script)
+def test_a_server_that_is_not_listening_fails_at_once(prefect: ScriptedPrefect) -> None:
+    url = prefect.url
+    prefect.server.shutdown()
+    prefect.server.server_close()
     start = time.monotonic()
-    with pytest.raises(prefect_api.PrefectUnavailable, match="503"):
-        prefect_api.resume(URL, RUN, {}, within=1.0)
-    assert 0.5 < time.monotonic() - start <= 1.2
-    assert 3 <= len(script.calls) < 10
+    with pytest.raises(prefect_api.PrefectUnavailable, match="ConnectError"):
+        prefect_api.resume(url, RUN, {})
+    assert time.monotonic() - start < 1.0
+
+
+def test_a_server_busy_for_longer_than_the_window_is_given_up(prefect: ScriptedPrefect) -> None:
+    prefect.script = [LOCKED] * 100
+    start = time.monotonic()
+    with pytest.raises(prefect_api.PrefectUnavailable, match="HTTP 503"):
+        prefect_api.resume(prefect.url, RUN, {}, within=1.0)
+    assert 0.5 < time.monotonic() - start <= 1.3
+    assert 3 <= len(prefect.seen) < 10
+
+
+def test_the_api_key_or_auth_string_of_the_prefect_settings_is_sent(prefect: ScriptedPrefect) -> None:
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_KEY, temporary_settings
+
+    with temporary_settings({PREFECT_API_KEY: "pnu_secret"}):
+        assert prefect_api.resume(prefect.url, RUN, {}) is True
+        with temporary_settings({PREFECT_API_AUTH_STRING: "admin:pass"}):
+            assert prefect_api.resume(prefect.url, RUN, {}) is True
+    assert [c["auth"] for c in prefect.seen] == ["Bearer pnu_secret", "Basic YWRtaW46cGFzcw=="]

@@ -28,10 +28,10 @@ def api_url(state_dir: Path | None) -> str:
     return DEFAULT_API
 
 
-def _settings(url: str, extra: dict | None = None):  # noqa: ANN202
+def _settings(url: str):  # noqa: ANN202
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    return temporary_settings({PREFECT_API_URL: url, **(extra or {})})
+    return temporary_settings({PREFECT_API_URL: url})
 
 
 def start_run(url: str, deployment: str, parameters: dict[str, Any], idempotency_key: str | None = None) -> str:
@@ -50,37 +50,60 @@ def start_run(url: str, deployment: str, parameters: dict[str, Any], idempotency
     return str(run.id)
 
 
-def resume(url: str, flow_run_id: str, run_input: dict[str, Any], within: float = 5.0) -> bool:
-    """Resume a suspended run with input. False when it was not suspended (already resumed).
+def _auth_headers() -> dict[str, str]:
+    """The Authorization header Prefect's own client sends: basic auth string if set, else the API key."""
+    import base64
 
-    A busy Prefect server on SQLite answers 503 ("database is locked") for a moment, e.g. while the
-    run is still writing its own suspension. Prefect's client would wait 2, 4, 8… s between tries;
-    here a 5xx or a timeout is tried again after 0.1 s, backing off to 1 s, for ``within`` seconds.
-    A server that is not listening fails at once. Either way the decision is already recorded, and
-    the hourly follow-up flow resumes runs whose resume failed.
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_KEY
+
+    def plain(value: Any) -> str | None:
+        return value.get_secret_value() if hasattr(value, "get_secret_value") else value
+
+    auth, key = plain(PREFECT_API_AUTH_STRING.value()), plain(PREFECT_API_KEY.value())
+    if auth:
+        return {"Authorization": "Basic " + base64.b64encode(auth.encode("utf-8")).decode("ascii")}
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+BUSY = (408, 429, 500, 502, 503, 504)
+
+
+def resume(url: str, flow_run_id: str, run_input: dict[str, Any], within: float = 5.0) -> bool:
+    """Resume a suspended run with input (``POST /flow_runs/{id}/resume``). False if it was not suspended.
+
+    A Prefect server on SQLite answers 503 ("database is locked") for a moment, e.g. while the run
+    that has just suspended is still writing. Prefect's client then sleeps 2, 4, 8… s (and 2 s even
+    with retries off), so this calls the REST endpoint itself: a 5xx, 429 or timeout is tried again
+    after 0.1 s, backing off to 1 s, for ``within`` seconds; a server that is not listening, or that
+    rejects the input, fails at once. Either way the decision is already recorded, and the hourly
+    follow-up flow resumes runs whose resume failed.
     """
     import time
 
     import httpx
-    from prefect.exceptions import NotPausedError
-    from prefect.flow_runs import resume_flow_run
-    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES
 
+    endpoint = f"{url.rstrip('/')}/flow_runs/{flow_run_id}/resume"
     deadline = time.monotonic() + within
     delay = 0.1
-    while True:
-        try:
-            with _settings(url, {PREFECT_CLIENT_MAX_RETRIES: 0}):
-                resume_flow_run(UUID(flow_run_id), run_input=run_input)
-            return True
-        except NotPausedError:
-            return False
-        except Exception as exc:  # noqa: BLE001 - connection errors and 5xx come in many types
-            busy = isinstance(exc, httpx.TimeoutException) or (
-                isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code in (408, 429, 500, 502, 503, 504)
-            )
+    with httpx.Client(timeout=10, headers=_auth_headers()) as client:
+        while True:
+            try:
+                response = client.post(endpoint, json={"run_input": run_input})
+            except httpx.TransportError as exc:
+                busy, problem = isinstance(exc, httpx.TimeoutException), f"{exc.__class__.__name__}: {exc}"
+            else:
+                if response.status_code in (200, 201):
+                    result = response.json()
+                    reason = (result.get("details") or {}).get("reason") or ""
+                    if result.get("status") == "ACCEPT":
+                        return True
+                    if result.get("status") == "ABORT" and "not paused" in reason:
+                        return False
+                    busy, problem = result.get("status") == "WAIT", f"{result.get('status')}: {reason}"
+                else:
+                    busy, problem = response.status_code in BUSY, f"HTTP {response.status_code}: {response.text[:300]}"
             if not busy or time.monotonic() + delay > deadline:
-                raise PrefectUnavailable(f"cannot resume flow run {flow_run_id} at {url}: {exc}") from None
+                raise PrefectUnavailable(f"cannot resume flow run {flow_run_id} at {url}: {problem}")
             time.sleep(delay)
             delay = min(delay * 1.5, 1.0)
 
