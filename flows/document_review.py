@@ -11,12 +11,18 @@ time.
 
 from __future__ import annotations
 
+import importlib
+import threading
+
 from prefect import flow, get_run_logger
 from prefect.flow_runs import suspend_flow_run
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
-from tasks.approvals import deliver_outbox_task, render_copy_task, review_step_task
+# The tasks bring the records store, SQLAlchemy and the config models (about 0.3 s of imports). A
+# resumed run is a new process: import them in the background while Prefect starts the run, and
+# let the body's own import below wait for that one (docs/adr/0008-decision-before-rendering.md).
+threading.Thread(target=importlib.import_module, args=("tasks.approvals",), name="qms-import", daemon=True).start()
 
 FLOW_NAME = "document-review"
 
@@ -37,6 +43,8 @@ def document_review(
     comment: str | None = None,
     config: str | None = None,
 ) -> dict:
+    from tasks.approvals import deliver_outbox_task, render_copy_task, review_step_task
+
     logger = get_run_logger()
     submission = (config, document_id, submitted_by, major, still_valid, comment, str(flow_run.id))
     request = review_step_task(*submission)  # opens the request; on the re-run after approval, applies it

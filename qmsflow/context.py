@@ -29,6 +29,12 @@ class QmsContext:
     def close(self) -> None:
         self.db.dispose()
 
+    def __enter__(self) -> QmsContext:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def open_context(config: str | Path | None = None, *, migrate: bool = False) -> QmsContext:
     """Load ``qms.yaml`` and open its records store; check (or bring) the schema up to date."""

@@ -41,8 +41,7 @@ def review_step_task(
 ) -> dict[str, Any]:
     """Snapshot the document (path, git commit, SHA-256) and request approval, the same on a re-run;
     once the request is decided, apply the decision (effective/obsolete, or back to draft) in one commit."""
-    ctx = open_context(config)
-    try:
+    with open_context(config) as ctx:
         with UnitOfWork(ctx.db, submitted_by) as uow:
             return review.review_step(
                 uow,
@@ -55,62 +54,51 @@ def review_step_task(
                 comment=comment,
                 flow_run_id=flow_run_id,
             )
-    finally:
-        ctx.close()
 
 
 @task(name="render-controlled-copy", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
 def render_copy_task(config: str | None, request_id: str) -> dict[str, Any]:
     """HTML + PDF controlled copy of the approved version (rendered again by 'qms document render')."""
-    ctx = open_context(config)
-    try:
+    with open_context(config) as ctx:
         with UnitOfWork(ctx.db, SYSTEM_ACTOR) as uow:
             return review.render_approved_copy(uow, ctx.config, ctx.root, ctx.loaded.state_dir / "rendered", request_id)
-    finally:
-        ctx.close()
 
 
 @task(name="deliver-outbox", cache_policy=NO_CACHE)
 def deliver_outbox_task(config: str | None) -> dict[str, Any]:
     """One delivery pass; failures stay queued for the next pass (never fail the flow)."""
-    ctx = open_context(config)
-    try:
+    with open_context(config) as ctx:
         report = deliver(ctx.db, ctx.config)
         if report.failed:
             get_run_logger().warning(
                 "outbox: %d delivery failure(s), will retry: %s", len(report.failed), report.failed[0][1]
             )
         return {"sent": len(report.sent), "failed": len(report.failed), "waiting": report.waiting}
-    finally:
-        ctx.close()
 
 
 @task(name="approval-follow-ups", cache_policy=NO_CACHE)
 def follow_up_task(config: str | None) -> list[tuple[str, str, str]]:
-    ctx = open_context(config)
-    try:
+    with open_context(config) as ctx:
         with UnitOfWork(ctx.db, SYSTEM_ACTOR) as uow:
             done = approvals.follow_up(uow, ctx.config, datetime.now(UTC))
             uow.commit()
         return done
-    finally:
-        ctx.close()
 
 
 @task(name="resume-decided-runs", cache_policy=NO_CACHE)
 def resume_decided_task(config: str | None) -> list[str]:
     """Resume runs whose request was decided while Prefect was unreachable (the decision is in our store)."""
-    ctx = open_context(config)
     resumed = []
-    try:
+    with open_context(config) as ctx:
         url = prefect_api.api_url(ctx.loaded.state_dir)
         with UnitOfWork(ctx.db, SYSTEM_ACTOR) as uow:
             rows = approvals.decided_requests_with_runs(uow)
         for row in rows:
-            if prefect_api.state_of(url, row.flow_run_id) == "PAUSED" and prefect_api.resume(
-                url, row.flow_run_id, {"request_id": row.id, "status": row.status}
-            ):
-                resumed.append(row.id)
+            try:
+                if prefect_api.state_of(url, row.flow_run_id) == "PAUSED" and prefect_api.resume(
+                    url, row.flow_run_id, {"request_id": row.id, "status": row.status}
+                ):
+                    resumed.append(row.id)
+            except prefect_api.PrefectUnavailable as exc:  # one run that cannot be resumed keeps no other waiting
+                get_run_logger().warning("%s: %s", row.id, exc)
         return resumed
-    finally:
-        ctx.close()

@@ -16,24 +16,18 @@ from qmsflow.store.uow import UnitOfWork
 
 @task(name="escalate-overdue-capas", cache_policy=NO_CACHE)
 def escalate_task(config: str | None) -> list[tuple]:
-    ctx = open_context(config)
-    try:
+    with open_context(config) as ctx:
         with UnitOfWork(ctx.db, "qmsflow") as uow:
             done = capa.escalate_overdue(uow, ctx.config, datetime.now(UTC).date())
             uow.commit()
         return done
-    finally:
-        ctx.close()
 
 
 @task(name="reconcile-jira", cache_policy=NO_CACHE)
 def reconcile_task(config: str | None) -> dict[str, Any]:
-    ctx = open_context(config)
-    try:
+    with open_context(config) as ctx:
         settings = jira.settings(ctx.config)
         if settings is None:
             return {"jira": "off"}
         report = jira_sync.reconcile(ctx, jira.JiraAdapter(jira.make_client(settings), settings))
         return {"seen": report.seen, "outcomes": report.outcomes}
-    finally:
-        ctx.close()

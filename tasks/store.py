@@ -20,14 +20,11 @@ SYSTEM_ACTOR = "qmsflow"
 @task(name="sync-config", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
 def sync_config_task(config: str | None) -> list[str]:
     """Bring people, processes and documents in line with qms.yaml."""
-    ctx = open_context(config)
-    try:
+    with open_context(config) as ctx:
         with UnitOfWork(ctx.db, SYSTEM_ACTOR) as uow:
             report = sync_config(uow, ctx.config, ctx.root)
             uow.commit()
         return report.changes
-    finally:
-        ctx.close()
 
 
 @task(name="scan-due-reviews", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
@@ -35,8 +32,7 @@ def scan_due_reviews_task(
     config: str | None, today: date, window_days: int, process: str | None
 ) -> list[dict[str, Any]]:
     """Record each document whose review falls due within the window or is overdue."""
-    ctx = open_context(config)
-    try:
+    with open_context(config) as ctx:
         with UnitOfWork(ctx.db, SYSTEM_ACTOR) as uow:
             found = scan_due_reviews(uow, today, process=process, window_days=window_days)
             uow.commit()
@@ -50,8 +46,6 @@ def scan_due_reviews_task(
             }
             for d in found
         ]
-    finally:
-        ctx.close()
 
 
 @task(name="record-process-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
@@ -65,13 +59,10 @@ def record_run_task(
     finished_at: datetime | None,
     summary: dict[str, Any],
 ) -> None:
-    ctx = open_context(config)
-    try:
+    with open_context(config) as ctx:
         with UnitOfWork(ctx.db, SYSTEM_ACTOR) as uow:
             record_run(uow, process, flow_name, flow_run_id, state, started_at, finished_at, summary)
             uow.commit()
-    finally:
-        ctx.close()
 
 
 @task(name="start-periodic-reviews", cache_policy=NO_CACHE)
@@ -85,9 +76,8 @@ def start_periodic_reviews_task(config: str | None, due: list[dict[str, Any]]) -
     from qmsflow.services.common import sha256_file
     from qmsflow.services.documents import effective_version
 
-    ctx = open_context(config)
     started = []
-    try:
+    with open_context(config) as ctx:
         url = prefect_api.api_url(ctx.loaded.state_dir)
         for item in due:
             with UnitOfWork(ctx.db, SYSTEM_ACTOR) as uow:
@@ -109,5 +99,3 @@ def start_periodic_reviews_task(config: str | None, due: list[dict[str, Any]]) -
             )
             started.append(item["document"])
         return started
-    finally:
-        ctx.close()

@@ -211,3 +211,41 @@ def test_check_repo_reports_missing_documents_and_uncovered_aspects(repo: Path) 
         f"'procedures/SOP-RSK-001-risk-management.md' does not exist in {repo.resolve()}"
     ]
     assert warnings == ["Art. 17(1) aspects covered by no process: (f) — add them to the 'aspects' of a process"]
+
+
+def test_a_valid_config_is_loaded_from_its_cache_until_it_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import qmsflow.settings as settings
+
+    config = tmp_path / "qms.yaml"
+    config.write_text(SAMPLE)
+    assert load_config(config) and not (tmp_path / ".qms").exists()  # a repo without state gets no cache
+    (tmp_path / ".qms").mkdir()
+    first = load_config(config)
+    [cached] = (tmp_path / ".qms" / "cache").glob("config-*.json")
+
+    def no_parsing(text: str, path: Path) -> None:
+        raise AssertionError("the YAML was parsed again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(settings, "parse_config", no_parsing)
+        again = load_config(config)
+    assert again.config == first.config
+    loc = ("documents", 2, "path")  # line numbers still work: the YAML is parsed when they are asked for
+    assert again.line_of(loc) == first.line_of(loc) == line(SAMPLE, f"id: {first.config.documents[2].id},")
+
+    # an edit is parsed and checked again: its error names the line, cache or not
+    broken = SAMPLE.replace(CAPA_OWNER, "    owner: nobody\n    procedure: SOP-CAPA-001")
+    config.write_text(broken)
+    with pytest.raises(ConfigError, match=rf"qms.yaml:{line(broken, 'owner: nobody')} processes\[\d\].owner"):
+        load_config(config)
+    config.write_text(SAMPLE)
+    assert load_config(config).config == first.config
+
+    # a torn cache file or one from another qmsflow version is ignored and rewritten
+    for content in ("{not json", '{"qmsflow": "0.0.0", "config": {}}', '{"qmsflow": "%s"}' % settings.__version__):
+        cached.write_text(content)
+        assert load_config(config).config == first.config
+        assert cached.read_text().startswith('{"qmsflow": "%s", "config": {' % settings.__version__)
+    assert [p.name for p in cached.parent.iterdir()] == [cached.name]  # one file, no leftovers
