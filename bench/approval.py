@@ -225,12 +225,15 @@ def main() -> int:
     print(line("signed POST -> review flow completed (+PDF)", approval_s))
     print(line("bare flow: resume -> completed (baseline)", baseline_s))
     med_b = statistics.median(baseline_s)
-    for label, values in (("past approval", applied_s), ("completed", approval_s)):
-        ratio = statistics.mean(values) / mean_b
-        print(
-            f"ratio {label}/baseline: mean {ratio:.2f}, median {statistics.median(values) / med_b:.2f} "
-            f"(goal <= 1.2: {'met' if ratio <= 1.2 else 'NOT met'})"
-        )
+    ratio = statistics.mean(applied_s) / mean_b
+    print(
+        f"ratio past approval/baseline: mean {ratio:.2f}, median {statistics.median(applied_s) / med_b:.2f} "
+        f"(goal <= 1.2: {'met' if ratio <= 1.2 else 'NOT met'})"
+    )
+    print(
+        f"ratio completed/baseline: mean {statistics.mean(approval_s) / mean_b:.2f}, "
+        f"median {statistics.median(approval_s) / med_b:.2f} (work after the approval: PDF rendered, owner told)"
+    )
     # where the time goes: the runner's poll wait is the same machinery for both and the largest
     # source of noise between rounds; the other phases are what qmsflow adds
     mean_of = [statistics.mean(column) for column in zip(*ours_phases)]
