@@ -147,49 +147,46 @@ class Stack:
             if not port_free(self.host, self.port):
                 raise StackError(f"port {self.port} on {self.host} is in use: pass --port or stop what uses it")
             self.say(f"starting the Prefect server on {self.ui_url} (first start takes ~20 s) …")
-            server = subprocess.Popen(
-                [sys.executable, "-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.port)],
-                env=env,
-                stdout=self._log("prefect-server"),
-                stderr=subprocess.STDOUT,
-                cwd=self.ctx.loaded.state_dir,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
+            server = self._spawn(
+                "Prefect server",
+                "prefect-server",
+                ["-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.port)],
+                env,
             )
-            self.children.append(("Prefect server", server))
             wait_healthy(self.api_url, 180, alive=lambda: server.poll() is None)
             self.say("Prefect server ready")
         else:
             wait_healthy(self.api_url, 30)
-        runner = subprocess.Popen(
-            [sys.executable, "-m", "qmsflow.runner"],
-            env=env,
-            stdout=self._log("runner"),
-            stderr=subprocess.STDOUT,
-            cwd=self.ctx.loaded.state_dir,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-        self.children.append(("runner", runner))
+        runner = self._spawn("runner", "runner", ["-m", "qmsflow.runner"], env)
         names = self._wait_deployments(runner)
         self.say(f"runner serving {len(names)} deployment(s): {', '.join(names)}")
         if not port_free(self.host, self.web_port):
             raise StackError(f"port {self.web_port} on {self.host} is in use: pass --web-port or stop what uses it")
-        web = subprocess.Popen(
-            [sys.executable, "-m", "qmsflow.web", "--host", self.host, "--port", str(self.web_port)],
-            env={**env, "QMS_PREFECT_UI_URL": self.ui_url or ""},
-            stdout=self._log("web"),
-            stderr=subprocess.STDOUT,
-            cwd=self.ctx.loaded.state_dir,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
+        web = self._spawn(
+            "web app",
+            "web",
+            ["-m", "qmsflow.web", "--host", self.host, "--port", str(self.web_port)],
+            {**env, "QMS_PREFECT_UI_URL": self.ui_url or ""},
         )
-        self.children.append(("web app", web))
         wait_healthy(self.web_url, 60, alive=lambda: web.poll() is None)
         self.state_file.write_text(
             json.dumps({"api_url": self.api_url, "ui_url": self.ui_url, "web_url": self.web_url, "pid": os.getpid()})
         )
         self.say("web app ready")
+
+    def _spawn(self, title: str, log: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
+        """Start ``python ARGS`` as a child of the stack: own session, log file, dies with `qms up`."""
+        child = subprocess.Popen(
+            [sys.executable, *args],
+            env=env,
+            stdout=self._log(log),
+            stderr=subprocess.STDOUT,
+            cwd=self.ctx.loaded.state_dir,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        self.children.append((title, child))
+        return child
 
     def _wait_deployments(self, runner: subprocess.Popen, timeout: float = 120) -> list[str]:
         """Wait until the runner has registered every deployment it announced."""

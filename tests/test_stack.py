@@ -83,3 +83,42 @@ def test_ctrl_c_stops_runner_then_server(stack: RunningStack) -> None:
     with socket.socket() as sock:  # nothing listens on the server's port any more
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", stack.port))
+
+
+def test_killing_qms_up_takes_its_server_runner_and_web_app_with_it(tmp_path) -> None:  # noqa: ANN001
+    """`qms up` killed by SIGKILL (no chance to clean up) must not leave a Prefect server holding the port."""
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    repo = tmp_path / "repo"
+    scaffold(repo, org_name="Kill Test GmbH", git=True)
+    s = start_stack(repo)
+    try:
+        children = Path(f"/proc/{s.proc.pid}/task/{s.proc.pid}/children").read_text().split()
+        assert len(children) == 3  # Prefect server, runner, web app
+        s.proc.send_signal(signal.SIGKILL)
+        s.proc.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        alive = children
+        while alive and time.monotonic() < deadline:
+            alive = [pid for pid in children if Path(f"/proc/{pid}").exists() and not _zombie(pid)]
+            time.sleep(0.2)
+        assert alive == [], f"children of a killed qms up still running: {alive}"
+    finally:
+        s.kill()
+        for pid in children:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+
+
+def _zombie(pid: str) -> bool:
+    from pathlib import Path
+
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return False

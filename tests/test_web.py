@@ -115,9 +115,18 @@ def test_page_contents(web: tuple) -> None:
 def test_overview_counts_open_approvals_per_process(web: tuple) -> None:
     ctx, client = web
     with UnitOfWork(ctx.db, "chloe") as uow:
-        approvals.open_request(uow, ctx.config, key="p1", subject="document-version:SOP-DES-001@1.0", title="t",
-                               content_sha256="ab" * 32, approvers=["ben"], meaning="m", author="chloe",
-                               process="document-control")
+        approvals.open_request(
+            uow,
+            ctx.config,
+            key="p1",
+            subject="document-version:SOP-DES-001@1.0",
+            title="t",
+            content_sha256="ab" * 32,
+            approvers=["ben"],
+            meaning="m",
+            author="chloe",
+            process="document-control",
+        )
         uow.commit()
     sign_in(client, "dev")
     row = client.get("/").text.split("<strong>document-control</strong>")[1].split("</tr>")[0]

@@ -174,35 +174,15 @@ def check_submission(
     return doc, sha, effective
 
 
-def review_step(
-    uow: UnitOfWork,
-    config: QmsConfig,
-    root: Path,
-    *,
-    document_id: str,
-    submitted_by: str,
-    major: bool,
-    still_valid: bool,
-    comment: str | None,
-    flow_run_id: str,
-) -> dict[str, Any]:
+def review_step(uow: UnitOfWork, config: QmsConfig, root: Path, **submission: Any) -> dict[str, Any]:
     """One idempotent step of a review run, called before and after each wait for approval.
 
-    Opens the run's approval request the first time (``open_review``); once the request is decided,
-    applies the decision (``conclude_review``, which does nothing twice). Returns the request summary,
-    with the ``outcome`` of the decision once it has been applied.
+    Opens the run's approval request the first time (``open_review``, whose keyword arguments
+    ``submission`` holds); once the request is decided, applies the decision (``conclude_review``,
+    which does nothing twice). Returns the request summary, with the ``outcome`` of the decision
+    once it has been applied.
     """
-    request = open_review(
-        uow,
-        config,
-        root,
-        document_id=document_id,
-        submitted_by=submitted_by,
-        major=major,
-        still_valid=still_valid,
-        comment=comment,
-        flow_run_id=flow_run_id,
-    )
+    request = open_review(uow, config, root, **submission)
     if request["status"] == RequestStatus.PENDING.value:
         return request
     return {**request, "outcome": conclude_review(uow, config, root, request["id"])}
