@@ -251,6 +251,28 @@ def test_rendered_files_are_served_and_paths_cannot_escape(web: tuple) -> None:
     assert client.get("/documents/NOPE").status_code == 404
 
 
+def test_an_effective_version_without_its_controlled_copy_says_how_to_render_it(web: tuple) -> None:
+    from datetime import date
+
+    from qmsflow.domain.documents import DocStatus
+    from qmsflow.services.documents import latest_version, transition_version
+
+    ctx, client = web
+    with UnitOfWork(ctx.db, "ana") as uow:
+        version = latest_version(uow, "SOP-DOC-001")
+        transition_version(uow, version, DocStatus.IN_REVIEW)
+        transition_version(uow, version, DocStatus.EFFECTIVE, on=date.today(), interval_months=12)
+        uow.commit()
+    sign_in(client, "dev")
+    page = client.get("/documents/SOP-DOC-001").text
+    assert "not rendered yet" in page and "qms document render SOP-DOC-001" in page
+    folder = ctx.loaded.state_dir / "rendered" / "SOP-DOC-001" / "1.0"
+    folder.mkdir(parents=True)
+    (folder / "SOP-DOC-001-v1.0.pdf").write_bytes(b"%PDF-1.7 test")
+    page = client.get("/documents/SOP-DOC-001").text
+    assert "not rendered yet" not in page and 'href="/documents/SOP-DOC-001/1.0/pdf"' in page
+
+
 def test_user_rules(web: tuple) -> None:
     ctx, _ = web
     with UnitOfWork(ctx.db, "ana") as uow:
