@@ -163,3 +163,24 @@ def test_user_add_and_token_on_a_fresh_repo(qms, repo: Path, monkeypatch: pytest
     monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
     code, _, err = qms("user", "add", "x", "--person", "ana", "--password-stdin", "-c", cfg)
     assert code == 1 and "at least 12 characters" in err
+
+
+def test_identifiers_are_printed_whole_in_a_narrow_terminal(qms, repo: Path) -> None:  # noqa: ANN001
+    """The id column is what people copy into the next command: narrow tables wrap titles, never ids."""
+    import os
+    import re
+
+    cfg = str(repo / "qms.yaml")
+    assert qms("sync", "-c", cfg, "--as", "ana")[0] == 0
+    assert qms("document", "scan", "-c", cfg)[0] == 0
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QMS_", "PREFECT_"))}
+    listed = subprocess.run(
+        [str(Path(sys.executable).parent / "qms"), "records", "list", "-c", cfg],
+        env={**env, "COLUMNS": "50"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    ids = re.findall(r"^│ (\S+)", listed.stdout, flags=re.M)
+    assert len([i for i in ids if re.fullmatch(r"DRD-\d{4}-\d{4}", i)]) == 10, listed.stdout

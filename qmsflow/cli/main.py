@@ -48,6 +48,15 @@ app.add_typer(approvals_app, name="approvals")
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
+
+def _table(*columns: str, title: str | None = None, right: tuple[str, ...] = ()) -> Table:
+    """A table whose first column (the identifier to copy into the next command) is never cut short."""
+    table = Table(title=title)
+    for index, column in enumerate(columns):
+        table.add_column(column, justify="right" if column in right else "left", no_wrap=index == 0)
+    return table
+
+
 ConfigOpt = Annotated[
     Optional[Path],
     typer.Option("--config", "-c", help="qms.yaml to use (else QMS_CONFIG, else ./qms.yaml or a parent's)."),
@@ -214,9 +223,16 @@ def status(config: ConfigOpt = None) -> None:
 
     ctx = _ctx(config)
     rows = process_status(ctx.db)
-    table = Table(title=f"QMS processes — {ctx.config.organisation.name}")
-    for column in ("process", "owner", "last run", "next due", "open", "overdue"):
-        table.add_column(column, justify="right" if column in ("open", "overdue") else "left")
+    table = _table(
+        "process",
+        "owner",
+        "last run",
+        "next due",
+        "open",
+        "overdue",
+        title=f"QMS processes — {ctx.config.organisation.name}",
+        right=("open", "overdue"),
+    )
     for r in rows:
         last = f"{r.last_run:%Y-%m-%d %H:%M} {r.last_state.lower()}" if r.last_run and r.last_state else "never"
         table.add_row(
@@ -259,9 +275,7 @@ def records_list(
         query = query.where(RecordRow.kind == kind)
     if not all_:
         query = query.where(RecordRow.status.not_in(CLOSED_STATUSES))
-    table = Table()
-    for column in ("id", "kind", "status", "owner", "due", "title"):
-        table.add_column(column)
+    table = _table("id", "kind", "status", "owner", "due", "title")
     today = date.today()
     with ctx.db.read() as session:
         for r in session.scalars(query):
@@ -293,9 +307,7 @@ def document_list(config: ConfigOpt = None) -> None:
     from ..store.tables import DocumentRow, DocumentVersionRow
 
     ctx = _ctx(config)
-    table = Table()
-    for column in ("id", "title", "owner", "version", "status", "next review"):
-        table.add_column(column)
+    table = _table("id", "title", "owner", "version", "status", "next review")
     today = date.today()
     with ctx.db.read() as session:
         for doc in session.scalars(select(DocumentRow).where(DocumentRow.active.is_(True)).order_by(DocumentRow.id)):
@@ -394,9 +406,7 @@ def trail_show(
         query = query.where(TrailEventRow.record == record)
     if actor:
         query = query.where(TrailEventRow.actor == actor)
-    table = Table()
-    for column in ("seq", "time (UTC)", "actor", "action", "record", "hash"):
-        table.add_column(column)
+    table = _table("seq", "time (UTC)", "actor", "action", "record", "hash")
     with ctx.db.read() as session:
         for e in reversed(session.scalars(query).all()):
             table.add_row(str(e.seq), e.ts[:19].replace("T", " "), e.actor, e.action, e.record, e.hash[:12] + "…")
@@ -462,9 +472,7 @@ def approvals_list(
     from ..store.uow import UnitOfWork
 
     ctx = _ctx(config)
-    table = Table()
-    for column in ("id", "status", "title", "due", "waiting for", "signatures"):
-        table.add_column(column)
+    table = _table("id", "status", "title", "due", "waiting for", "signatures")
     with UnitOfWork(ctx.db, "cli") as uow:
         if person:
             rows = pending_for(uow, person)
@@ -537,9 +545,7 @@ def token_list(config: ConfigOpt = None) -> None:
     from ..services.tokens import list_tokens
 
     ctx = _ctx(config)
-    table = Table()
-    for column in ("id", "person", "name", "created", "last used", "revoked"):
-        table.add_column(column)
+    table = _table("id", "person", "name", "created", "last used", "revoked")
     for t in list_tokens(ctx.db):
         fmt = lambda d: f"{d:%Y-%m-%d %H:%M}" if d else ""  # noqa: E731
         table.add_row(str(t.id), t.person, t.name, fmt(t.created_at), fmt(t.last_used_at), fmt(t.revoked_at))
@@ -695,9 +701,7 @@ def capa_list(
         query = query.where(RecordRow.status != "closed")
     if overdue:
         query = query.where(RecordRow.due_date < date.today())
-    table = Table()
-    for column in ("id", "stage", "severity", "owner", "due", "title"):
-        table.add_column(column)
+    table = _table("id", "stage", "severity", "owner", "due", "title")
     with ctx.db.read() as session:
         for r in session.scalars(query):
             due = r.due_date.isoformat() if r.due_date else ""
@@ -760,9 +764,7 @@ def user_list(config: ConfigOpt = None) -> None:
     from ..store.tables import UserRow
 
     ctx = _ctx(config)
-    table = Table()
-    for column in ("user", "person", "role", "created", "disabled"):
-        table.add_column(column)
+    table = _table("user", "person", "role", "created", "disabled")
     with ctx.db.read() as session:
         for u in session.scalars(select(UserRow).order_by(UserRow.username)):
             table.add_row(
