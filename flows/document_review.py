@@ -14,7 +14,8 @@ from __future__ import annotations
 import importlib
 import threading
 
-from prefect import flow, get_run_logger
+import prefect.cache_policies  # noqa: F401 - what tasks.approvals needs of Prefect, imported here first
+from prefect import flow, get_run_logger, task  # noqa: F401
 from prefect.flow_runs import suspend_flow_run
 from prefect.runtime import flow_run
 from pydantic import BaseModel
@@ -22,6 +23,8 @@ from pydantic import BaseModel
 # The tasks bring the records store, SQLAlchemy and the config models (about 0.3 s of imports). A
 # resumed run is a new process: import them in the background while Prefect starts the run, and
 # let the body's own import below wait for that one (docs/adr/0008-decision-before-rendering.md).
+# The thread imports only what this process has not imported yet (ours, SQLAlchemy, ruamel), so
+# it does not contend with Prefect's own imports; if it fails, the body's import reports why.
 threading.Thread(target=importlib.import_module, args=("tasks.approvals",), name="qms-import", daemon=True).start()
 
 FLOW_NAME = "document-review"
