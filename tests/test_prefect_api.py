@@ -130,3 +130,20 @@ def test_the_api_key_or_auth_string_of_the_prefect_settings_is_sent(prefect: Scr
         with temporary_settings({PREFECT_API_AUTH_STRING: "admin:pass"}):
             assert prefect_api.resume(prefect.url, RUN, {}) is True
     assert [c["auth"] for c in prefect.seen] == ["Bearer pnu_secret", "Basic YWRtaW46cGFzcw=="]
+
+
+def test_a_server_that_wants_a_csrf_token_is_resumed_through_prefects_own_client(
+    prefect: ScriptedPrefect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect import flow_runs
+    from prefect.settings import PREFECT_API_URL
+
+    resumed = []
+    monkeypatch.setattr(
+        flow_runs,
+        "resume_flow_run",
+        lambda run_id, run_input=None: resumed.append((str(run_id), run_input, PREFECT_API_URL.value())),
+    )
+    prefect.script = [(403, {"detail": "Missing CSRF token."})]  # what the server answers without one
+    assert prefect_api.resume(prefect.url, RUN, {"request_id": "APR-1", "status": "approved"}) is True
+    assert resumed == [(RUN, {"request_id": "APR-1", "status": "approved"}, prefect.url)]
