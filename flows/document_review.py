@@ -12,6 +12,8 @@ time.
 from __future__ import annotations
 
 import importlib
+import multiprocessing
+import sys
 import threading
 
 import prefect.cache_policies  # noqa: F401 - what tasks.approvals needs of Prefect, imported here first
@@ -21,11 +23,13 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 # The tasks bring the records store, SQLAlchemy and the config models (about 0.3 s of imports). A
-# resumed run is a new process: import them in the background while Prefect starts the run, and
-# let the body's own import below wait for that one (docs/adr/0008-decision-before-rendering.md).
-# The thread imports only what this process has not imported yet (ours, SQLAlchemy, ruamel), so
-# it does not contend with Prefect's own imports; if it fails, the body's import reports why.
-threading.Thread(target=importlib.import_module, args=("tasks.approvals",), name="qms-import", daemon=True).start()
+# resumed run is a new process, started by the runner: there, import them in the background while
+# Prefect starts the run, and let the body's own import below wait for that one
+# (docs/adr/0008-decision-before-rendering.md). The thread imports only what the process has not
+# imported yet (ours, SQLAlchemy, ruamel), not Prefect's modules; if it fails, the body's import
+# reports why. Elsewhere (the runner itself, tests, tools) the module imports nothing in the background.
+if multiprocessing.parent_process() is not None and "tasks.approvals" not in sys.modules:
+    threading.Thread(target=importlib.import_module, args=("tasks.approvals",), name="qms-import", daemon=True).start()
 
 FLOW_NAME = "document-review"
 

@@ -7,8 +7,6 @@ Example of an error line::
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import types
 import typing
@@ -17,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
 
-from . import __version__
 from .domain.aspects import uncovered
 from .domain.organisation import DOC_ID, SLUG, QmsConfig, cross_check
 
@@ -58,17 +58,7 @@ class ConfigError(Exception):
 class LoadedConfig:
     config: QmsConfig
     path: Path
-    text: str = field(repr=False, default="")
-    _data: Any = field(repr=False, default=None)
-
-    @property
-    def data(self) -> Any:
-        """The YAML tree with line numbers (parsed on first use when the config came from the cache)."""
-        if self._data is None and self.text:
-            from ruamel.yaml import YAML
-
-            self._data = YAML(typ="rt").load(self.text)
-        return self._data
+    data: Any = field(repr=False, default=None)
 
     @property
     def root(self) -> Path:
@@ -112,59 +102,11 @@ def find_config(explicit: str | os.PathLike | None = None, cwd: Path | None = No
 
 
 def load_config(explicit: str | os.PathLike | None = None, cwd: Path | None = None) -> LoadedConfig:
-    """Find, parse and validate ``qms.yaml``; a ``ConfigError`` names file, line and field of each problem.
-
-    A config that was valid once is also kept, validated, in ``.qms/cache/`` under the SHA-256 of its
-    bytes: loading it again (every flow run, every command) skips the YAML parser. Any edit changes
-    the hash, so the file is parsed and checked again.
-    """
     path = find_config(explicit, cwd)
-    text = path.read_text(encoding="utf-8")
-    cache = _cache_file(path, text)
-    cached = _from_cache(cache, path, text)
-    if cached is not None:
-        return cached
-    loaded = parse_config(text, path)
-    _to_cache(cache, loaded)
-    return loaded
-
-
-def _cache_file(path: Path, text: str) -> Path:
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    return path.parent / STATE_DIR / "cache" / f"config-{digest}.json"
-
-
-def _from_cache(cache: Path, path: Path, text: str) -> LoadedConfig | None:
-    try:
-        stored = json.loads(cache.read_text(encoding="utf-8"))
-        if stored.get("qmsflow") != __version__:
-            return None
-        config = QmsConfig.model_validate(stored["config"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # absent, torn or stale: parse the YAML
-        return None
-    return LoadedConfig(config, path.resolve(), text)
-
-
-def _to_cache(cache: Path, loaded: LoadedConfig) -> None:
-    """Best effort: a repo whose state folder cannot be written is simply parsed every time."""
-    if not cache.parent.parent.is_dir():  # no .qms yet (qms init, qms check on a fresh repo): create nothing
-        return
-    try:
-        cache.parent.mkdir(exist_ok=True)
-        for old in cache.parent.glob("config-*.json"):
-            old.unlink(missing_ok=True)
-        partial = cache.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_text(json.dumps({"qmsflow": __version__, "config": loaded.config.model_dump(mode="json")}))
-        partial.replace(cache)
-    except OSError:
-        pass
+    return parse_config(path.read_text(encoding="utf-8"), path)
 
 
 def parse_config(text: str, path: Path) -> LoadedConfig:
-    from ruamel.yaml import YAML
-    from ruamel.yaml.comments import CommentedMap
-    from ruamel.yaml.error import MarkedYAMLError
-
     name = path.name
     yaml = YAML(typ="rt")
     try:
@@ -185,7 +127,7 @@ def parse_config(text: str, path: Path) -> LoadedConfig:
     problems = cross_check(config)
     if problems:
         raise ConfigError([ConfigIssue(name, _line_of(data, loc), _loc_str(loc), msg) for loc, msg in problems])
-    return LoadedConfig(config, path.resolve(), text, data)
+    return LoadedConfig(config, path.resolve(), data)
 
 
 def check_repo(loaded: LoadedConfig) -> tuple[list[ConfigIssue], list[str]]:
@@ -226,8 +168,6 @@ def _plain(node: Any) -> Any:
 
 
 def _line_of(data: Any, loc: tuple) -> int:
-    from ruamel.yaml.comments import CommentedMap, CommentedSeq
-
     node, line = data, 1
     for part in loc:
         if isinstance(node, CommentedMap) and part in node:

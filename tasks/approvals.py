@@ -27,7 +27,7 @@ def unless_refused(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's r
     name="document-review-step",
     cache_policy=NO_CACHE,
     retries=2,
-    retry_delay_seconds=1,
+    retry_delay_seconds=[1, 5],
     retry_condition_fn=unless_refused,
 )
 def review_step_task(
@@ -39,11 +39,16 @@ def review_step_task(
     comment: str | None,
     flow_run_id: str,
 ) -> dict[str, Any]:
-    """Snapshot the document (path, git commit, SHA-256) and request approval, the same on a re-run;
-    once the request is decided, apply the decision (effective/obsolete, or back to draft) in one commit."""
+    """The step before and after each wait for approval, idempotent (keyed by the flow run id).
+
+    The first time: snapshot the document (path, git commit, SHA-256) and request approval, in the
+    submitter's name. Once the request is decided: apply the decision (effective/obsolete, or back to
+    draft) in one commit, in qmsflow's name (``conclude_review`` does nothing twice). Returns the
+    request summary, with the ``outcome`` once the decision has been applied.
+    """
     with open_context(config) as ctx:
         with UnitOfWork(ctx.db, submitted_by) as uow:
-            return review.review_step(
+            request = review.open_review(
                 uow,
                 ctx.config,
                 ctx.root,
@@ -54,6 +59,10 @@ def review_step_task(
                 comment=comment,
                 flow_run_id=flow_run_id,
             )
+        if request["status"] == "pending":
+            return request
+        with UnitOfWork(ctx.db, SYSTEM_ACTOR) as uow:
+            return {**request, "outcome": review.conclude_review(uow, ctx.config, ctx.root, request["id"])}
 
 
 @task(name="render-controlled-copy", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
@@ -99,6 +108,6 @@ def resume_decided_task(config: str | None) -> list[str]:
                     url, row.flow_run_id, {"request_id": row.id, "status": row.status}
                 ):
                     resumed.append(row.id)
-            except prefect_api.PrefectUnavailable as exc:  # one run that cannot be resumed keeps no other waiting
-                get_run_logger().warning("%s: %s", row.id, exc)
+            except Exception as exc:  # noqa: BLE001 - one run that cannot be resumed (or was deleted) keeps no other waiting
+                get_run_logger().warning("%s: flow run %s not resumed: %s", row.id, row.flow_run_id, exc)
         return resumed

@@ -223,6 +223,10 @@ def test_signed_click_resumes_the_flow_to_an_effective_version(world: World) -> 
     assert signature["signer"] == "ben" and signature["printed_name"] == "Ben Brandt"
     assert signature["method"] == "slack" and signature["content_sha256"] == version.content_sha256
     assert signature["meaning"] == "approve SOP-DOC-001 v1.0 for use"
+    # the snapshot is the submitter's act; applying the signed decision is qmsflow's
+    [snapshot] = world.trail("document-version.in_review", "document-version:SOP-DOC-001@1.0")
+    [effective] = world.trail("document-version.effective", "document-version:SOP-DOC-001@1.0")
+    assert (snapshot.actor, effective.actor) == ("ana", "qmsflow")
     deadline = time.monotonic() + 30
     while not world.slack.calls_to("chat.update") and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -147,3 +147,29 @@ def test_a_server_that_wants_a_csrf_token_is_resumed_through_prefects_own_client
     prefect.script = [(403, {"detail": "Missing CSRF token."})]  # what the server answers without one
     assert prefect_api.resume(prefect.url, RUN, {"request_id": "APR-1", "status": "approved"}) is True
     assert resumed == [(RUN, {"request_id": "APR-1", "status": "approved"}, prefect.url)]
+
+
+def test_a_success_status_that_is_not_prefects_json_is_an_error_not_a_crash(prefect: ScriptedPrefect) -> None:
+    prefect.script = [(200, ["a proxy's answer"])]
+    with pytest.raises(prefect_api.PrefectUnavailable, match="not Prefect's JSON"):
+        prefect_api.resume(prefect.url, RUN, {})
+
+
+def test_https_uses_prefects_tls_settings() -> None:
+    import ssl
+
+    import certifi
+    from prefect.settings import PREFECT_API_SSL_CERT_FILE, PREFECT_API_TLS_INSECURE_SKIP_VERIFY, temporary_settings
+
+    assert prefect_api._tls_verify("http://127.0.0.1:4200/api") is True
+    assert prefect_api._tls_verify("https://prefect.example/api").verify_mode == ssl.CERT_REQUIRED
+    with temporary_settings({PREFECT_API_SSL_CERT_FILE: certifi.where()}):
+        assert prefect_api._tls_verify("https://prefect.example/api").verify_mode == ssl.CERT_REQUIRED
+    with temporary_settings({PREFECT_API_SSL_CERT_FILE: "/nonexistent/ca.pem"}):
+        with pytest.raises(OSError):  # the CA file named in the settings is really used
+            prefect_api._tls_verify("https://prefect.example/api")
+        with pytest.raises(prefect_api.PrefectUnavailable, match="PREFECT_API_SSL_CERT_FILE cannot be used"):
+            prefect_api.resume("https://prefect.example/api", RUN, {})
+    with temporary_settings({PREFECT_API_TLS_INSECURE_SKIP_VERIFY: True}):
+        context = prefect_api._tls_verify("https://prefect.example/api")
+        assert context.verify_mode == ssl.CERT_NONE and context.check_hostname is False

@@ -268,6 +268,9 @@ def test_an_effective_version_without_its_controlled_copy_says_how_to_render_it(
     assert "not rendered yet" in page and "qms document render SOP-DOC-001" in page
     folder = ctx.loaded.state_dir / "rendered" / "SOP-DOC-001" / "1.0"
     folder.mkdir(parents=True)
+    (folder / "SOP-DOC-001-v1.0.html").write_text("<html>written before WeasyPrint failed</html>")
+    page = client.get("/documents/SOP-DOC-001").text
+    assert "PDF not rendered yet" in page and 'href="/documents/SOP-DOC-001/1.0/html"' in page
     (folder / "SOP-DOC-001-v1.0.pdf").write_bytes(b"%PDF-1.7 test")
     page = client.get("/documents/SOP-DOC-001").text
     assert "not rendered yet" not in page and 'href="/documents/SOP-DOC-001/1.0/pdf"' in page

@@ -65,6 +65,24 @@ def _auth_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
+def _tls_verify(url: str) -> Any:
+    """The TLS verification Prefect's own client uses (its CA file or skip-verify settings) for https."""
+    if not url.startswith("https:"):
+        return True
+    import ssl
+
+    from prefect.settings import PREFECT_API_SSL_CERT_FILE, PREFECT_API_TLS_INSECURE_SKIP_VERIFY
+
+    if PREFECT_API_TLS_INSECURE_SKIP_VERIFY.value():
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    import certifi
+
+    return ssl.create_default_context(cafile=PREFECT_API_SSL_CERT_FILE.value() or certifi.where())
+
+
 BUSY = (408, 429, 500, 502, 503, 504)
 
 
@@ -75,8 +93,10 @@ def resume(url: str, flow_run_id: str, run_input: dict[str, Any], within: float 
     that has just suspended is still writing. Prefect's client then sleeps 2, 4, 8… s (and 2 s even
     with retries off), so this calls the REST endpoint itself: a 5xx, 429 or timeout is tried again
     after 0.1 s, backing off to 1 s, for ``within`` seconds; a server that is not listening, or that
-    rejects the input, fails at once. Either way the decision is already recorded, and the hourly
-    follow-up flow resumes runs whose resume failed.
+    rejects the input, fails at once. Authorization and TLS verification follow Prefect's settings
+    (``PREFECT_API_KEY`` / ``PREFECT_API_AUTH_STRING``, ``PREFECT_API_SSL_CERT_FILE`` /
+    ``PREFECT_API_TLS_INSECURE_SKIP_VERIFY``). Either way the decision is already recorded, and the
+    hourly follow-up flow resumes runs whose resume failed.
     """
     import time
 
@@ -85,7 +105,14 @@ def resume(url: str, flow_run_id: str, run_input: dict[str, Any], within: float 
     endpoint = f"{url.rstrip('/')}/flow_runs/{flow_run_id}/resume"
     deadline = time.monotonic() + within
     delay = 0.1
-    with httpx.Client(timeout=10, headers=_auth_headers()) as client:
+    try:
+        verify = _tls_verify(url)
+    except OSError as exc:  # includes ssl.SSLError: an unreadable or invalid CA file
+        raise PrefectUnavailable(
+            f"cannot resume flow run {flow_run_id} at {url}: the CA file of PREFECT_API_SSL_CERT_FILE "
+            f"cannot be used: {exc}"
+        ) from None
+    with httpx.Client(timeout=10, headers=_auth_headers(), verify=verify) as client:
         while True:
             try:
                 response = client.post(endpoint, json={"run_input": run_input})
@@ -93,7 +120,15 @@ def resume(url: str, flow_run_id: str, run_input: dict[str, Any], within: float 
                 busy, problem = isinstance(exc, httpx.TimeoutException), f"{exc.__class__.__name__}: {exc}"
             else:
                 if response.status_code in (200, 201):
-                    result = response.json()
+                    try:
+                        result = response.json()
+                        if not isinstance(result, dict):
+                            raise ValueError("not an object")
+                    except ValueError:  # not Prefect answering (a proxy page?)
+                        raise PrefectUnavailable(
+                            f"cannot resume flow run {flow_run_id} at {url}: HTTP {response.status_code} "
+                            f"that is not Prefect's JSON: {response.text[:200]!r}"
+                        ) from None
                     reason = (result.get("details") or {}).get("reason") or ""
                     if result.get("status") == "ACCEPT":
                         return True

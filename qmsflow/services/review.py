@@ -174,20 +174,6 @@ def check_submission(
     return doc, sha, effective
 
 
-def review_step(uow: UnitOfWork, config: QmsConfig, root: Path, **submission: Any) -> dict[str, Any]:
-    """One idempotent step of a review run, called before and after each wait for approval.
-
-    Opens the run's approval request the first time (``open_review``, whose keyword arguments
-    ``submission`` holds); once the request is decided, applies the decision (``conclude_review``,
-    which does nothing twice). Returns the request summary, with the ``outcome`` of the decision
-    once it has been applied.
-    """
-    request = open_review(uow, config, root, **submission)
-    if request["status"] == RequestStatus.PENDING.value:
-        return request
-    return {**request, "outcome": conclude_review(uow, config, root, request["id"])}
-
-
 def _control_process(config: QmsConfig) -> str | None:
     """The process that document reviews belong to: `document-control` when qms.yaml declares it."""
     keys = {p.key for p in config.processes}
