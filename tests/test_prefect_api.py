@@ -6,12 +6,13 @@ A scripted stand-in for the Prefect server answers over real HTTP on 127.0.0.1.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+from typing import Any
 
 import pytest
+from fakes.base import LocalHTTPFake
 
 from qmsflow.adapters import prefect_api
 
@@ -21,42 +22,40 @@ NOT_PAUSED = (200, {"status": "ABORT", "details": {"reason": "Cannot resume a fl
 LOCKED = (503, {"exception_message": "Service Unavailable"})
 
 
-class ScriptedPrefect:
+class _Handler(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:  # noqa: N802
+        fake = self.server.fake  # type: ignore[attr-defined]
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        fake.seen.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+        status, answer = fake.script.pop(0) if fake.script else ACCEPT
+        data = json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class ScriptedPrefect(LocalHTTPFake):
     """Answers POST /api/flow_runs/{id}/resume with the scripted (status, body) pairs, then ACCEPT."""
 
     def __init__(self) -> None:
-        self.script: list[tuple[int, dict]] = []
+        super().__init__(_Handler)
+        self.script: list[tuple[int, Any]] = []
         self.seen: list[dict] = []
-        outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.seen.append(
-                    {"path": self.path, "body": body, "auth": self.headers.get("Authorization"), "at": time.monotonic()}
-                )
-                status, answer = outer.script.pop(0) if outer.script else ACCEPT
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
 
 
 @pytest.fixture
 def prefect() -> Iterator[ScriptedPrefect]:
-    fake = ScriptedPrefect()
-    yield fake
-    fake.server.shutdown()
-    fake.server.server_close()
+    with ScriptedPrefect() as fake:
+        yield fake
 
 
 def test_resume_posts_the_run_input_to_the_resume_endpoint(prefect: ScriptedPrefect) -> None:
@@ -105,8 +104,7 @@ def test_answers_that_waiting_does_not_cure_fail_at_once(
 
 def test_a_server_that_is_not_listening_fails_at_once(prefect: ScriptedPrefect) -> None:
     url = prefect.url
-    prefect.server.shutdown()
-    prefect.server.server_close()
+    prefect.stop()
     start = time.monotonic()
     with pytest.raises(prefect_api.PrefectUnavailable, match="ConnectError"):
         prefect_api.resume(url, RUN, {})

@@ -60,12 +60,13 @@ def csrf_of(client: TestClient, path: str = "/") -> str:
     return re.search(r'name="csrf" value="([^"]+)"', client.get(path).text).group(1)
 
 
-def open_request(ctx: QmsContext, approvers: list[str] | None = None) -> str:
+def open_request(ctx: QmsContext, approvers: list[str] | None = None, process: str | None = None) -> str:
     with UnitOfWork(ctx.db, "chloe") as uow:
         row, _ = approvals.open_request(
             uow,
             ctx.config,
             key="w1",
+            process=process,
             subject="document-version:SOP-DES-001@1.0",
             title="SOP-DES-001 v1.0",
             content_sha256="ab" * 32,
@@ -114,20 +115,7 @@ def test_page_contents(web: tuple) -> None:
 
 def test_overview_counts_open_approvals_per_process(web: tuple) -> None:
     ctx, client = web
-    with UnitOfWork(ctx.db, "chloe") as uow:
-        approvals.open_request(
-            uow,
-            ctx.config,
-            key="p1",
-            subject="document-version:SOP-DES-001@1.0",
-            title="t",
-            content_sha256="ab" * 32,
-            approvers=["ben"],
-            meaning="m",
-            author="chloe",
-            process="document-control",
-        )
-        uow.commit()
+    open_request(ctx, process="document-control")
     sign_in(client, "dev")
     row = client.get("/").text.split("<strong>document-control</strong>")[1].split("</tr>")[0]
     assert '<a href="/approvals">1</a>' in row

@@ -94,9 +94,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from .base import LocalHTTPFake
 
 __all__ = ["Call", "FakeJira"]
 
@@ -257,13 +259,14 @@ def _account_id(email: str) -> str:
     return hashlib.sha1(email.lower().encode()).hexdigest()[:24]
 
 
-class FakeJira:
+class FakeJira(LocalHTTPFake):
     """A fake Jira Cloud REST API on ``http://127.0.0.1:<free port>``. See the module docstring."""
 
     project_id = "10000"
     server_title = "Fake Jira"
 
     def __init__(self, email: str = "qms@example.com", token: str = "jira-token", project: str = "QMS") -> None:
+        super().__init__(_Handler)
         if not re.fullmatch(r"[A-Z][A-Z0-9_]+", project):
             raise ValueError(f"FakeJira project key {project!r} is not Jira-shaped ([A-Z][A-Z0-9_]+)")
         self.email = email
@@ -277,42 +280,8 @@ class FakeJira:
         self._injections: list[_Injection] = []
         self._counters: dict[str, int] = {}
         self._reset_counters()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # ------------------------------------------------------------------ lifecycle
-
-    def start(self) -> FakeJira:
-        if self._server is not None:
-            return self
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        server.daemon_threads = True
-        server.fake = self  # type: ignore[attr-defined]
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="FakeJira", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-
-    def __enter__(self) -> FakeJira:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("FakeJira is not started")
-        return self._server.server_address[1]
+    # ------------------------------------------------------------------ addresses
 
     @property
     def url(self) -> str:

@@ -45,9 +45,11 @@ import re
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from .base import LocalHTTPFake
 
 __all__ = ["Call", "FakeSlack"]
 
@@ -91,7 +93,7 @@ class _State:
     open_conversations: set[str] = field(default_factory=set)
 
 
-class FakeSlack:
+class FakeSlack(LocalHTTPFake):
     """A fake Slack Web API on ``http://127.0.0.1:<free port>/api/``. See the module docstring."""
 
     team_id = "T0FAKETEAM"
@@ -103,6 +105,7 @@ class FakeSlack:
     app_id = "A0FAKEAPP1"
 
     def __init__(self, users: list[dict] | None = None, token: str = "xoxb-test", app_token: str = "xapp-test") -> None:
+        super().__init__(_Handler)
         self.token = token
         self.app_token = app_token
         self.socket_url: str | None = None  # what apps.connections.open answers (Socket Mode tests set it)
@@ -118,42 +121,8 @@ class FakeSlack:
         self._down = False
         self._ts_micros = 1764100000_000000  # next ts: 1764100000.000100, then +100 µs each
         self._view_seq = 0
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # ------------------------------------------------------------------ lifecycle
-
-    def start(self) -> FakeSlack:
-        if self._server is not None:
-            return self
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        server.daemon_threads = True
-        server.fake = self  # type: ignore[attr-defined]
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="FakeSlack", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-
-    def __enter__(self) -> FakeSlack:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("FakeSlack is not started")
-        return self._server.server_address[1]
+    # ------------------------------------------------------------------ addresses
 
     @property
     def base_url(self) -> str:
