@@ -89,8 +89,12 @@ def schedule_for(
     return schedules.get(spec.process or "") or spec.cron
 
 
-def build(schedules: dict[str, str | None], config_path: str, enabled: frozenset[str] = frozenset()) -> list:
-    """RunnerDeployments for ``prefect.serve``, importable by module path from anywhere."""
+def build(schedules: dict[str, str | None], enabled: frozenset[str] = frozenset()) -> list:
+    """RunnerDeployments for ``prefect.serve``, importable by module path from anywhere.
+
+    No deployment carries the configuration as a parameter: a flow run reads qms.yaml from the worker's
+    own environment (``QMS_CONFIG``), so nobody who can reach Prefect's API can point it at another one.
+    """
     from prefect.types.entrypoint import EntrypointType
 
     out = []
@@ -99,7 +103,7 @@ def build(schedules: dict[str, str | None], config_path: str, enabled: frozenset
             spec.flow.to_deployment(
                 name=spec.name,
                 cron=schedule_for(spec, schedules, enabled),
-                parameters={"config": config_path, **spec.parameters},
+                parameters=dict(spec.parameters),
                 description=spec.description,
                 tags=["qmsflow"] + ([f"process:{spec.process}"] if spec.process else []),
                 entrypoint_type=EntrypointType.MODULE_PATH,

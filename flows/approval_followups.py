@@ -10,16 +10,17 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from tasks.approvals import deliver_outbox_task, follow_up_task, resume_decided_task
+from tasks.runs import record_refused_run
 
 FLOW_NAME = "approval-follow-ups"
 
 
-@flow(name=FLOW_NAME, description=__doc__, log_prints=False)
-def approval_follow_ups(config: str | None = None) -> dict:
+@flow(name=FLOW_NAME, description=__doc__, log_prints=False, on_failure=[record_refused_run])
+def approval_follow_ups() -> dict:
     logger = get_run_logger()
-    done = follow_up_task(config)
-    resumed = resume_decided_task(config)
-    delivered = deliver_outbox_task(config)
+    done = follow_up_task()
+    resumed = resume_decided_task()
+    delivered = deliver_outbox_task()
     for request_id, kind, to in done:
         logger.info("%s: %s sent to %s", request_id, kind, to)
     return {"follow_ups": len(done), "resumed": resumed, "delivery": delivered}

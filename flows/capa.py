@@ -14,19 +14,20 @@ from prefect import flow, get_run_logger
 
 from tasks.approvals import deliver_outbox_task
 from tasks.capa import escalate_task, reconcile_task
+from tasks.runs import record_refused_run
 
 
-@flow(name="capa-escalation", log_prints=False)
-def capa_escalation(config: str | None = None) -> dict:
-    done = escalate_task(config)
-    delivered = deliver_outbox_task(config)
+@flow(name="capa-escalation", log_prints=False, on_failure=[record_refused_run])
+def capa_escalation() -> dict:
+    done = escalate_task()
+    delivered = deliver_outbox_task()
     for capa_id, level, person in done:
         get_run_logger().info("%s escalated to %s (%s)", capa_id, person, level)
     return {"escalations": len(done), "delivery": delivered}
 
 
-@flow(name="jira-sync", log_prints=False)
-def jira_sync(config: str | None = None) -> dict:
-    delivered = deliver_outbox_task(config)
-    reconciled = reconcile_task(config)
+@flow(name="jira-sync", log_prints=False, on_failure=[record_refused_run])
+def jira_sync() -> dict:
+    delivered = deliver_outbox_task()
+    reconciled = reconcile_task()
     return {"delivery": delivered, "reconciled": reconciled}

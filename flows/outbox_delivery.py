@@ -9,10 +9,11 @@ from __future__ import annotations
 from prefect import flow
 
 from tasks.approvals import deliver_outbox_task
+from tasks.runs import record_refused_run
 
 FLOW_NAME = "outbox-delivery"
 
 
-@flow(name=FLOW_NAME, description=__doc__, log_prints=False)
-def outbox_delivery(config: str | None = None) -> dict:
-    return deliver_outbox_task(config)
+@flow(name=FLOW_NAME, description=__doc__, log_prints=False, on_failure=[record_refused_run])
+def outbox_delivery() -> dict:
+    return deliver_outbox_task()

@@ -38,6 +38,9 @@ class QmsContext:
 
 def open_context(config: str | Path | None = None, *, migrate: bool = False) -> QmsContext:
     """Load ``qms.yaml`` and open its records store; check (or bring) the schema up to date."""
+    from .bootstrap import procedures
+
+    procedures()
     loaded = load_config(config)
     db = Database(resolve_url(loaded.state_dir))
     if migrate:

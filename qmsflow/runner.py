@@ -29,7 +29,7 @@ def main() -> int:
     enabled = frozenset(
         name for name, on in (("slack", slack.settings(loaded.config)), ("jira", jira.settings(loaded.config))) if on
     )
-    built = deployments.build(schedules, str(loaded.path), enabled)
+    built = deployments.build(schedules, enabled)
     # tell `qms up` which deployments to wait for before it reports the stack as up
     manifest = loaded.state_dir / "runner-deployments.json"
     manifest.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,9 @@
-"""Tasks of approval steps and document review: thin wrappers over qmsflow.services, all idempotent."""
+"""Tasks of approval steps and document review: thin wrappers over qmsflow.services, all idempotent.
+
+No task takes a configuration or an identity as a parameter: the configuration and the records store
+come from the worker's own environment (``QMS_CONFIG``), identities from records written by an
+authenticated action (a submission, a signature).
+"""
 
 from __future__ import annotations
 
@@ -24,59 +29,50 @@ def unless_refused(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's r
 
 
 @task(
-    name="document-review-step",
+    name="open-review-request",
     cache_policy=NO_CACHE,
     retries=2,
     retry_delay_seconds=[1, 5],
     retry_condition_fn=unless_refused,
 )
-def review_step_task(
-    config: str | None,
-    document_id: str,
-    submitted_by: str,
-    major: bool,
-    still_valid: bool,
-    comment: str | None,
-    flow_run_id: str,
-) -> dict[str, Any]:
-    """The step before and after each wait for approval, idempotent (keyed by the flow run id).
+def open_review_task(submission_id: str, flow_run_id: str) -> dict[str, Any]:
+    """Check the submission this run was started for and open its approval request, once, in the name of
+    the person who submitted it; on a re-run (after a resume) return the same request as it is now."""
+    with open_context() as ctx, UnitOfWork(ctx.db, SYSTEM_ACTOR) as uow:
+        return review.open_review(uow, ctx.config, submission_id, flow_run_id)
 
-    The first time: snapshot the document (path, git commit, SHA-256) and request approval, in the
-    submitter's name. Once the request is decided: apply the decision (effective/obsolete, or back to
-    draft) in one commit, in qmsflow's name (``conclude_review`` does nothing twice). Returns the
-    request summary, with the ``outcome`` once the decision has been applied.
-    """
-    with open_context(config) as ctx:
-        with UnitOfWork(ctx.db, submitted_by) as uow:
-            request = review.open_review(
-                uow,
-                ctx.config,
-                ctx.root,
-                document_id=document_id,
-                submitted_by=submitted_by,
-                major=major,
-                still_valid=still_valid,
-                comment=comment,
-                flow_run_id=flow_run_id,
-            )
-        if request["status"] == "pending":
-            return request
-        with UnitOfWork(ctx.db, SYSTEM_ACTOR) as uow:
-            return {**request, "outcome": review.conclude_review(uow, ctx.config, ctx.root, request["id"])}
+
+@task(name="read-approval-request", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])
+def request_status_task(request_id: str) -> dict[str, Any]:
+    with open_context() as ctx, UnitOfWork(ctx.db, SYSTEM_ACTOR) as uow:
+        return review.request_summary(uow, request_id)
+
+
+@task(
+    name="apply-review-decision",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[1, 5],
+    retry_condition_fn=unless_refused,
+)
+def apply_decision_task(request_id: str) -> dict[str, Any]:
+    """The decision took effect when it was signed; confirm it and return the outcome (applies a decision of
+    an earlier qmsflow that did not apply it at signing)."""
+    with open_context() as ctx, UnitOfWork(ctx.db, SYSTEM_ACTOR) as uow:
+        return review.conclude_review(uow, request_id)
 
 
 @task(name="render-controlled-copy", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
-def render_copy_task(config: str | None, request_id: str) -> dict[str, Any]:
-    """HTML + PDF controlled copy of the approved version (rendered again by 'qms document render')."""
-    with open_context(config) as ctx:
-        with UnitOfWork(ctx.db, SYSTEM_ACTOR) as uow:
-            return review.render_approved_copy(uow, ctx.config, ctx.root, ctx.loaded.state_dir / "rendered", request_id)
+def render_copy_task(request_id: str) -> dict[str, Any]:
+    """HTML + PDF controlled copy of the approved version, from the store; the superseded one re-issued OBSOLETE."""
+    with open_context() as ctx, UnitOfWork(ctx.db, SYSTEM_ACTOR) as uow:
+        return review.render_approved_copy(uow, ctx.config, ctx.root, ctx.loaded.state_dir / "rendered", request_id)
 
 
 @task(name="deliver-outbox", cache_policy=NO_CACHE)
-def deliver_outbox_task(config: str | None) -> dict[str, Any]:
+def deliver_outbox_task() -> dict[str, Any]:
     """One delivery pass; failures stay queued for the next pass (never fail the flow)."""
-    with open_context(config) as ctx:
+    with open_context() as ctx:
         report = deliver(ctx.db, ctx.config)
         if report.failed:
             get_run_logger().warning(
@@ -86,8 +82,8 @@ def deliver_outbox_task(config: str | None) -> dict[str, Any]:
 
 
 @task(name="approval-follow-ups", cache_policy=NO_CACHE)
-def follow_up_task(config: str | None) -> list[tuple[str, str, str]]:
-    with open_context(config) as ctx:
+def follow_up_task() -> list[tuple[str, str, str]]:
+    with open_context() as ctx:
         with UnitOfWork(ctx.db, SYSTEM_ACTOR) as uow:
             done = approvals.follow_up(uow, ctx.config, datetime.now(UTC))
             uow.commit()
@@ -95,10 +91,10 @@ def follow_up_task(config: str | None) -> list[tuple[str, str, str]]:
 
 
 @task(name="resume-decided-runs", cache_policy=NO_CACHE)
-def resume_decided_task(config: str | None) -> list[str]:
+def resume_decided_task() -> list[str]:
     """Resume runs whose request was decided while Prefect was unreachable (the decision is in our store)."""
     resumed = []
-    with open_context(config) as ctx:
+    with open_context() as ctx:
         url = prefect_api.api_url(ctx.loaded.state_dir)
         with UnitOfWork(ctx.db, SYSTEM_ACTOR) as uow:
             rows = approvals.decided_requests_with_runs(uow)

@@ -15,8 +15,8 @@ from qmsflow.store.uow import UnitOfWork
 
 
 @task(name="escalate-overdue-capas", cache_policy=NO_CACHE)
-def escalate_task(config: str | None) -> list[tuple]:
-    with open_context(config) as ctx:
+def escalate_task() -> list[tuple]:
+    with open_context() as ctx:
         with UnitOfWork(ctx.db, "qmsflow") as uow:
             done = capa.escalate_overdue(uow, ctx.config, datetime.now(UTC).date())
             uow.commit()
@@ -24,8 +24,8 @@ def escalate_task(config: str | None) -> list[tuple]:
 
 
 @task(name="reconcile-jira", cache_policy=NO_CACHE)
-def reconcile_task(config: str | None) -> dict[str, Any]:
-    with open_context(config) as ctx:
+def reconcile_task() -> dict[str, Any]:
+    with open_context() as ctx:
         settings = jira.settings(ctx.config)
         if settings is None:
             return {"jira": "off"}

@@ -18,9 +18,9 @@ SYSTEM_ACTOR = "qmsflow"
 
 
 @task(name="sync-config", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
-def sync_config_task(config: str | None) -> list[str]:
+def sync_config_task() -> list[str]:
     """Bring people, processes and documents in line with qms.yaml."""
-    with open_context(config) as ctx:
+    with open_context() as ctx:
         with UnitOfWork(ctx.db, SYSTEM_ACTOR) as uow:
             report = sync_config(uow, ctx.config, ctx.root)
             uow.commit()
@@ -28,11 +28,9 @@ def sync_config_task(config: str | None) -> list[str]:
 
 
 @task(name="scan-due-reviews", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
-def scan_due_reviews_task(
-    config: str | None, today: date, window_days: int, process: str | None
-) -> list[dict[str, Any]]:
+def scan_due_reviews_task(today: date, window_days: int, process: str | None) -> list[dict[str, Any]]:
     """Record each document whose review falls due within the window or is overdue."""
-    with open_context(config) as ctx:
+    with open_context() as ctx:
         with UnitOfWork(ctx.db, SYSTEM_ACTOR) as uow:
             found = scan_due_reviews(uow, today, process=process, window_days=window_days)
             uow.commit()
@@ -50,7 +48,6 @@ def scan_due_reviews_task(
 
 @task(name="record-process-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
 def record_run_task(
-    config: str | None,
     process: str,
     flow_name: str,
     flow_run_id: str,
@@ -59,43 +56,40 @@ def record_run_task(
     finished_at: datetime | None,
     summary: dict[str, Any],
 ) -> None:
-    with open_context(config) as ctx:
+    with open_context() as ctx:
         with UnitOfWork(ctx.db, SYSTEM_ACTOR) as uow:
             record_run(uow, process, flow_name, flow_run_id, state, started_at, finished_at, summary)
             uow.commit()
 
 
 @task(name="start-periodic-reviews", cache_policy=NO_CACHE)
-def start_periodic_reviews_task(config: str | None, due: list[dict[str, Any]]) -> list[str]:
+def start_periodic_reviews_task(due: list[dict[str, Any]]) -> list[str]:
     """Start a "still valid" review for each newly due document whose effective version is unchanged.
 
-    Idempotent: the Prefect idempotency key is the due record, so a re-run starts nothing twice.
-    A document changed since its effective version needs its owner's submission instead.
+    Each review is a submission in qmsflow's name, and its run gets only the submission's id. Idempotent:
+    a due record already submitted is not submitted again, and the Prefect idempotency key is the
+    submission. A document changed since its effective version needs its owner's submission instead.
     """
     from qmsflow.adapters import prefect_api
-    from qmsflow.services.common import sha256_file
-    from qmsflow.services.documents import effective_version
+    from qmsflow.domain.errors import DomainError
+    from qmsflow.services import review
 
     started = []
-    with open_context(config) as ctx:
+    with open_context() as ctx:
         url = prefect_api.api_url(ctx.loaded.state_dir)
         for item in due:
             with UnitOfWork(ctx.db, SYSTEM_ACTOR) as uow:
-                current = effective_version(uow, item["document"])
-            file = ctx.root / current.path if current else None
-            if current is None or not file.is_file() or sha256_file(file) != current.content_sha256:
-                continue
+                try:
+                    submission = review.periodic_submission(uow, ctx.config, ctx.root, item["document"], item["record"])
+                except DomainError:
+                    continue  # changed since it became effective, never approved, or already in review
+                uow.commit()
+                submission_id = submission.id
             prefect_api.start_run(
                 url,
                 "document-review/on-demand",
-                {
-                    "document_id": item["document"],
-                    "submitted_by": SYSTEM_ACTOR,
-                    "still_valid": True,
-                    "comment": f"periodic review ({item['record']})",
-                    "config": str(ctx.loaded.path),
-                },
-                idempotency_key=f"periodic-review:{item['record']}",
+                {"submission_id": submission_id},
+                idempotency_key=f"submission:{submission_id}",
             )
             started.append(item["document"])
         return started

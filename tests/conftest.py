@@ -23,6 +23,20 @@ from qmsflow.store.db import Database  # noqa: E402
 
 PG_URL = os.environ.get("QMS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
+# Tests of the generic approvals machinery sign requests on ``test-step:…`` subjects: this reaction
+# records nothing, so those tests do not depend on any procedure (document review, CAPA).
+TEST_SUBJECT = "test-step:T-1@1"
+DECIDED: list[tuple[str, str]] = []
+
+
+def _test_reaction(uow, config, request, signature) -> None:  # noqa: ANN001
+    DECIDED.append((request.id, request.status))
+
+
+from qmsflow.services.reactions import on_decided  # noqa: E402
+
+on_decided("test-step")(_test_reaction)
+
 
 def pg_available() -> str | None:
     """None if PostgreSQL answers, else the reason."""

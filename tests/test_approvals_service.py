@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from qmsflow.context import QmsContext
 from qmsflow.domain.approvals import AlreadyDecided, Decision, Method, NotAuthorized
-from qmsflow.services import approvals, tokens
+from qmsflow.services import approvals, contents, tokens
 from qmsflow.services.delivery import deliver
 from qmsflow.services.outbox import backlog
 from qmsflow.services.sync import sync_config
@@ -53,9 +53,10 @@ def open_request(
             uow,
             ctx.config,
             key=key,
-            subject="document-version:SOP-DES-001@1.0",
+            subject="test-step:T-1@1",
+            required=1,
             title="SOP-DES-001 v1.0",
-            content_sha256="ab" * 32,
+            content_sha256=contents.store(uow, b"# SOP-DES-001\n\nThe text under review.\n", contents.MARKDOWN),
             approvers=approvers or ["ana", "ben"],
             meaning="approve SOP-DES-001 v1.0",
             author=author,

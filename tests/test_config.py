@@ -47,7 +47,7 @@ BAD_CONFIGS = [
         "unknown-key",
         mutate(CAPA_OWNER, CAPA_OWNER + "\n    team: quality"),
         "team: quality",
-        "processes[7].team: unknown key 'team' (allowed: key, title, owner, procedure, aspects, schedule)",
+        "processes[7].team: unknown key 'team' (allowed: key, title, owner, procedure, aspects, schedule, required_signatures)",
     ),
     (
         "unknown-aspect",

@@ -144,6 +144,7 @@ def fake_server() -> Iterator[FakeSlack]:
 
 SERVED_METHODS = (
     "chat.postMessage",
+    "chat.postEphemeral",
     "chat.update",
     "views.open",
     "users.lookupByEmail",
@@ -470,3 +471,11 @@ def test_users_lookup_by_email_finds_and_misses(fake: FakeSlack, client: WebClie
         "Ben@Example.com",
         "carla@example.com",
     ]
+
+
+def test_ephemeral_message_to_one_user_in_a_channel(fake: FakeSlack, client: WebClient) -> None:
+    sent = client.chat_postEphemeral(channel=CHANNEL, user=USERS[0]["id"], text="only you see this")
+    assert sent["ok"] is True and sent["message_ts"]
+    assert fake.ephemerals[-1]["user"] == USERS[0]["id"] and fake.ephemerals[-1]["text"] == "only you see this"
+    body, status = _error_body(lambda: client.chat_postEphemeral(channel=CHANNEL, user="U0NOBODY1", text="x"))
+    assert status == 200 and body["error"] == "user_not_in_channel"

@@ -9,7 +9,7 @@ import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 
-from qmsflow.services import accounts, approvals, tokens
+from qmsflow.services import accounts, approvals, contents, tokens
 from qmsflow.services.sync import sync_config
 from qmsflow.store import UnitOfWork
 from qmsflow.web.app import create_app
@@ -44,9 +44,10 @@ def _build_app():  # noqa: ANN202
             uow,
             ctx.config,
             key="fz",
-            subject="document-version:SOP-DES-001@1.0",
+            subject="test-step:T-1@1",
+            required=1,
             title="t",
-            content_sha256="ab" * 32,
+            content_sha256=contents.store(uow, b"# SOP-DES-001\n\nThe text under review.\n", contents.MARKDOWN),
             approvers=["ben"],
             meaning="m",
             author="chloe",

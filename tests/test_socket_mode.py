@@ -15,7 +15,7 @@ from websockets.sync.server import serve
 
 from qmsflow.adapters import slack as slack_adapter
 from qmsflow.context import QmsContext
-from qmsflow.services import approvals
+from qmsflow.services import approvals, contents
 from qmsflow.services.sync import sync_config
 from qmsflow.store import UnitOfWork
 from qmsflow.store.tables import ApprovalRequestRow
@@ -96,9 +96,10 @@ def test_interaction_over_socket_mode_is_acked_and_signed(socket_world: tuple) -
             uow,
             ctx.config,
             key="sm-1",
-            subject="document-version:SOP-RSK-001@1.0",
+            subject="test-step:T-1@1",
+            required=1,
             title="SOP-RSK-001 v1.0",
-            content_sha256="ab" * 32,
+            content_sha256=contents.store(uow, b"# SOP-DES-001\n\nThe text under review.\n", contents.MARKDOWN),
             approvers=["ben"],
             meaning="approve SOP-RSK-001 v1.0",
             author="ana",

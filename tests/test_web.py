@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from qmsflow.context import QmsContext
-from qmsflow.services import accounts, approvals
+from qmsflow.services import accounts, approvals, contents
 from qmsflow.services.sync import sync_config
 from qmsflow.store import UnitOfWork, trail
 from qmsflow.store.tables import ApprovalRequestRow, SignatureRow
@@ -67,9 +67,10 @@ def open_request(ctx: QmsContext, approvers: list[str] | None = None, process: s
             ctx.config,
             key="w1",
             process=process,
-            subject="document-version:SOP-DES-001@1.0",
+            subject="test-step:T-1@1",
+            required=1,
             title="SOP-DES-001 v1.0",
-            content_sha256="ab" * 32,
+            content_sha256=contents.store(uow, b"# SOP-DES-001\n\nThe text under review.\n", contents.MARKDOWN),
             approvers=approvers or ["ben"],
             meaning="approve SOP-DES-001 v1.0",
             author="chloe",

@@ -83,6 +83,11 @@ class SlackAdapter:
                 channel = self.client.conversations_open(users=user)["channel"]["id"]
                 sent = self.client.chat_postMessage(channel=channel, text=payload["text"], blocks=payload.get("blocks"))
                 return {"channel": sent["channel"], "ts": sent["ts"], "user": user}
+            if action == "post_ephemeral":  # only the clicker sees it, in the channel of the message
+                sent = self.client.chat_postEphemeral(
+                    channel=payload["channel"], user=payload["user"], text=payload["text"], blocks=payload.get("blocks")
+                )
+                return {"channel": payload["channel"], "message_ts": sent.get("message_ts")}
             if action == "post_channel":
                 sent = self.client.chat_postMessage(
                     channel=payload["channel"], text=payload["text"], blocks=payload.get("blocks")

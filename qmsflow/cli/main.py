@@ -425,37 +425,53 @@ def document_submit(
     still_valid: Annotated[bool, typer.Option(help="Periodic review of the effective version, no change.")] = False,
     comment: Annotated[Optional[str], typer.Option(help="What changed and why (shown to approvers).")] = None,
 ) -> None:
-    """Start a document review: snapshot DOC_ID, request signed approval, wait (Slack, web or CLI)."""
+    """Start a document review: keep DOC_ID's text as submitted, request signed approval, wait (Slack, web or CLI).
+
+    The approvers see the text kept now, whatever happens to the file afterwards. Nobody who authored the
+    change (you, and the git authors of the commits since the last approved version) may approve it.
+    """
     from ..adapters import prefect_api
-    from ..services.review import check_submission
+    from ..services.review import submit_document
     from ..store.uow import UnitOfWork
 
     ctx = _ctx(config)
     who = _actor(actor)
     if who not in {p.id for p in ctx.config.people}:
         raise CliError(f"--as {who!r} is not a person in qms.yaml: say who submits (e.g. --as ana or QMS_ACTOR=ana)")
-    with UnitOfWork(ctx.db, who) as uow:  # refused now rather than in a failed run (the run checks again)
-        check_submission(uow, ctx.config, ctx.root, doc_id, still_valid)
+    with UnitOfWork(ctx.db, who) as uow:  # refused now, before any run starts
+        submission = submit_document(
+            uow,
+            ctx.config,
+            ctx.root,
+            document_id=doc_id,
+            submitted_by=who,
+            major=major,
+            still_valid=still_valid,
+            comment=comment,
+        )
+        uow.commit()
+        submission_id, data = submission.id, dict(submission.data)
     url = prefect_api.api_url(ctx.loaded.state_dir)
     try:
         run_id = prefect_api.start_run(
             url,
             "document-review/on-demand",
-            {
-                "document_id": doc_id,
-                "submitted_by": who,
-                "major": major,
-                "still_valid": still_valid,
-                "comment": comment,
-                "config": str(ctx.loaded.path),
-            },
+            {"submission_id": submission_id},
+            idempotency_key=f"submission:{submission_id}",
         )
     except prefect_api.PrefectUnavailable as exc:
-        raise CliError(str(exc)) from None
+        raise CliError(f"{submission_id} recorded, but its review did not start: {exc}") from None
     out.print(
-        f"review of {doc_id} started (flow run {run_id}); approvers are notified; "
+        f"{submission_id}: review of {doc_id} started (flow run {run_id}); approvers are notified; "
         f"see 'qms approvals list' and {url.removesuffix('/api')}/runs/flow-run/{run_id}"
     )
+    if data.get("authors"):
+        out.print(f"authors of this change (none of them may approve it): {', '.join([who, *data['authors']])}")
+    if data.get("unmapped_authors"):
+        err.print(
+            "[yellow]warning:[/] git authors with no person in qms.yaml (shown to the approvers): "
+            + escape(", ".join(data["unmapped_authors"]))
+        )
 
 
 @approvals_app.command("list")
@@ -487,6 +503,38 @@ def approvals_list(
             waiting = ", ".join(request.pending_approvers()) if not request.decided else ""
             table.add_row(row.id, row.status, row.title, row.due_date.isoformat(), waiting, signed)
     out.print(table)
+
+
+@approvals_app.command("show")
+def approvals_show(request_id: str, config: ConfigOpt = None) -> None:
+    """One approval request: who may sign, the signatures, and the content to be signed, from the store."""
+    from ..services import contents
+    from ..services.approvals import load
+    from ..store.uow import UnitOfWork
+
+    ctx = _ctx(config)
+    with UnitOfWork(ctx.db, "cli") as uow:
+        row, request = load(uow, request_id)
+        stored = contents.load(uow.session, row.content_sha256)
+    out.print(f"[bold]{row.id}[/] {escape(row.title)} — {row.status.replace('_', ' ')}")
+    out.print(f"subject {row.subject} · due {row.due_date} · needs {row.required} approval(s)")
+    out.print(f"approvers: {', '.join(row.approvers)}; waiting for: {', '.join(request.pending_approvers()) or '—'}")
+    out.print(f"submitted by: {row.author or '—'}; authors (may not sign): {', '.join(request.all_authors) or '—'}")
+    if row.data.get("unmapped_authors"):
+        out.print(
+            f"[yellow]git authors with no person in qms.yaml:[/] {escape(', '.join(row.data['unmapped_authors']))}"
+        )
+    out.print(f"an approval means: {escape(row.meaning)}")
+    for s in request.signatures:
+        out.print(
+            f"  signed by {s.printed_name} at {s.at:%Y-%m-%d %H:%M:%S} UTC via {s.method.value}: "
+            f"{s.decision.label} ({escape(s.meaning)})" + (f" — {escape(s.comment)}" if s.comment else "")
+        )
+    out.print(f"content SHA-256 {row.content_sha256}:")
+    if stored is None:
+        err.print("[red]the content of this request is not in the records store[/]")
+        raise typer.Exit(1)
+    out.print(escape(contents.as_text(stored)))
 
 
 @app.command()

@@ -7,9 +7,12 @@ meaning, decision and the content hash; it is appended to the audit trail.
 
 Rules enforced here, for every channel (Slack, web, CLI):
 - only designated approvers sign;
-- the author of a change never signs its approval (so is never its sole approver);
+- no author of a change signs its approval: the person who submitted it and everyone whose work it
+  contains (for a document, the git authors of the commits since the last approved version);
 - one decision per person per request; a decided request takes no more decisions;
-- any rejection or change request ends the request; enough approvals approve it.
+- any rejection or change request ends the request; enough approvals approve it, where "enough" is
+  the rule declared in qms.yaml: all named approvers who are not authors (the default), or a number;
+- the meaning of a signature follows its decision ("approves …", "rejects …", "requests changes to …").
 """
 
 from __future__ import annotations
@@ -45,12 +48,28 @@ class RequestStatus(StrEnum):
     CHANGES_REQUESTED = "changes_requested"
 
 
-class NotAuthorized(DomainError):
+class Refusal(DomainError):
+    """A signature that is not accepted; ``kind`` names the reason for the record (once per kind and person)."""
+
+    kind = "refused"
+
+    def __init__(self, message: str, kind: str | None = None):
+        super().__init__(message)
+        if kind:
+            self.kind = kind
+        self.recorded = False
+
+
+class NotAuthorized(Refusal):
     """A person may not sign this request; the message says why (and is recorded)."""
 
+    kind = "not-authorized"
 
-class AlreadyDecided(DomainError):
+
+class AlreadyDecided(Refusal):
     """The request, or this person's part of it, was already decided."""
+
+    kind = "already-decided"
 
 
 class Signature(BaseModel):
@@ -64,6 +83,10 @@ class Signature(BaseModel):
     content_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
+ALL = "all"
+RequiredRule = int | str  # a number of signatures, or "all" named approvers who are not authors
+
+
 class ApprovalRequest(BaseModel):
     id: str
     subject: str
@@ -71,7 +94,9 @@ class ApprovalRequest(BaseModel):
     approvers: list[str] = Field(min_length=1)
     required: int = Field(default=1, ge=1)
     meaning: str
+    what: str = ""
     author: str | None = None
+    authors: list[str] = Field(default_factory=list)
     due: date
     created_at: datetime
     status: RequestStatus = RequestStatus.PENDING
@@ -85,9 +110,23 @@ class ApprovalRequest(BaseModel):
     def approvals(self) -> int:
         return sum(1 for s in self.signatures if s.decision is Decision.APPROVE)
 
+    @property
+    def all_authors(self) -> list[str]:
+        return list(dict.fromkeys([*([self.author] if self.author else []), *self.authors]))
+
     def pending_approvers(self) -> list[str]:
         signed = {s.signer for s in self.signatures}
-        return [p for p in self.approvers if p not in signed and p != self.author]
+        authors = set(self.all_authors)
+        return [p for p in self.approvers if p not in signed and p not in authors]
+
+    def meaning_for(self, decision: Decision) -> str:
+        """What a signature with this decision means: the request's own meaning for an approval."""
+        what = self.what or self.subject
+        if decision is Decision.REJECT:
+            return f"rejects {what}"
+        if decision is Decision.CHANGES:
+            return f"requests changes to {what}"
+        return self.meaning
 
     def check_may_sign(self, person: str | None) -> None:
         """Raise ``AlreadyDecided`` or ``NotAuthorized`` with the reason; return when ``person`` may sign."""
@@ -96,15 +135,16 @@ class ApprovalRequest(BaseModel):
             who = f" by {last.printed_name} at {last.at:%Y-%m-%d %H:%M} UTC" if last else ""
             raise AlreadyDecided(f"{self.id} was already decided ({self.status.value.replace('_', ' ')}){who}")
         if person is None:
-            raise NotAuthorized(f"{self.id}: the signer is not a known person of this QMS")
+            raise NotAuthorized(f"{self.id}: the signer is not a known person of this QMS", kind="unknown-signer")
         mine = next((s for s in self.signatures if s.signer == person), None)
         if mine is not None:
             raise AlreadyDecided(
                 f"{self.id}: already decided by {mine.printed_name} at {mine.at:%Y-%m-%d %H:%M} UTC ({mine.decision.label})"
             )
-        if person == self.author:
+        if person in self.all_authors:
             raise NotAuthorized(
-                f"{self.id}: {person} is the author of this change and may not approve it (segregation of duties)"
+                f"{self.id}: {person} is an author of this change and may not approve it (segregation of duties; "
+                f"authors: {', '.join(self.all_authors)})"
             )
         if person not in self.approvers:
             raise NotAuthorized(
@@ -117,7 +157,8 @@ class ApprovalRequest(BaseModel):
         if signature.content_sha256 != self.content_sha256:
             raise NotAuthorized(
                 f"{self.id}: the content changed since the request (signed {signature.content_sha256[:12]}…, "
-                f"requested {self.content_sha256[:12]}…); a new review is needed"
+                f"requested {self.content_sha256[:12]}…); a new review is needed",
+                kind="content-changed",
             )
         self.signatures.append(signature)
         if signature.decision is Decision.REJECT:
@@ -129,15 +170,40 @@ class ApprovalRequest(BaseModel):
         return self.status
 
 
-def eligible_count_ok(approvers: list[str], author: str | None, required: int) -> str | None:
-    """Why a request could never be approved (too few approvers besides the author), or None."""
-    others = [p for p in approvers if p != author]
-    if len(others) < required:
-        return (
-            f"needs {required} approval(s) but only {len(others)} approver(s) other than the author "
-            f"{author!r}: {', '.join(others) or 'none'}"
+def eligible(approvers: list[str], authors: list[str]) -> list[str]:
+    """The approvers who may sign: every named approver who is not an author of the change."""
+    return [p for p in approvers if p not in set(authors)]
+
+
+def required_signatures(rule: RequiredRule, approvers: list[str], authors: list[str]) -> int:
+    """How many approvals a request needs under ``rule``; ``DomainError`` when it could never be met.
+
+    ``"all"``: every named approver who is not an author of the change; a number: that many of them.
+    """
+    from .errors import DomainError
+
+    others = eligible(approvers, authors)
+    wanted = len(others) if rule == ALL else int(rule)
+    if not others or wanted > len(others):
+        named = ", ".join(approvers) or "none"
+        by = f" (authors of this change: {', '.join(authors)})" if authors else ""
+        raise DomainError(
+            f"needs {'all named approvers' if rule == ALL else f'{wanted} approval(s)'} but only {len(others)} "
+            f"approver(s) may sign: approvers {named}{by}; add an approver who did not author the change"
         )
-    return None
+    return max(wanted, 1)
+
+
+def describe_rule(rule: RequiredRule) -> str:
+    """The rule in words, as the SOPs state it."""
+    if rule == ALL:
+        return "all named approvers who are not authors of the change"
+    count = int(rule)
+    return (
+        f"{count} of the named approvers who are not authors of the change"
+        if count > 1
+        else ("one of the named approvers who is not an author of the change")
+    )
 
 
 class FollowUp(StrEnum):

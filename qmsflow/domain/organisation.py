@@ -68,10 +68,17 @@ class AISystem(Strict):
         return self
 
 
+EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+# how many approvals a signed step needs: "all" named approvers who are not authors, or a number
+RequiredSignatures = Literal["all"] | Annotated[int, Field(ge=1, le=20)]
+
+
 class Person(Strict):
     id: Slug
     name: str = Field(min_length=1)
-    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    email: str = Field(pattern=EMAIL)
+    # further e-mail addresses this person commits with (git author e-mails), for segregation of duties
+    git_emails: list[Annotated[str, Field(pattern=EMAIL)]] = Field(default_factory=list)
     slack_id: str | None = Field(default=None, pattern=r"^[UW][A-Z0-9]{2,}$")
     roles: list[Slug] = Field(default_factory=list)
     manager: Slug | None = None
@@ -84,6 +91,7 @@ class Process(Strict):
     procedure: str = Field(pattern=DOC_ID)
     aspects: list[str] = Field(default_factory=list)
     schedule: str | None = None
+    required_signatures: RequiredSignatures = "all"
 
     @field_validator("aspects")
     @classmethod
@@ -115,6 +123,7 @@ class ControlledDocument(Strict):
     approvers: list[str] = Field(min_length=1)
     review_interval_months: int = Field(default=12, ge=1, le=60)
     systems: list[Slug] = Field(default_factory=list)
+    required_signatures: RequiredSignatures = "all"
 
     @field_validator("path")
     @classmethod
@@ -195,6 +204,9 @@ class ApprovalSettings(Strict):
     remind_after_days: int = Field(default=3, ge=1, le=90)
     escalate_after_days: int = Field(default=7, ge=1, le=180)
     due_days: int = Field(default=14, ge=1, le=365)
+    # click: a Slack button signs (the Slack account is the identity); reauth: the button opens the
+    # dashboard signing page, where the password is entered again (21 CFR Part 11 §11.200)
+    slack_signing: Literal["click", "reauth"] = "click"
 
     @model_validator(mode="after")
     def _escalate_after_remind(self) -> ApprovalSettings:
@@ -221,6 +233,14 @@ class QmsConfig(Strict):
 
     def person(self, person_id: str) -> Person:
         return next(p for p in self.people if p.id == person_id)
+
+    def person_by_email(self, email: str) -> Person | None:
+        """The person who uses this e-mail address (their e-mail or one of their git e-mails), if any."""
+        wanted = email.strip().lower()
+        for person in self.people:
+            if person.email.lower() == wanted or wanted in (e.lower() for e in person.git_emails):
+                return person
+        return None
 
     def document(self, doc_id: str) -> ControlledDocument:
         return next(d for d in self.documents if d.id == doc_id)
@@ -313,6 +333,14 @@ def cross_check(config: QmsConfig) -> list[tuple[Loc, str]]:
             else:
                 is_person(entry, loc)
         approvers = config.approvers_of(doc)
+        if isinstance(doc.required_signatures, int) and approvers and doc.required_signatures > len(approvers):
+            issues.append(
+                (
+                    ("documents", i, "required_signatures"),
+                    f"needs {doc.required_signatures} signatures but the document has only {len(approvers)} "
+                    f"approver(s): {', '.join(p.id for p in approvers)}",
+                )
+            )
         if approvers and all(p.id == doc.owner for p in approvers):
             issues.append(
                 (

@@ -19,6 +19,7 @@ KIND_PREFIXES: dict[str, str] = {
     "management-review": "MRV",
     "release": "REL",
     "risk": "RSK",
+    "submission": "SUB",
 }
 
 CLOSED_STATUSES = frozenset({"closed", "cancelled", "done", "superseded"})

@@ -6,6 +6,7 @@ outbox (Slack when switched on), so a Slack outage delays them and loses none.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -22,14 +23,16 @@ from ..domain.approvals import (
     Method,
     NotAuthorized,
     RequestStatus,
+    RequiredRule,
     Signature,
-    eligible_count_ok,
     follow_ups_due,
+    required_signatures,
 )
 from ..domain.errors import DomainError
 from ..domain.organisation import QmsConfig
-from ..store.tables import ApprovalRequestRow, OutboxRow, PersonRow, SignatureRow
+from ..store.tables import ApprovalRequestRow, OutboxRow, PersonRow, SignatureRow, TrailEventRow
 from ..store.uow import UnitOfWork
+from . import contents, reactions
 from .common import row_values
 from .outbox import enqueue
 from .records import NotFound, next_id
@@ -71,7 +74,9 @@ def _domain(row: ApprovalRequestRow, signatures: list[SignatureRow]) -> Approval
         approvers=list(row.approvers),
         required=row.required,
         meaning=row.meaning,
+        what=row.what or "",
         author=row.author,
+        authors=list(row.authors or []),
         due=row.due_date,
         created_at=row.created_at,
         status=RequestStatus(row.status),
@@ -80,7 +85,8 @@ def _domain(row: ApprovalRequestRow, signatures: list[SignatureRow]) -> Approval
 
 
 def load(uow: UnitOfWork, request_id: str) -> tuple[ApprovalRequestRow, ApprovalRequest]:
-    row = uow.session.get(ApprovalRequestRow, request_id)
+    """The request and its signatures as they are now (the unit of work holds the writers' lock)."""
+    row = uow.session.get(ApprovalRequestRow, request_id, populate_existing=True)
     if row is None:
         raise NotFound(f"no approval request {request_id}")
     signatures = uow.session.scalars(
@@ -104,19 +110,28 @@ def open_request(
     approvers: list[str],
     meaning: str,
     author: str | None,
-    required: int = 1,
+    required: RequiredRule = "all",
     flow_run_id: str | None = None,
     data: dict[str, Any] | None = None,
     comment: str | None = None,
     process: str | None = None,
+    authors: list[str] | None = None,
+    what: str | None = None,
 ) -> tuple[ApprovalRequestRow, bool]:
-    """Create the request (idempotent by ``key``) and queue a message to every approver."""
+    """Create the request (idempotent by ``key``) and queue a message to every approver.
+
+    ``content_sha256`` names content already kept by ``contents.store``: what approvers see and sign.
+    ``authors`` (besides ``author``, who submitted it) may not sign; ``required`` is the rule declared in
+    qms.yaml ("all" approvers who are not authors, or a number), resolved to a number now.
+    """
     existing = uow.session.scalar(select(ApprovalRequestRow).where(ApprovalRequestRow.key == key))
     if existing is not None:
         return existing, False
-    problem = eligible_count_ok(approvers, author, required)
-    if problem:
-        raise DomainError(f"cannot request approval of {subject}: {problem}")
+    everyone = list(dict.fromkeys([*([author] if author else []), *(authors or [])]))
+    try:
+        count = required_signatures(required, approvers, everyone)
+    except DomainError as exc:
+        raise DomainError(f"cannot request approval of {subject}: {exc}") from None
     now = uow.now()
     request_id = next_id(uow, "approval", now.year)
     row = ApprovalRequestRow(
@@ -126,9 +141,11 @@ def open_request(
         title=title,
         content_sha256=content_sha256,
         approvers=approvers,
-        required=required,
+        required=count,
         meaning=meaning,
+        what=(what or title)[:200],
         author=author,
+        authors=everyone,
         due_date=now.date() + timedelta(days=config.approvals.due_days),
         status=RequestStatus.PENDING.value,
         flow_run_id=flow_run_id,
@@ -140,18 +157,26 @@ def open_request(
     uow.record("approval.requested", f"approval:{request_id}", None, row_values(row))
     people = _people(uow)
     requested_by = people[author].name if author in people else (author or "qmsflow")
-    for person in _domain(row, []).pending_approvers():
-        notify(
-            uow,
-            config,
-            person,
-            f"slack:{request_id}:request:{person}",
-            f"approval:{request_id}:{person}",
-            "approval_request",
-            request=row_values(row),
-            requested_by=requested_by,
-            comment=comment,
-        )
+    if slack.settings(config) is not None:
+        stored = contents.load(uow.session, content_sha256)
+        summary = contents.summary(stored) if stored else "(content not kept in the store)"
+        others = [people[p].name if p in people else p for p in everyone if p != author]
+        for person in _domain(row, []).pending_approvers():
+            notify(
+                uow,
+                config,
+                person,
+                f"slack:{request_id}:request:{person}",
+                f"approval:{request_id}:{person}",
+                "approval_request",
+                request=row_values(row),
+                requested_by=requested_by,
+                comment=comment,
+                summary=summary,
+                authors=others,
+                unmapped=list((data or {}).get("unmapped_authors", [])),
+                reauth=config.approvals.slack_signing == "reauth",
+            )
     return row, True
 
 
@@ -175,6 +200,22 @@ def notify(
     )
 
 
+def answer_in_slack(
+    uow: UnitOfWork, config: QmsConfig, slack_user: str, channel: str | None, key: str, text: str
+) -> None:
+    """Queue an answer to one Slack user (idempotent by ``key``): ephemeral in the channel they clicked in,
+    else a direct message. Nothing is queued while Slack is off."""
+    if slack.settings(config) is None:
+        return
+    message = slack.render("notice", text=text, link=None)
+    if channel:
+        payload = {"channel": channel, "user": slack_user, "text": message["text"], "blocks": message["blocks"]}
+        enqueue(uow, key, slack.TARGET, "post_ephemeral", f"slack-user:{slack_user}", payload)
+    else:
+        payload = {"slack_id": slack_user, "email": None, "text": message["text"], "blocks": message["blocks"]}
+        enqueue(uow, key, slack.TARGET, "post_dm", f"slack-user:{slack_user}", payload)
+
+
 def decide(
     uow: UnitOfWork,
     config: QmsConfig,
@@ -185,53 +226,37 @@ def decide(
     method: Method,
     claimed: str,
 ) -> DecisionResult:
-    """Sign a request, or refuse and record why. ``claimed`` is who the channel says acted (e.g. slack:U123)."""
+    """Sign a request, or refuse and record why. ``claimed`` is who the channel says acted (e.g. slack:U123).
+
+    Exactly one decision per request, whatever the concurrency: the unit of work holds the writers'
+    lock from its first statement, so the request and its signatures read here cannot change before
+    this commits; a decided request takes no further signature; one signature per (request, signer) is
+    also a database constraint. When the signature decides the request, the reaction registered for
+    the subject's kind applies the decision to its records in this same transaction (the version is
+    effective, the CAPA in its signed stage, the moment the request is decided).
+    """
     row, request = load(uow, request_id)
-    people = _people(uow)
-    person = people.get(person_id) if person_id else None
+    person = uow.session.get(PersonRow, person_id) if person_id else None
+    if person is not None and not person.active:
+        person = None
     try:
+        request.check_may_sign(person.id if person else None)
         if decision in (Decision.REJECT, Decision.CHANGES) and not (comment or "").strip():
-            request.check_may_sign(person.id if person else None)
-            raise NotAuthorized(f"{request_id}: a {decision.label} decision needs a comment")
+            raise NotAuthorized(f"{request_id}: a {decision.label} decision needs a comment", kind="comment-required")
         signature = Signature(
-            signer=person.id if person else "",
-            printed_name=person.name if person else claimed,
+            signer=person.id,
+            printed_name=person.name,
             at=uow.now(),
-            meaning=row.meaning,
+            meaning=request.meaning_for(decision),
             decision=decision,
             comment=comment,
             method=method,
             content_sha256=row.content_sha256,
         )
-        if person is None:
-            request.check_may_sign(None)
         status = request.sign(signature)
     except (NotAuthorized, AlreadyDecided) as refusal:
         uow.rollback()
-        uow.record(
-            "approval.refused",
-            f"approval:{request_id}",
-            None,
-            {
-                "person": person_id,
-                "claimed": claimed,
-                "method": method.value,
-                "decision": decision.value,
-                "reason": str(refusal),
-            },
-            actor=person_id or claimed,
-        )
-        if person is not None:
-            notify(
-                uow,
-                config,
-                person.id,
-                f"slack:{request_id}:refused:{person.id}:{uow.now().timestamp()}",
-                f"approval:{request_id}:{person.id}",
-                "notice",
-                text=f"Not recorded: {refusal}",
-                link=None,
-            )
+        refusal.recorded = record_refusal(uow, request_id, person_id, claimed, method, decision, refusal)
         uow.commit()
         raise
     event = uow.record(
@@ -240,37 +265,79 @@ def decide(
     uow.session.add(
         SignatureRow(request_id=request_id, trail_seq=event.seq, **{k: v for k, v in signature.model_dump().items()})
     )
-    before = row_values(row)
-    row.status = status.value
     if request.decided:
+        before = row_values(row)
+        row.status = status.value
         row.decided_at = signature.at
         uow.record("approval.decided", f"approval:{request_id}", before, row_values(row), actor=signature.signer)
-        for sent in uow.session.scalars(
-            select(OutboxRow).where(OutboxRow.key.startswith(f"slack:{request_id}:request:", autoescape=True))
-        ):
-            message = slack.render(
-                "approval_decided",
-                web_url=config.web.base_url.rstrip("/"),
-                request=row_values(row),
-                status_label=decision.label,
-                signer=signature.printed_name,
-                at=f"{signature.at:%Y-%m-%d %H:%M}",
-                comment=comment,
-            )
-            enqueue(
-                uow,
-                f"{sent.key}:update",
-                slack.TARGET,
-                "update",
-                sent.stream,
-                {"ref": sent.key, "text": message["text"], "blocks": message["blocks"]},
-            )
-    if request.decided and row.subject.startswith("capa:"):
-        from . import capa  # the CAPA waits for this request to enter a signed stage
-
-        capa.on_request_decided(uow, config, row, signature.signer)
+        _update_request_messages(uow, config, row, signature)
+        reactions.react(uow, config, row, signature)
     uow.commit()
     return DecisionResult(request_id, status, request.decided, signature, row.flow_run_id)
+
+
+def record_refusal(
+    uow: UnitOfWork,
+    request_id: str,
+    person_id: str | None,
+    claimed: str,
+    method: Method,
+    decision: Decision | None,
+    refusal: DomainError,
+) -> bool:
+    """Record a refused signature, once per request, person and reason (repeated clicks add nothing).
+
+    Returns whether it was recorded now (False: the same refusal is already in the trail).
+    """
+    kind = getattr(refusal, "kind", "refused")
+    who = person_id or claimed
+    ref = f"approval:{request_id}"
+    earlier = uow.session.scalars(
+        select(TrailEventRow.after_json).where(
+            TrailEventRow.record == ref, TrailEventRow.action == "approval.refused", TrailEventRow.actor == who
+        )
+    )
+    if any(json.loads(after).get("kind") == kind for after in earlier):
+        return False
+    uow.record(
+        "approval.refused",
+        ref,
+        None,
+        {
+            "person": person_id,
+            "claimed": claimed,
+            "method": method.value,
+            "decision": decision.value if decision else None,
+            "kind": kind,
+            "reason": str(refusal),
+        },
+        actor=who,
+    )
+    return True
+
+
+def _update_request_messages(uow: UnitOfWork, config: QmsConfig, row: ApprovalRequestRow, signature: Signature) -> None:
+    """Replace the Slack messages that asked for signatures: decided, by whom, no more buttons."""
+    for sent in uow.session.scalars(
+        select(OutboxRow).where(OutboxRow.key.startswith(f"slack:{row.id}:request:", autoescape=True))
+    ):
+        message = slack.render(
+            "approval_decided",
+            web_url=config.web.base_url.rstrip("/"),
+            request=row_values(row),
+            status_label=signature.decision.label,
+            signer=signature.printed_name,
+            at=f"{signature.at:%Y-%m-%d %H:%M}",
+            comment=signature.comment,
+        )
+        enqueue(
+            uow,
+            f"{sent.key}:update",
+            slack.TARGET,
+            "update",
+            sent.stream,
+            {"ref": sent.key, "text": message["text"], "blocks": message["blocks"]},
+        )
 
 
 def pending_for(uow: UnitOfWork, person_id: str) -> list[ApprovalRequestRow]:
@@ -282,7 +349,8 @@ def pending_for(uow: UnitOfWork, person_id: str) -> list[ApprovalRequestRow]:
     out = []
     for row in rows:
         signers = set(uow.session.scalars(select(SignatureRow.signer).where(SignatureRow.request_id == row.id)))
-        if person_id in row.approvers and person_id not in signers and person_id != row.author:
+        authors = set(row.authors or []) | ({row.author} if row.author else set())
+        if person_id in row.approvers and person_id not in signers and person_id not in authors:
             out.append(row)
     return out
 

@@ -11,14 +11,18 @@ from typing import Any
 
 from sqlalchemy import select
 
-from ..domain.capa import SEVERITIES, SIGNED_STAGES, SOURCES, Capa, closure_signers, stage_due
+from ..domain.approvals import Signature
+from ..domain.capa import SEVERITIES, SIGNED_STAGES, SOURCES, STAGE_TITLES, Capa, closure_signers, stage_due
 from ..domain.errors import DomainError, InvalidTransition
 from ..domain.organisation import QmsConfig
+from ..domain.refs import capa_step
 from ..store.tables import ApprovalRequestRow, OutboxRow, RecordRow
 from ..store.uow import UnitOfWork
+from . import contents
 from .approvals import notify, open_request
 from .common import row_values
 from .outbox import enqueue
+from .reactions import on_decided
 from .records import NotFound, create_record, update_record
 
 
@@ -100,6 +104,20 @@ def open_capa(
     return row
 
 
+SIGNED_WHAT = {"action_plan": "the action plan of {id}", "closed": "the closure of {id}"}
+SIGNED_MEANING = {"action_plan": "approves the action plan of {id}", "closed": "approves the closure of {id}"}
+
+
+def signed_content(row: RecordRow, target: str, stage_data: dict[str, Any]) -> dict[str, Any]:
+    """What a signature on a CAPA step covers: the whole record as it is (every stage's data so far) and
+    the stage data it enters; shown to the approver and kept in the content store under its hash."""
+    return {
+        "record": {k: v for k, v in row_values(row).items() if k not in ("created_at", "updated_at")},
+        "step": {"kind": "capa", "id": row.id, "target": target, "title": STAGE_TITLES.get(target, target)},
+        "fields": stage_data,
+    }
+
+
 def advance(uow: UnitOfWork, config: QmsConfig, capa_id: str, target: str, fields: dict[str, Any]) -> dict[str, Any]:
     """Move a CAPA to ``target``; a signed stage opens an approval request and waits for it."""
     row, capa = load(uow, capa_id)
@@ -108,22 +126,25 @@ def advance(uow: UnitOfWork, config: QmsConfig, capa_id: str, target: str, field
         raise InvalidTransition(f"{capa_id} waits for approval {pending['request']} to enter {pending['target']}")
     stage_data = capa.check_advance(target, fields)
     if target in SIGNED_STAGES:
-        process_owner = config.process(capa.process).owner
-        approvers = closure_signers(capa.owner, process_owner, _quality_leads(config))
+        process = config.process(capa.process)
+        approvers = closure_signers(capa.owner, process.owner, _quality_leads(config))
         if not approvers:
             raise DomainError(f"{capa_id}: nobody but the CAPA owner could sign; add a quality lead to qms.yaml")
-        content = _digest({"capa": capa_id, "target": target, "data": stage_data})
+        body = contents.record_body(signed_content(row, target, stage_data))
+        content = contents.store(uow, body, contents.RECORD_JSON)
         attempt = len(row.data.get("requests", []))
         request, _ = open_request(
             uow,
             config,
             key=f"capa:{capa_id}:{target}:{attempt}",
-            subject=f"capa:{capa_id}@{target}",
+            subject=str(capa_step(capa_id, target)),
             title=f"{capa_id} {row.title}: {'close' if target == 'closed' else 'approve the action plan'}",
+            what=SIGNED_WHAT[target].format(id=capa_id),
             content_sha256=content,
             approvers=approvers,
+            required=process.required_signatures,
             author=capa.owner,
-            meaning=("close " if target == "closed" else "approve the action plan of ") + capa_id,
+            meaning=SIGNED_MEANING[target].format(id=capa_id),
             data={"capa": capa_id, "target": target, "fields": stage_data},
             process=capa.process,
         )
@@ -166,8 +187,11 @@ def _apply(
 EFFECTIVENESS_DAYS = 30
 
 
-def on_request_decided(uow: UnitOfWork, config: QmsConfig, request: ApprovalRequestRow, signer: str) -> None:
-    """Apply (approved) or drop (rejected, changes requested) the transition a CAPA request waited for."""
+@on_decided("capa")
+def on_request_decided(uow: UnitOfWork, config: QmsConfig, request: ApprovalRequestRow, signature: Signature) -> None:
+    """Apply (approved) or drop (rejected, changes requested) the transition a CAPA request waited for,
+    in the transaction of the deciding signature."""
+    signer = signature.signer
     capa_id = request.data.get("capa")
     row, capa = load(uow, capa_id)
     pending = row.data.get("pending")
@@ -353,14 +377,6 @@ def on_jira_status(uow: UnitOfWork, config: QmsConfig, capa_id: str, jira_status
     if settings.on_refused == "revert" and back:
         jira_enqueue(uow, config, row, f"refusal:{attempt}:revert", "transition", {"status": back, "stage": row.status})
     return "refused"
-
-
-def _digest(value: Any) -> str:
-    import hashlib
-
-    from ..domain.trail import canonical_json
-
-    return hashlib.sha256(canonical_json(value).encode()).hexdigest()
 
 
 def show(uow: UnitOfWork, capa_id: str) -> dict[str, Any]:

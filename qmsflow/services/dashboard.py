@@ -56,7 +56,7 @@ def inbox(session: Session, person: str) -> list[ApprovalRequestRow]:
         .order_by(ApprovalRequestRow.created_at)
         .limit(500)
     ).all()
-    mine = [r for r in rows if person in r.approvers and r.author != person]
+    mine = [r for r in rows if person in r.approvers and person not in (r.authors or []) and r.author != person]
     if not mine:
         return []
     signed = set(
@@ -92,6 +92,14 @@ def documents(session: Session, today: date, page: int) -> tuple[Page, dict[str,
     ):
         current.setdefault(version.document_id, version)
     return docs, current
+
+
+def effective(session: Session, doc_id: str) -> DocumentVersionRow | None:
+    return session.scalar(
+        select(DocumentVersionRow).where(
+            DocumentVersionRow.document_id == doc_id, DocumentVersionRow.status == "effective"
+        )
+    )
 
 
 def review_flag(version: DocumentVersionRow | None, today: date) -> str | None:

@@ -1,28 +1,51 @@
-"""Document review (SOP-DOC-001): snapshot a document, request signed approval, then conclude.
+"""Document review (SOP-DOC-001): submit, request signed approval, apply the decision, render copies.
 
-Every step is idempotent, keyed by the Prefect flow run id, because a suspended review re-runs its
-flow from the top when it resumes (docs/adr/0002-flow-idempotency.md).
+1. ``submit_document`` runs in the authenticated call of the person who submits (CLI, API): it keeps
+   the exact text under review in the content store, names the authors of the change (the submitter
+   and the git authors of the commits since the last approved version), and writes a submission.
+2. The review flow receives only the submission's id. ``open_review`` checks the submission and opens
+   the approval request from it (idempotent: keyed by the submission, bound to one flow run).
+3. The decision takes effect when it is signed: ``apply_decision``, registered as the reaction to
+   decided ``document-version`` requests, runs in the transaction of the deciding signature.
+4. ``render_approved_copy`` renders the controlled copy from the store alone (content, signatures,
+   people), and re-issues the copy of the version it superseded, stamped OBSOLETE.
 """
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
 from ..adapters import git
-from ..domain.approvals import RequestStatus
+from ..domain.approvals import RequestStatus, Signature
 from ..domain.documents import DocStatus, add_months, next_version
 from ..domain.errors import DomainError
-from ..domain.organisation import ControlledDocument, QmsConfig
-from ..store.tables import ApprovalRequestRow, DocumentVersionRow, RecordRow, SignatureRow
+from ..domain.organisation import QmsConfig
+from ..domain.refs import Ref, document_version
+from ..store.tables import (
+    ApprovalRequestRow,
+    DocumentRow,
+    DocumentVersionRow,
+    PersonRow,
+    RecordRow,
+    SignatureRow,
+    SubmissionRow,
+)
 from ..store.uow import UnitOfWork
+from . import contents
 from .approvals import load, notify, open_request
-from .common import row_values, sha256_file
+from .common import row_values
 from .documents import REVIEW_DUE, effective_version, latest_version, transition_version
-from .records import update_record
+from .reactions import on_decided
+from .records import NotFound, next_id, update_record
+
+KIND = "document-review"
+
+
+class SubmissionRefused(DomainError):
+    """A flow run was started for a submission that does not exist or is not its own."""
 
 
 def summary(row: ApprovalRequestRow, signatures: int) -> dict[str, Any]:
@@ -41,102 +64,93 @@ def request_summary(uow: UnitOfWork, request_id: str) -> dict[str, Any]:
     return summary(row, len(request.signatures))
 
 
-def open_review(
+# ------------------------------------------------------------------ submission (authenticated caller)
+
+
+def submit_document(
     uow: UnitOfWork,
     config: QmsConfig,
     root: Path,
     *,
     document_id: str,
     submitted_by: str,
-    major: bool,
-    still_valid: bool,
-    comment: str | None,
-    flow_run_id: str,
-) -> dict[str, Any]:
-    """Snapshot the document and request approval; returns the request summary (existing one on re-run)."""
-    key = f"document-review:{flow_run_id}"
-    existing = uow.session.scalar(select(ApprovalRequestRow).where(ApprovalRequestRow.key == key))
-    if existing is not None:
-        return request_summary(uow, existing.id)
-    uow.trail.lock()
-    doc, sha, effective = check_submission(uow, config, root, document_id, still_valid)
+    major: bool = False,
+    still_valid: bool = False,
+    comment: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> SubmissionRow:
+    """Record what ``submitted_by`` (already authenticated) submits for review; refused at once when the
+    document cannot be reviewed. The text is kept in the content store as it is now."""
+    if uow.session.get(PersonRow, submitted_by) is None and submitted_by != "qmsflow":
+        raise DomainError(f"{submitted_by!r} is not a person of this QMS (run 'qms sync' after editing qms.yaml)")
+    doc, _, effective = check_submission(uow, config, root, document_id, still_valid)
+    body = (root / doc.path).read_bytes()
+    sha = contents.store(uow, body, contents.MARKDOWN)
     commit = git.commit_of(root, doc.path)
-    if still_valid:
-        version = effective
-        title = f"Periodic review of {doc.id} {doc.title} v{version.version}: still valid"
-        meaning = f"reviewed {doc.id} v{version.version} and confirm it is still valid"
-    else:
-        label = next_version(effective.version if effective else None, major)
-        latest = latest_version(uow, doc.id)
-        if latest is not None and latest.status == DocStatus.DRAFT.value:
-            version = latest
-            before = row_values(version, exclude=("id",))
-            version.version, version.content_sha256, version.git_commit, version.path = label, sha, commit, doc.path
-            if before != row_values(version, exclude=("id",)):
-                uow.record(
-                    "document-version.snapshot",
-                    f"document-version:{doc.id}@{label}",
-                    before,
-                    row_values(version, exclude=("id",)),
-                )
-        else:
-            version = DocumentVersionRow(
-                document_id=doc.id,
-                version=label,
-                status=DocStatus.DRAFT.value,
-                path=doc.path,
-                content_sha256=sha,
-                git_commit=commit,
-                created_at=uow.now(),
-            )
-            uow.session.add(version)
-            uow.session.flush()
-            uow.record(
-                "document-version.snapshot",
-                f"document-version:{doc.id}@{label}",
-                None,
-                row_values(version, exclude=("id",)),
-            )
-        transition_version(uow, version, DocStatus.IN_REVIEW, comment=comment)
-        title = f"{doc.id} {doc.title} v{label}"
-        meaning = f"approve {doc.id} v{label} for use"
-    approvers = [p.id for p in config.approvers_of(doc)]
-    row, _ = open_request(
-        uow,
-        config,
-        key=key,
-        subject=f"document-version:{doc.id}@{version.version}",
-        title=title,
-        content_sha256=version.content_sha256,
-        approvers=approvers,
-        meaning=meaning,
-        author=None if still_valid else submitted_by,
-        flow_run_id=flow_run_id,
-        process=_control_process(config),
-        comment=comment,
+    authors: list[str] = []
+    unmapped: list[str] = []
+    if not still_valid:
+        since = effective.created_at.isoformat() if effective is not None else None
+        for name, email in git.authors_since(root, doc.path, effective.git_commit if effective else None, since) or []:
+            person = config.person_by_email(email)
+            if person is None:
+                unmapped.append(f"{name} <{email}>")
+            elif person.id not in authors:
+                authors.append(person.id)
+    now = uow.now()
+    row = SubmissionRow(
+        id=next_id(uow, "submission", now.year),
+        kind=KIND,
+        subject=str(Ref("document", doc.id)),
+        submitted_by=submitted_by,
+        status="submitted",
+        content_sha256=sha,
         data={
             "document_id": doc.id,
-            "version": version.version,
-            "still_valid": still_valid,
             "major": major,
-            "submitted_by": submitted_by,
+            "still_valid": still_valid,
             "comment": comment,
             "path": doc.path,
             "git_commit": commit,
+            "authors": authors,
+            "unmapped_authors": unmapped,
+            **(extra or {}),
         },
+        flow_run_id=None,
+        request_id=None,
+        created_at=now,
     )
-    uow.commit()
-    return request_summary(uow, row.id)
+    uow.session.add(row)
+    uow.record("submission.created", f"submission:{row.id}", None, row_values(row))
+    return row
+
+
+def periodic_submission(
+    uow: UnitOfWork, config: QmsConfig, root: Path, document_id: str, due_record: str
+) -> SubmissionRow:
+    """The submission of the periodic ("still valid") review a due record asks for, made once, in qmsflow's
+    name; refused when the document changed since its effective version (its owner submits the change)."""
+    for existing in uow.session.scalars(
+        select(SubmissionRow).where(SubmissionRow.subject == str(Ref("document", document_id)))
+    ):
+        if existing.data.get("due_record") == due_record:
+            return existing
+    return submit_document(
+        uow,
+        config,
+        root,
+        document_id=document_id,
+        submitted_by="qmsflow",
+        still_valid=True,
+        comment=f"periodic review ({due_record})",
+        extra={"due_record": due_record},
+    )
 
 
 def check_submission(
     uow: UnitOfWork, config: QmsConfig, root: Path, document_id: str, still_valid: bool
-) -> tuple[ControlledDocument, str, DocumentVersionRow | None]:
-    """Refuse a submission that cannot be reviewed; else (document, SHA-256 of its file, effective version).
-
-    Run by ``qms document submit`` before it starts a review run, so the person submitting hears at
-    once, and again by the run itself when it opens the request.
-    """
+) -> tuple[Any, str, DocumentVersionRow | None]:
+    """Refuse a submission that cannot be reviewed; else (document, SHA-256 of its file, effective version)."""
     try:
         doc = config.document(document_id)
     except StopIteration:
@@ -146,32 +160,146 @@ def check_submission(
     file = root / doc.path
     if not file.is_file():
         raise DomainError(f"{doc.path} does not exist in {root}")
-    sha = sha256_file(file)
-    effective = effective_version(uow, doc.id)
+    sha = contents.digest(file.read_bytes())
+    return doc, sha, _check_reviewable(uow, doc.id, doc.path, sha, still_valid)
+
+
+def _check_reviewable(
+    uow: UnitOfWork, doc_id: str, path: str, sha: str, still_valid: bool
+) -> DocumentVersionRow | None:
+    effective = effective_version(uow, doc_id)
     if still_valid:
         if effective is None:
             raise DomainError(
-                f"{doc.id} has no effective version: submit it for approval first (without --still-valid)"
+                f"{doc_id} has no effective version: submit it for approval first (without --still-valid)"
             )
         if effective.content_sha256 != sha:
             raise DomainError(
-                f"{doc.path} changed since version {effective.version} became effective: "
+                f"{path} changed since version {effective.version} became effective: "
                 "submit the change as a new version instead of confirming it as still valid"
             )
-        return doc, sha, effective
-    if effective is not None and effective.content_sha256 == sha:
+    elif effective is not None and effective.content_sha256 == sha:
         raise DomainError(
-            f"{doc.path} is unchanged since version {effective.version}: nothing to approve "
+            f"{path} is unchanged since version {effective.version}: nothing to approve "
             "(for a periodic review use --still-valid)"
         )
     in_review = uow.session.scalar(
         select(DocumentVersionRow).where(
-            DocumentVersionRow.document_id == doc.id, DocumentVersionRow.status == DocStatus.IN_REVIEW.value
+            DocumentVersionRow.document_id == doc_id, DocumentVersionRow.status == DocStatus.IN_REVIEW.value
         )
     )
-    if in_review is not None:
-        raise DomainError(f"{doc.id} version {in_review.version} is already in review")
-    return doc, sha, effective
+    if in_review is not None and not still_valid:
+        raise DomainError(f"{doc_id} version {in_review.version} is already in review")
+    return effective
+
+
+def submission_for_run(uow: UnitOfWork, submission_id: str, flow_run_id: str) -> SubmissionRow:
+    """The submission a review run was started for, bound to that run; refused (and recorded) otherwise."""
+    row = uow.session.get(SubmissionRow, submission_id, populate_existing=True)
+    problem = None
+    if row is None or row.kind != KIND:
+        problem = f"there is no document review submission {submission_id!r}"
+    elif row.flow_run_id not in (None, flow_run_id):
+        problem = f"submission {submission_id} belongs to flow run {row.flow_run_id}, not to {flow_run_id}"
+    if problem:
+        uow.rollback()
+        uow.record(
+            "flow.refused",
+            f"submission:{submission_id[:60]}",
+            None,
+            {"flow": "document-review", "flow_run_id": flow_run_id, "reason": problem},
+            actor="qmsflow",
+        )
+        uow.commit()
+        raise SubmissionRefused(f"{problem}: nothing was changed (start reviews with 'qms document submit')")
+    return row
+
+
+# ------------------------------------------------------------------ the review run
+
+
+def open_review(uow: UnitOfWork, config: QmsConfig, submission_id: str, flow_run_id: str) -> dict[str, Any]:
+    """Open the approval request of a submission, once; returns the request summary (existing one on re-run)."""
+    sub = submission_for_run(uow, submission_id, flow_run_id)
+    if sub.request_id is not None:
+        return request_summary(uow, sub.request_id)
+    uow.actor = sub.submitted_by  # the request is opened in the name of the person who submitted
+    data = sub.data
+    doc = config.document(data["document_id"])
+    still_valid = bool(data.get("still_valid"))
+    effective = _check_reviewable(uow, doc.id, data["path"], sub.content_sha256, still_valid)
+    if still_valid:
+        version = effective
+        title = f"Periodic review of {doc.id} {doc.title} v{version.version}: still valid"
+        what = f"the periodic review of {doc.id} v{version.version}"
+        meaning = f"reviewed {doc.id} v{version.version} and confirms it is still valid"
+    else:
+        label = next_version(effective.version if effective else None, bool(data.get("major")))
+        version = _snapshot(uow, doc.id, label, data["path"], sub.content_sha256, data.get("git_commit"))
+        transition_version(uow, version, DocStatus.IN_REVIEW, comment=data.get("comment"))
+        title = f"{doc.id} {doc.title} v{label}"
+        what = f"{doc.id} v{label}"
+        meaning = f"approves {doc.id} v{label} for use"
+    row, _ = open_request(
+        uow,
+        config,
+        key=f"{KIND}:{sub.id}",
+        subject=str(document_version(doc.id, version.version)),
+        title=title,
+        what=what,
+        content_sha256=sub.content_sha256 if not still_valid else version.content_sha256,
+        approvers=[p.id for p in config.approvers_of(doc)],
+        required=doc.required_signatures,
+        meaning=meaning,
+        author=None if still_valid else sub.submitted_by,
+        authors=[] if still_valid else list(data.get("authors", [])),
+        flow_run_id=flow_run_id,
+        process=_control_process(config),
+        comment=data.get("comment"),
+        data={
+            "document_id": doc.id,
+            "version": version.version,
+            "still_valid": still_valid,
+            "major": bool(data.get("major")),
+            "submitted_by": sub.submitted_by,
+            "submission": sub.id,
+            "comment": data.get("comment"),
+            "path": data["path"],
+            "git_commit": data.get("git_commit"),
+            "unmapped_authors": list(data.get("unmapped_authors", [])),
+        },
+    )
+    before = row_values(sub)
+    sub.status, sub.flow_run_id, sub.request_id = "opened", flow_run_id, row.id
+    uow.record("submission.opened", f"submission:{sub.id}", before, row_values(sub))
+    uow.commit()
+    return request_summary(uow, row.id)
+
+
+def _snapshot(uow: UnitOfWork, doc_id: str, label: str, path: str, sha: str, commit: str | None) -> DocumentVersionRow:
+    """The draft version under review: the latest draft reused (renumbered), or a new one."""
+    latest = latest_version(uow, doc_id)
+    ref = str(document_version(doc_id, label))
+    if latest is not None and latest.status == DocStatus.DRAFT.value:
+        version = latest
+        before = row_values(version, exclude=("id",))
+        version.version, version.content_sha256, version.git_commit, version.path = label, sha, commit, path
+        if before != row_values(version, exclude=("id",)):
+            uow.record("document-version.snapshot", ref, before, row_values(version, exclude=("id",)))
+        return version
+    version = DocumentVersionRow(
+        document_id=doc_id,
+        version=label,
+        status=DocStatus.DRAFT.value,
+        path=path,
+        content_sha256=sha,
+        git_commit=commit,
+        created_at=uow.now(),
+    )
+    uow.session.add(version)
+    uow.session.flush()
+    uow.record("document-version.snapshot", ref, None, row_values(version, exclude=("id",)))
+    return version
 
 
 def _control_process(config: QmsConfig) -> str | None:
@@ -180,188 +308,242 @@ def _control_process(config: QmsConfig) -> str | None:
     return "document-control" if "document-control" in keys else None
 
 
-def _approved_text(root: Path, path: str, sha: str, commit: str | None) -> str:
-    """The exact approved content: the file if unchanged, else the committed blob, else refuse."""
-    file = root / path
-    if file.is_file() and sha256_file(file) == sha:
-        return file.read_text(encoding="utf-8")
-    if commit:
-        shown = subprocess.run(["git", "-C", str(root), "show", f"{commit}:{path}"], capture_output=True)
-        if shown.returncode == 0:
-            import hashlib
-
-            if hashlib.sha256(shown.stdout).hexdigest() == sha:
-                return shown.stdout.decode("utf-8")
-    raise DomainError(f"{path} no longer holds the approved content (SHA-256 {sha[:16]}…) and git has no copy of it")
-
-
-def conclude_review(uow: UnitOfWork, config: QmsConfig, root: Path, request_id: str) -> dict[str, Any]:
-    """Apply the decision and commit it: effective + obsolete, or back to draft; queue the owner's notice.
-
-    The controlled copy is rendered afterwards by ``render_approved_copy``: the signed decision is the
-    record and is committed first; the PDF is derived from it and can be rendered again at any time
-    (docs/adr/0008-decision-before-rendering.md).
-    """
-    row, request = load(uow, request_id)
-    data = row.data
-    doc = config.document(data["document_id"])
-    version = uow.session.scalar(
-        select(DocumentVersionRow).where(
-            DocumentVersionRow.document_id == doc.id, DocumentVersionRow.version == data["version"]
+@on_decided("document-version")
+def apply_decision(uow: UnitOfWork, config: QmsConfig, row: ApprovalRequestRow, signature: Signature) -> None:
+    """The reaction to a decided review, in the transaction of the deciding signature: approved, the
+    version is effective and the one it supersedes obsolete (both naming this request), or the periodic
+    review is confirmed; otherwise the version goes back to draft with the comment. The owner is told."""
+    outcome = _apply(uow, row)
+    doc = uow.session.get(DocumentRow, row.data["document_id"])
+    owner = doc.owner if doc else None
+    if owner:
+        notify(
+            uow,
+            config,
+            owner,
+            f"slack:{row.id}:outcome:{owner}",
+            f"approval:{row.id}:{owner}",
+            "notice",
+            text=outcome["text"],
+            link=f"{config.web.base_url.rstrip('/')}/approvals/{row.id}",
         )
+
+
+def _apply(uow: UnitOfWork, row: ApprovalRequestRow) -> dict[str, Any]:
+    """Apply a decided review to the document's versions; does nothing twice."""
+    data = row.data
+    doc_id = data["document_id"]
+    doc = uow.session.get(DocumentRow, doc_id)
+    interval = doc.review_interval_months if doc else 12
+    version = _version(uow, doc_id, data["version"])
+    decided_on = (row.decided_at or uow.now()).date()
+    last = uow.session.scalar(
+        select(SignatureRow).where(SignatureRow.request_id == row.id).order_by(SignatureRow.id.desc()).limit(1)
     )
-    today = uow.now().date()
-    outcome: dict[str, Any] = {"request": row.id, "status": row.status, "document": doc.id, "version": version.version}
-    last = request.signatures[-1] if request.signatures else None
-    if request.status is RequestStatus.APPROVED:
+    by = last.printed_name if last else "-"
+    if row.status == RequestStatus.APPROVED.value:
         if data.get("still_valid"):
-            new_review = add_months(today, doc.review_interval_months)
-            if data.get("confirmed") is None:
+            new_review = add_months(decided_on, interval)
+            if version.next_review_date is None or version.next_review_date < new_review:
                 before = row_values(version, exclude=("id",))
                 version.next_review_date = new_review
+                version.approval_request = row.id
                 uow.record(
                     "document-version.review-confirmed",
-                    f"document-version:{doc.id}@{version.version}",
+                    str(document_version(doc_id, version.version)),
                     before,
                     row_values(version, exclude=("id",)),
                 )
-                row.data = {**data, "confirmed": today.isoformat()}
         elif version.status == DocStatus.IN_REVIEW.value:
             for old in uow.session.scalars(
                 select(DocumentVersionRow).where(
-                    DocumentVersionRow.document_id == doc.id, DocumentVersionRow.status == DocStatus.EFFECTIVE.value
+                    DocumentVersionRow.document_id == doc_id, DocumentVersionRow.status == DocStatus.EFFECTIVE.value
                 )
             ):
-                transition_version(uow, old, DocStatus.OBSOLETE, comment=f"superseded by v{version.version}")
-            transition_version(uow, version, DocStatus.EFFECTIVE, on=today, interval_months=doc.review_interval_months)
+                old.approval_request = row.id
+                transition_version(uow, old, DocStatus.OBSOLETE, comment=f"superseded by v{version.version} ({row.id})")
+            version.approval_request = row.id
+            transition_version(uow, version, DocStatus.EFFECTIVE, on=decided_on, interval_months=interval)
         for due in uow.session.scalars(
             select(RecordRow).where(
                 RecordRow.kind == REVIEW_DUE,
                 RecordRow.status == "open",
-                RecordRow.key.startswith(f"review-due:{doc.id}:", autoescape=True),
+                RecordRow.key.startswith(f"review-due:{doc_id}:", autoescape=True),
             )
         ):
             update_record(uow, due, "closed", status="closed", data={**due.data, "closed_by": row.id})
-        text = f"{doc.id} v{version.version} is effective ({row.id} approved by {last.printed_name if last else '-'})."
-    else:
+        text = f"{doc_id} v{version.version} is effective ({row.id} approved by {by})."
+        if data.get("still_valid"):
+            text = f"{doc_id} v{version.version} was confirmed still valid ({row.id}, {by})."
+    elif row.status != RequestStatus.PENDING.value:
         if version.status == DocStatus.IN_REVIEW.value:
+            version.approval_request = row.id
             transition_version(uow, version, DocStatus.DRAFT, comment=last.comment if last else None)
         text = (
-            f"{doc.id} v{version.version}: {row.status.replace('_', ' ')} by {last.printed_name if last else '-'}"
+            f"{doc_id} v{version.version}: {row.status.replace('_', ' ')} by {by}"
             f"{': ' + last.comment if last and last.comment else ''}"
         )
-    notify(
-        uow,
-        config,
-        doc.owner,
-        f"slack:{row.id}:outcome:{doc.owner}",
-        f"approval:{row.id}:{doc.owner}",
-        "notice",
-        text=text,
-        link=f"{config.web.base_url.rstrip('/')}/approvals/{row.id}",
+    else:
+        raise DomainError(f"{row.id} is not decided yet")
+    return {
+        "request": row.id,
+        "status": row.status,
+        "document": doc_id,
+        "version": version.version,
+        "effective_version": version.version if version.status == DocStatus.EFFECTIVE.value else None,
+        "next_review_date": version.next_review_date.isoformat() if version.next_review_date else None,
+        "text": text,
+    }
+
+
+def _version(uow: UnitOfWork, doc_id: str, version: str) -> DocumentVersionRow:
+    row = uow.session.scalar(
+        select(DocumentVersionRow).where(
+            DocumentVersionRow.document_id == doc_id, DocumentVersionRow.version == version
+        )
     )
-    outcome["effective_version"] = version.version if version.status == DocStatus.EFFECTIVE.value else None
-    outcome["next_review_date"] = version.next_review_date.isoformat() if version.next_review_date else None
+    if row is None:
+        raise NotFound(f"no version {version} of document {doc_id}")
+    return row
+
+
+def conclude_review(uow: UnitOfWork, request_id: str) -> dict[str, Any]:
+    """After the wait: the decision was applied when it was signed; make sure it is (a request decided by an
+    earlier qmsflow is applied now) and return the outcome."""
+    row, _ = load(uow, request_id)
+    outcome = _apply(uow, row)
     uow.commit()
     return outcome
 
 
-def render_approved_copy(uow: UnitOfWork, config: QmsConfig, root: Path, out_dir: Path, request_id: str) -> dict:
-    """Render the controlled copy (HTML + PDF) of the version an approved review concluded; {} otherwise.
+# ------------------------------------------------------------------ controlled copies
 
-    Idempotent: the same files are written again from the approved content and the stored signatures.
+
+def render_approved_copy(
+    uow: UnitOfWork, config: QmsConfig, root: Path, out_dir: Path, request_id: str
+) -> dict[str, Any]:
+    """Render the controlled copy (HTML + PDF) of the version an approved review made effective, and re-issue
+    the copy of every version it superseded, stamped OBSOLETE; {} when the review was not approved.
+
+    Idempotent: the same files are written again from the store (content, signatures, people).
     """
     row, request = load(uow, request_id)
     if request.status is not RequestStatus.APPROVED:
         return {}
-    version = uow.session.scalar(
+    version = _version(uow, row.data["document_id"], row.data["version"])
+    org = config.organisation.name
+    rendered = _render(uow, root, out_dir, version, org)
+    for old in uow.session.scalars(
         select(DocumentVersionRow).where(
-            DocumentVersionRow.document_id == row.data["document_id"],
-            DocumentVersionRow.version == row.data["version"],
+            DocumentVersionRow.approval_request == row.id, DocumentVersionRow.status == DocStatus.OBSOLETE.value
         )
-    )
-    rendered = _render(uow, config, root, out_dir, row, version)
-    uow.commit()
+    ):
+        rendered.setdefault("obsolete", []).append(_render(uow, root, out_dir, old, org)["pdf"])
     return rendered
 
 
 def render_document_copy(
     uow: UnitOfWork, config: QmsConfig, root: Path, out_dir: Path, document_id: str, version: str | None = None
-) -> dict[str, str]:
+) -> dict[str, Any]:
     """Render again the controlled copy of a document version (the effective one by default).
 
     For a copy that is missing (a rendering that failed after the decision was committed) or out of
-    date with the document template. Only versions with an approved review have a controlled copy.
+    date with the document template. Only versions that were approved have a controlled copy.
     """
-    if document_id not in {d.id for d in config.documents}:
-        raise DomainError(f"no controlled document {document_id!r} in qms.yaml (see 'qms document list')")
-    doc = config.document(document_id)
+    if uow.session.get(DocumentRow, document_id) is None:
+        raise DomainError(f"no controlled document {document_id!r} (see 'qms document list')")
     if version is None:
-        row = effective_version(uow, doc.id)
+        row = effective_version(uow, document_id)
         if row is None:
-            raise DomainError(f"{doc.id} has no effective version; name one with --version")
-        version = row.version
-    request = uow.session.scalar(
-        select(ApprovalRequestRow)
-        .where(
-            ApprovalRequestRow.subject == f"document-version:{doc.id}@{version}",
-            ApprovalRequestRow.status == RequestStatus.APPROVED.value,
-        )
-        .order_by(ApprovalRequestRow.created_at.desc())
-        .limit(1)
-    )
-    if request is None:
-        raise DomainError(f"{doc.id} v{version} has no approved review, so it has no controlled copy")
-    return render_approved_copy(uow, config, root, out_dir, request.id)
+            raise DomainError(f"{document_id} has no effective version; name one with --version")
+    else:
+        row = _version(uow, document_id, version)
+    if row.status not in (DocStatus.EFFECTIVE.value, DocStatus.OBSOLETE.value) or row.effective_date is None:
+        raise DomainError(f"{document_id} v{row.version} was never approved, so it has no controlled copy")
+    return _render(uow, root, out_dir, row, config.organisation.name)
 
 
 def _render(
-    uow: UnitOfWork, config: QmsConfig, root: Path, out_dir: Path, row: ApprovalRequestRow, version: DocumentVersionRow
-) -> dict[str, str]:
+    uow: UnitOfWork, root: Path, out_dir: Path, version: DocumentVersionRow, organisation: str
+) -> dict[str, Any]:
     from .render import render_controlled
 
-    doc = config.document(version.document_id)
-    people = {p.id: p.name for p in config.people}
-    signatures = []
-    for request in uow.session.scalars(
-        select(ApprovalRequestRow)
-        .where(
-            ApprovalRequestRow.subject == f"document-version:{doc.id}@{version.version}",
-            ApprovalRequestRow.status == RequestStatus.APPROVED.value,
+    session = uow.session
+    doc = session.get(DocumentRow, version.document_id)
+    names = dict(session.execute(select(PersonRow.id, PersonRow.name)).all())
+    subject = str(document_version(version.document_id, version.version))
+    approved = list(
+        session.scalars(
+            select(ApprovalRequestRow)
+            .where(ApprovalRequestRow.subject == subject, ApprovalRequestRow.status == RequestStatus.APPROVED.value)
+            .order_by(ApprovalRequestRow.created_at)
         )
-        .order_by(ApprovalRequestRow.created_at)
-    ):
-        for s in uow.session.scalars(
-            select(SignatureRow).where(SignatureRow.request_id == request.id).order_by(SignatureRow.id)
-        ):
-            signatures.append(
-                {
-                    "name": s.printed_name,
-                    "meaning": s.meaning,
-                    "decision": s.decision,
-                    "at": f"{s.at:%Y-%m-%d %H:%M:%S} UTC",
-                    "method": s.method,
-                    "content_sha256": s.content_sha256,
-                }
-            )
-    text = _approved_text(root, version.path, version.content_sha256, version.git_commit)
-    rendered = render_controlled(
-        text,
+    )
+    signatures = [
         {
-            "id": doc.id,
-            "title": doc.title,
+            "name": s.printed_name,
+            "meaning": s.meaning,
+            "decision": s.decision,
+            "at": f"{s.at:%Y-%m-%d %H:%M:%S} UTC",
+            "method": s.method,
+            "content_sha256": s.content_sha256,
+        }
+        for request in approved
+        for s in session.scalars(
+            select(SignatureRow).where(SignatureRow.request_id == request.id).order_by(SignatureRow.id)
+        )
+    ]
+    approvers = approved[0].approvers if approved else (doc.approvers if doc else [])
+    superseded = None
+    if version.status == DocStatus.OBSOLETE.value and version.approval_request:
+        successor = session.scalar(
+            select(DocumentVersionRow).where(
+                DocumentVersionRow.document_id == version.document_id,
+                DocumentVersionRow.approval_request == version.approval_request,
+                DocumentVersionRow.id != version.id,
+            )
+        )
+        superseded = {
+            "by_version": successor.version if successor else None,
+            "on": successor.effective_date.isoformat() if successor and successor.effective_date else None,
+            "by_request": version.approval_request,
+        }
+    rendered = render_controlled(
+        approved_text(uow, root, version),
+        {
+            "id": version.document_id,
+            "title": doc.title if doc else version.document_id,
             "version": version.version,
             "status": version.status,
-            "owner_name": people.get(doc.owner, doc.owner),
-            "approvers": [p.name for p in config.approvers_of(doc)],
+            "owner_name": names.get(doc.owner, doc.owner) if doc else "-",
+            "approvers": [names.get(p, p) for p in approvers if not p.startswith("role:")],
             "effective_date": version.effective_date.isoformat() if version.effective_date else "",
             "next_review_date": version.next_review_date.isoformat() if version.next_review_date else "",
             "content_sha256": version.content_sha256,
             "git_commit": version.git_commit,
+            "superseded": superseded,
         },
         signatures,
-        config.organisation.name,
+        organisation,
         out_dir,
     )
-    row.data = {**row.data, "pdf": str(rendered.pdf_path), "html": str(rendered.html_path)}
     return {"pdf": str(rendered.pdf_path), "html": str(rendered.html_path)}
+
+
+def approved_text(uow: UnitOfWork, root: Path, version: DocumentVersionRow) -> str:
+    """The exact approved text: from the content store; for versions approved before qmsflow kept content,
+    the working-tree file or its committed blob when either still has the approved hash."""
+    stored = contents.load(uow.session, version.content_sha256)
+    if stored is not None:
+        return stored.text
+    file = root / version.path
+    if file.is_file() and contents.digest(file.read_bytes()) == version.content_sha256:
+        return file.read_text(encoding="utf-8")
+    if version.git_commit:
+        blob = git.show(root, version.git_commit, version.path)
+        if blob is not None and contents.digest(blob) == version.content_sha256:
+            return blob.decode("utf-8")
+    raise DomainError(
+        f"{version.path} v{version.version}: the approved content (SHA-256 {version.content_sha256[:16]}…) is "
+        "neither in the records store nor in the working tree or git"
+    )

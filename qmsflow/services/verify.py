@@ -12,6 +12,7 @@ from ..domain.trail import Anchor, ChainReport, canonical_json, format_ts, parse
 from ..store import trail
 from ..store.db import Database
 from ..store.tables import ApprovalRequestRow, DocumentVersionRow, SignatureRow, TrailEventRow, VerificationRow
+from . import signed_records
 from .approvals import signature_of
 
 
@@ -53,6 +54,9 @@ def verify(db: Database, anchors_file: Path | None, progress=None) -> VerifyResu
                     if problem:
                         result.anchor_problems.append(f"{anchors_file.name} line {anchor.line}: {problem}")
         result.signatures_checked, result.signature_problems = check_signatures(session)
+        steps_checked, step_problems = signed_records.check(session)
+        result.signatures_checked += steps_checked
+        result.signature_problems += step_problems
     with db.session() as session, session.begin():
         session.add(
             VerificationRow(

@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -109,6 +110,8 @@ class DocumentVersionRow(Base):
     next_review_date: Mapped[date | None] = mapped_column(Date)
     comment: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # the approval request whose decision gave this version its status (effective, obsolete, back to draft)
+    approval_request: Mapped[str | None] = mapped_column(String(40))
 
 
 class RecordRow(Base):
@@ -211,12 +214,20 @@ class ApprovalRequestRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     process: Mapped[str | None] = mapped_column(String(64))
+    # everyone who authored what is approved (the submitter, the git authors of the change): none may sign
+    authors: Mapped[list] = mapped_column(JSON, default=list)
+    # what a signature decides on, for the meaning of a rejection or change request ("SOP-DES-001 v1.1")
+    what: Mapped[str] = mapped_column(String(200), default="")
 
 
 class SignatureRow(Base):
-    """An electronic signature; its trail event (``trail_seq``) carries the same values, hashed."""
+    """An electronic signature; its trail event (``trail_seq``) carries the same values, hashed.
+
+    One per (request, signer): a database constraint, whatever the concurrency.
+    """
 
     __tablename__ = "signatures"
+    __table_args__ = (UniqueConstraint("request_id", "signer", name="uq_signatures_request_id_signer"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     request_id: Mapped[str] = mapped_column(ForeignKey("approval_requests.id"), index=True)
     signer: Mapped[str] = mapped_column(String(64), index=True)
@@ -228,6 +239,38 @@ class SignatureRow(Base):
     method: Mapped[str] = mapped_column(String(20))
     content_sha256: Mapped[str] = mapped_column(String(64))
     trail_seq: Mapped[int] = mapped_column(Integer)
+
+
+class ContentRow(Base):
+    """Content under signature, addressed by its SHA-256 and stored once: the exact document text as
+    submitted, or the record state a signed step approves. ``sha256`` is the hash of ``body``."""
+
+    __tablename__ = "contents"
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    media_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(Integer)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SubmissionRow(Base):
+    """A request to start a procedure step, made by an authenticated person (CLI, API or web).
+
+    Flows receive only its id: what is reviewed, by whom and with which content comes from here.
+    """
+
+    __tablename__ = "submissions"
+    __table_args__ = (Index("ix_submissions_status_created", "status", "created_at"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    subject: Mapped[str] = mapped_column(String(200), index=True)
+    submitted_by: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(20))
+    content_sha256: Mapped[str | None] = mapped_column(String(64))
+    data: Mapped[dict] = mapped_column(JSON, default=dict)
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class ApiTokenRow(Base):

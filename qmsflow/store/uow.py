@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from ..domain.trail import TrailEvent
 from .db import Database
-from .trail import TrailWriter
+from .trail import TRAIL_LOCK_KEY, TrailWriter
 
 
 class UnitOfWork:
@@ -17,6 +18,12 @@ class UnitOfWork:
 
     Leaving the block without ``commit()`` rolls back: the change and its trail events
     together, never one without the other.
+
+    Every transaction of a unit of work is a writer and is serialised with every other writer from
+    its first statement: SQLite's ``BEGIN IMMEDIATE``, and on PostgreSQL the trail's advisory lock,
+    taken when the transaction begins. So what a use case reads (a request and its signatures, a
+    CAPA's stage) cannot change before it commits, under READ COMMITTED as under SQLite, and one
+    lock taken first by everyone cannot deadlock with row locks taken later.
     """
 
     def __init__(self, db: Database, actor: str):
@@ -29,9 +36,15 @@ class UnitOfWork:
 
     def __enter__(self) -> UnitOfWork:
         self.session = self.db.session()
-        self.session.begin()
         self.trail = TrailWriter(self.session)
+        self._begin()
         return self
+
+    def _begin(self) -> None:
+        self.session.begin()
+        self.trail.reset()
+        if self.db.dialect == "postgresql":
+            self.session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": TRAIL_LOCK_KEY})
 
     def __exit__(self, *exc: object) -> None:
         if self.session.in_transaction():
@@ -48,13 +61,11 @@ class UnitOfWork:
         self.session.flush()
         self.trail.flush()
         self.session.commit()
-        self.trail.reset()
-        self.session.begin()
+        self._begin()
 
     def rollback(self) -> None:
         self.session.rollback()
-        self.trail.reset()
-        self.session.begin()
+        self._begin()
 
     @staticmethod
     def now() -> datetime:

@@ -23,7 +23,7 @@ from ..paths import templates_dir
 from ..services import accounts, approvals, dashboard
 from ..services.records import NotFound
 from ..services.status import process_status
-from ..store.tables import ApprovalRequestRow, DocumentRow, DocumentVersionRow, SignatureRow
+from ..store.tables import ApprovalRequestRow, DocumentRow, SignatureRow
 from ..store.uow import UnitOfWork
 from . import charts
 
@@ -156,7 +156,7 @@ def build_router(ctx: QmsContext, prefect_ui: str | None = None) -> APIRouter:
                 select(SignatureRow).where(SignatureRow.request_id == request_id).order_by(SignatureRow.id)
             ).all()
             may_sign = row.status == "pending" and any(r.id == row.id for r in dashboard.inbox(session, user.person))
-        content = _content_of(ctx, row)
+            content = signed_content(session, row)
         return page(
             request,
             "approval.html",
@@ -164,7 +164,7 @@ def build_router(ctx: QmsContext, prefect_ui: str | None = None) -> APIRouter:
             row=row,
             signatures=signatures,
             content=content,
-            may_sign=may_sign and user.may("approver"),
+            may_sign=may_sign and user.may("approver") and content is not None,
             error=None,
         )
 
@@ -226,6 +226,7 @@ def build_router(ctx: QmsContext, prefect_ui: str | None = None) -> APIRouter:
                 raise HTTPException(404, f"no document {doc_id}")
             versions, signatures = dashboard.document_history(session, doc_id, page_no)
             people = dashboard.names(session)
+            current = dashboard.effective(session, doc_id)
         rendered = {v[0].version: _rendered(ctx, doc_id, v[0].version) for v in versions.rows}
         return page(
             request,
@@ -236,8 +237,18 @@ def build_router(ctx: QmsContext, prefect_ui: str | None = None) -> APIRouter:
             signatures=signatures,
             people=people,
             rendered=rendered,
+            current=current,
             today=date.today(),
         )
+
+    @router.get("/documents/{doc_id}/current/{kind}")
+    def current_file(doc_id: str, kind: str, user: User) -> FileResponse:
+        """The controlled copy of the effective version: what 'current' means, always."""
+        with db.read() as session:
+            current = dashboard.effective(session, doc_id)
+        if current is None:
+            raise HTTPException(404, f"{doc_id} has no effective version")
+        return document_file(doc_id, current.version, kind, user)
 
     @router.get("/documents/{doc_id}/{version}/{kind}")
     def document_file(doc_id: str, version: str, kind: str, user: User) -> FileResponse:
@@ -347,22 +358,16 @@ def _rendered(ctx: QmsContext, doc_id: str, version: str) -> dict[str, Path]:
     return out
 
 
-def _content_of(ctx: QmsContext, row: ApprovalRequestRow) -> str | None:
-    """The text to be signed, when the subject is a document version whose file still matches."""
-    if not row.subject.startswith("document-version:"):
-        return None
-    from ..services.common import sha256_file
+def signed_content(session, row: ApprovalRequestRow) -> dict | None:  # noqa: ANN001
+    """What the request asks to sign, from the content store (never the working tree); None when the store
+    does not hold it, and then nobody may sign (a signature covers only what the signer could see)."""
+    from ..services import contents
+    from ..services.render import markdown_to_html
 
-    doc_id, _, version = row.subject.removeprefix("document-version:").partition("@")
-    with ctx.db.read() as session:
-        stored = session.scalars(
-            select(DocumentVersionRow).where(
-                DocumentVersionRow.document_id == doc_id, DocumentVersionRow.version == version
-            )
-        ).first()
+    stored = contents.load(session, row.content_sha256)
     if stored is None:
         return None
-    path = ctx.root / stored.path
-    if path.is_file() and sha256_file(path) == row.content_sha256:
-        return path.read_text(encoding="utf-8")
-    return None
+    if stored.is_record:
+        step = contents.signed_step(stored)
+        return {"kind": "record", "title": step.title, "fields": step.fields, "record": step.record}
+    return {"kind": "document", "html": markdown_to_html(stored.text), "text": stored.text, "size": len(stored.body)}

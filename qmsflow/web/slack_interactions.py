@@ -24,6 +24,7 @@ from ..store.uow import UnitOfWork
 
 log = logging.getLogger("qmsflow.slack")
 ACTIONS = {"approve": Decision.APPROVE, "reject": Decision.REJECT, "changes": Decision.CHANGES}
+LINK_ACTIONS = frozenset({"open_signing_page"})  # a URL button: Slack opens the link and tells us; nothing to do
 
 
 class BadPayload(ValueError):
@@ -32,12 +33,13 @@ class BadPayload(ValueError):
 
 @dataclass(frozen=True)
 class Interaction:
-    kind: str  # "click" | "submission"
+    kind: str  # "click" | "submission" | "link"
     request_id: str
-    decision: Decision
+    decision: Decision | None
     slack_user: str
     trigger_id: str | None = None
     comment: str | None = None
+    channel: str | None = None  # where the clicked message is, for an answer only the clicker sees
 
 
 def parse(payload: Any) -> Interaction:
@@ -51,11 +53,23 @@ def parse(payload: Any) -> Interaction:
         if not isinstance(actions, list) or not actions or not isinstance(actions[0], dict):
             raise BadPayload("block_actions payload without actions")
         action = actions[0]
-        decision = ACTIONS.get(action.get("action_id"))
         request_id = action.get("value")
-        if decision is None or not isinstance(request_id, str) or not request_id:
+        if not isinstance(request_id, str) or not request_id:
+            raise BadPayload("action without a request id")
+        if action.get("action_id") in LINK_ACTIONS:
+            return Interaction("link", request_id, None, user)
+        decision = ACTIONS.get(action.get("action_id"))
+        if decision is None:
             raise BadPayload(f"unknown action {action.get('action_id')!r}")
-        return Interaction("click", request_id, decision, user, trigger_id=payload.get("trigger_id"))
+        trigger = payload.get("trigger_id")
+        return Interaction(
+            "click",
+            request_id,
+            decision,
+            user,
+            trigger_id=trigger if isinstance(trigger, str) else None,
+            channel=_channel_of(payload),
+        )
     if payload.get("type") == "view_submission":
         view = payload.get("view") or {}
         if view.get("callback_id") != "qms_decision":
@@ -68,6 +82,13 @@ def parse(payload: Any) -> Interaction:
             raise BadPayload("malformed view_submission") from None
         return Interaction("submission", request_id, decision, user, comment=comment)
     raise BadPayload(f"unsupported payload type {payload.get('type')!r}")
+
+
+def _channel_of(payload: dict[str, Any]) -> str | None:
+    for holder, key in ((payload.get("container"), "channel_id"), (payload.get("channel"), "id")):
+        if isinstance(holder, dict) and isinstance(holder.get(key), str) and holder[key]:
+            return holder[key]
+    return None
 
 
 class SlackInteractions:
@@ -108,7 +129,12 @@ class SlackInteractions:
             log.exception("handling Slack interaction %s failed", interaction)
 
     def _handle(self, it: Interaction) -> None:
+        if it.kind == "link":
+            return  # the button opened the dashboard signing page; the signature happens there
         person = self.person_for(it.slack_user)
+        if self.ctx.config.approvals.slack_signing == "reauth":
+            self.refuse_without_reauth(it, person)
+            return
         if it.kind == "click" and it.decision is not Decision.APPROVE:
             # a rejection or change request needs a comment: check the signer first, then ask for it
             with UnitOfWork(self.ctx.db, person or f"slack:{it.slack_user}") as uow:
@@ -145,9 +171,37 @@ class SlackInteractions:
                 )
         except (NotAuthorized, AlreadyDecided) as refusal:
             log.info("refused Slack decision on %s by %s: %s", it.request_id, it.slack_user, refusal)
-            deliver(self.ctx.db, self.ctx.config)  # the answer to the person who was refused
+            self.answer(it, refusal.kind, f"Not recorded: {refusal}")
         else:
             approvals.after_decision(self.ctx, result)
+
+    def refuse_without_reauth(self, it: Interaction, person: str | None) -> None:
+        """``approvals.slack_signing: reauth``: a click does not sign; the dashboard does, with the password."""
+        link = f"{self.ctx.config.web.base_url.rstrip('/')}/approvals/{it.request_id}"
+        refusal = NotAuthorized(
+            f"{it.request_id}: this QMS takes signatures in the dashboard with your password; sign at {link}",
+            kind="reauth-required",
+        )
+        with UnitOfWork(self.ctx.db, person or f"slack:{it.slack_user}") as uow:
+            approvals.record_refusal(
+                uow, it.request_id, person, f"slack:{it.slack_user}", Method.SLACK, it.decision, refusal
+            )
+            uow.commit()
+        self.answer(it, refusal.kind, f"Not signed: {refusal}")
+
+    def answer(self, it: Interaction, kind: str, text: str) -> None:
+        """Tell the clicker, once per request and reason, in a message only they see; then deliver it."""
+        with UnitOfWork(self.ctx.db, "qmsflow") as uow:
+            approvals.answer_in_slack(
+                uow,
+                self.ctx.config,
+                it.slack_user,
+                it.channel,
+                f"slack:{it.request_id}:answer:{it.slack_user}:{kind}",
+                text,
+            )
+            uow.commit()
+        deliver(self.ctx.db, self.ctx.config)
 
 
 def load_payload(body: bytes) -> Any:

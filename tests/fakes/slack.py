@@ -91,6 +91,7 @@ class _State:
     views: list[dict] = field(default_factory=list)
     injections: dict[str, deque[_Injection]] = field(default_factory=dict)
     open_conversations: set[str] = field(default_factory=set)
+    ephemerals: list[dict] = field(default_factory=list)
 
 
 class FakeSlack(LocalHTTPFake):
@@ -142,6 +143,11 @@ class FakeSlack(LocalHTTPFake):
     def views(self) -> list[dict]:
         return self._state.views
 
+    @property
+    def ephemerals(self) -> list[dict]:
+        """Ephemeral messages posted: channel, user, ts, text, blocks."""
+        return self._state.ephemerals
+
     def calls_to(self, method: str) -> list[Call]:
         with self._lock:
             return [c for c in self._state.calls if c.method == method]
@@ -182,6 +188,7 @@ class FakeSlack(LocalHTTPFake):
             state.views.clear()
             state.injections.clear()
             state.open_conversations.clear()
+            state.ephemerals.clear()
             self._down = False
 
     # ------------------------------------------------------------------ request handling
@@ -353,6 +360,24 @@ def _chat_post_message(fake: FakeSlack, params: dict[str, Any]) -> dict:
     return {"ok": True, "channel": channel, "ts": ts, "message": json.loads(json.dumps(message))}
 
 
+def _chat_post_ephemeral(fake: FakeSlack, params: dict[str, Any]) -> dict:
+    """An ephemeral message: shown only to ``user``, in ``channel``; Slack keeps no copy of it."""
+    channel = fake._resolve_channel(params.get("channel"))
+    if channel is None:
+        return _error("channel_not_found")
+    user = params.get("user")
+    if not isinstance(user, str) or not fake._known_user(user):
+        return _error("user_not_in_channel")
+    content, error = _message_content(params)
+    if error:
+        return _error(error)
+    if not content.get("text") and not content.get("blocks") and not content.get("attachments"):
+        return _error("no_text")
+    ts = fake._next_ts()
+    fake._state.ephemerals.append({"channel": channel, "user": user, "ts": ts, **content})
+    return {"ok": True, "message_ts": ts}
+
+
 def _chat_update(fake: FakeSlack, params: dict[str, Any]) -> dict:
     channel = fake._resolve_channel(params.get("channel"))
     if channel is None:
@@ -503,6 +528,7 @@ _METHODS = {
     "apps.connections.open": _apps_connections_open,
     "chat.postMessage": _chat_post_message,
     "chat.update": _chat_update,
+    "chat.postEphemeral": _chat_post_ephemeral,
     "views.open": _views_open,
     "users.lookupByEmail": _users_lookup_by_email,
     "conversations.open": _conversations_open,

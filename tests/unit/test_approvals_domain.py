@@ -15,9 +15,11 @@ from qmsflow.domain.approvals import (
     NotAuthorized,
     RequestStatus,
     Signature,
-    eligible_count_ok,
+    describe_rule,
     follow_ups_due,
+    required_signatures,
 )
+from qmsflow.domain.errors import DomainError
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 HASH = "ab" * 32
@@ -96,10 +98,48 @@ def test_signature_must_bind_the_requested_content() -> None:
 
 
 def test_requests_that_could_never_be_approved_are_refused_upfront() -> None:
-    assert eligible_count_ok(["chloe"], "chloe", 1) == (
-        "needs 1 approval(s) but only 0 approver(s) other than the author 'chloe': none"
-    )
-    assert eligible_count_ok(["ana", "chloe"], "chloe", 1) is None
+    with pytest.raises(
+        DomainError, match="only 0 approver\\(s\\) may sign: approvers chloe \\(authors of this change: chloe\\)"
+    ):
+        required_signatures("all", ["chloe"], ["chloe"])
+    with pytest.raises(DomainError, match="needs 2 approval"):
+        required_signatures(2, ["ana", "chloe"], ["chloe"])
+    assert required_signatures(1, ["ana", "chloe"], ["chloe"]) == 1
+
+
+def test_all_means_every_named_approver_who_did_not_author_the_change() -> None:
+    assert required_signatures("all", ["ana", "ben", "chloe"], ["chloe", "dev"]) == 2
+    assert required_signatures(2, ["ana", "ben", "chloe"], []) == 2
+    assert describe_rule("all") == "all named approvers who are not authors of the change"
+    assert describe_rule(1) == "one of the named approvers who is not an author of the change"
+    assert describe_rule(2) == "2 of the named approvers who are not authors of the change"
+
+
+def test_every_author_of_a_change_is_refused_not_only_the_submitter() -> None:
+    r = request(authors=["ben"])  # ben's git commits are part of the change chloe submitted
+    with pytest.raises(NotAuthorized, match="ben is an author of this change"):
+        r.check_may_sign("ben")
+    with pytest.raises(NotAuthorized, match="chloe is an author"):
+        r.check_may_sign("chloe")
+    assert r.pending_approvers() == ["ana"]
+
+
+def test_the_meaning_follows_the_decision() -> None:
+    r = request(what="SOP-DOC-001 v1.1", meaning="approves SOP-DOC-001 v1.1 for use")
+    assert r.meaning_for(Decision.APPROVE) == "approves SOP-DOC-001 v1.1 for use"
+    assert r.meaning_for(Decision.REJECT) == "rejects SOP-DOC-001 v1.1"
+    assert r.meaning_for(Decision.CHANGES) == "requests changes to SOP-DOC-001 v1.1"
+
+
+def test_refusals_carry_the_kind_of_reason() -> None:
+    r = request()
+    r.sign(sig("ana"))
+    with pytest.raises(AlreadyDecided) as decided:
+        r.check_may_sign("ben")
+    assert decided.value.kind == "already-decided"
+    with pytest.raises(NotAuthorized) as unknown:
+        request().check_may_sign(None)
+    assert unknown.value.kind == "unknown-signer"
 
 
 @pytest.mark.parametrize(
