@@ -2,14 +2,15 @@
 
 Reminds pending approvers after ``approvals.remind_after_days`` and escalates to their manager
 after ``approvals.escalate_after_days`` (each once, recorded in the trail); resumes runs whose
-request was decided while Prefect was unreachable; delivers queued notifications.
+request was decided while Prefect was unreachable; starts the reviews of submissions made while it
+was unreachable; delivers queued notifications.
 """
 
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from tasks.approvals import deliver_outbox_task, follow_up_task, resume_decided_task
+from tasks.approvals import deliver_outbox_task, follow_up_task, resume_decided_task, start_unstarted_reviews_task
 from tasks.runs import record_refused_run
 
 FLOW_NAME = "approval-follow-ups"
@@ -20,7 +21,8 @@ def approval_follow_ups() -> dict:
     logger = get_run_logger()
     done = follow_up_task()
     resumed = resume_decided_task()
+    started = start_unstarted_reviews_task()
     delivered = deliver_outbox_task()
     for request_id, kind, to in done:
         logger.info("%s: %s sent to %s", request_id, kind, to)
-    return {"follow_ups": len(done), "resumed": resumed, "delivery": delivered}
+    return {"follow_ups": len(done), "resumed": resumed, "started": started, "delivery": delivered}

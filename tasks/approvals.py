@@ -90,6 +90,28 @@ def follow_up_task() -> list[tuple[str, str, str]]:
         return done
 
 
+@task(name="start-unstarted-reviews", cache_policy=NO_CACHE)
+def start_unstarted_reviews_task() -> list[str]:
+    """Start the review runs of submissions made while Prefect was unreachable (idempotent per submission)."""
+    started = []
+    with open_context() as ctx:
+        url = prefect_api.api_url(ctx.loaded.state_dir)
+        with UnitOfWork(ctx.db, SYSTEM_ACTOR) as uow:
+            waiting = review.unstarted_submissions(uow)
+        for submission_id in waiting:
+            try:
+                prefect_api.start_run(
+                    url,
+                    "document-review/on-demand",
+                    {"submission_id": submission_id},
+                    idempotency_key=f"submission:{submission_id}",
+                )
+                started.append(submission_id)
+            except prefect_api.PrefectUnavailable as exc:
+                get_run_logger().warning("%s: review not started: %s", submission_id, exc)
+        return started
+
+
 @task(name="resume-decided-runs", cache_policy=NO_CACHE)
 def resume_decided_task() -> list[str]:
     """Resume runs whose request was decided while Prefect was unreachable (the decision is in our store)."""

@@ -30,6 +30,7 @@ from qmsflow.store.tables import ApprovalRequestRow, DocumentVersionRow, Signatu
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 
 SECRET = "test-signing-secret"
+REVIEW_RUNS = {"flows": {"name": {"any_": ["document-review"]}}}  # scheduled flows may start meanwhile
 USERS = [
     {"id": "U0ANA0001", "email": "ana@example.com", "name": "ana", "real_name": "Ana Alves"},
     {"id": "U0BEN0001", "email": "ben@example.com", "name": "ben", "real_name": "Ben Brandt"},
@@ -106,7 +107,9 @@ class World:
                 "user": {"id": SLACK_ID.get(person, person)},
                 "trigger_id": "13345224609.8534564800",
                 "actions": [{"type": "button", "action_id": action, "block_id": "qms_approval", "value": request_id}],
-                "container": {"type": "message"},
+                # the request message is a DM from the bot: Slack names that conversation in the payload
+                "container": {"type": "message", "channel_id": FakeSlack.dm_channel_for(SLACK_ID.get(person, person))},
+                "channel": {"id": FakeSlack.dm_channel_for(SLACK_ID.get(person, person))},
             },
             **kw,
         )
@@ -125,6 +128,9 @@ class World:
                 return found
             time.sleep(0.2)
         raise AssertionError(f"{count} x {action} on {record} not recorded\n{self.stack.logs()}")
+
+    def rendered(self, doc_id: str, version: str) -> Path:
+        return self.repo / ".qms" / "rendered" / doc_id / version / f"{doc_id}-v{version}.pdf"
 
     def version(self, doc_id: str, version: str) -> DocumentVersionRow:
         with self.db.read() as s:
@@ -216,26 +222,35 @@ def test_signed_click_resumes_the_flow_to_an_effective_version(world: World) -> 
     assert version.status == "effective" and version.next_review_date is not None
     request = world.request(request_id)
     assert request.status == "approved"
-    pdf = Path(request.data["pdf"])
+    pdf = world.rendered("SOP-DOC-001", "1.0")
     assert pdf.is_file() and pdf.read_bytes().startswith(b"%PDF")
     [signed] = world.trail("approval.signed", f"approval:{request_id}")
     signature = json.loads(signed.after_json)
     assert signature["signer"] == "ben" and signature["printed_name"] == "Ben Brandt"
     assert signature["method"] == "slack" and signature["content_sha256"] == version.content_sha256
-    assert signature["meaning"] == "approve SOP-DOC-001 v1.0 for use"
-    # the snapshot is the submitter's act; applying the signed decision is qmsflow's
+    assert signature["meaning"] == "approves SOP-DOC-001 v1.0 for use"
+    # the snapshot is the submitter's act; the version is effective in the transaction of ben's signature
     [snapshot] = world.trail("document-version.in_review", "document-version:SOP-DOC-001@1.0")
     [effective] = world.trail("document-version.effective", "document-version:SOP-DOC-001@1.0")
-    assert (snapshot.actor, effective.actor) == ("ana", "qmsflow")
+    assert (snapshot.actor, effective.actor) == ("ana", "ben") and effective.seq == signed.seq + 2
+    assert json.loads(effective.after_json)["approval_request"] == request_id
     deadline = time.monotonic() + 30
     while not world.slack.calls_to("chat.update") and time.monotonic() < deadline:
         time.sleep(0.2)
     [update] = world.slack.calls_to("chat.update")
     assert "approved by Ben Brandt" in update.params["text"]
-    # a second click: one decision only, and the clicker is told who decided when
-    assert world.click(request_id, "ben").status_code == 200
+    # more clicks: one decision only; the clicker is told once, only to them, and one refusal is recorded
+    for _ in range(3):
+        assert world.click(request_id, "ben").status_code == 200
     again = world.wait_trail("approval.refused", f"approval:{request_id}", count=4)
     assert "already decided" in json.loads(again[-1].after_json)["reason"]
+    deadline = time.monotonic() + 30
+    while not world.slack.ephemerals and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)  # room for any duplicate to arrive
+    told = [e for e in world.slack.ephemerals if e["user"] == SLACK_ID["ben"] and request_id in e["text"]]
+    assert len(told) == 1 and "already decided" in told[0]["text"]
+    assert len(world.trail("approval.refused", f"approval:{request_id}")) == 4
     with world.db.read() as s:
         assert (
             s.scalar(select(func.count()).select_from(SignatureRow).where(SignatureRow.request_id == request_id)) == 1
@@ -247,7 +262,7 @@ def test_a_lost_controlled_copy_is_rendered_again_from_the_record(world: World) 
     [request_id] = [
         r for r in world.request_ids() if world.request(r).subject.startswith("document-version:SOP-DOC-001")
     ]
-    pdf = Path(world.request(request_id).data["pdf"])
+    pdf = world.rendered("SOP-DOC-001", "1.0")
     html = pdf.with_suffix(".html")
     pdf.unlink()
     html.unlink()
@@ -257,7 +272,7 @@ def test_a_lost_controlled_copy_is_rendered_again_from_the_record(world: World) 
     for args, message in (
         (["SOP-NOPE-001"], "no controlled document 'SOP-NOPE-001'"),
         (["SOP-AUD-001"], "SOP-AUD-001 has no effective version"),
-        (["SOP-DOC-001", "--version", "9.9"], "SOP-DOC-001 v9.9 has no approved review"),
+        (["SOP-DOC-001", "--version", "9.9"], "no version 9.9 of document SOP-DOC-001"),
     ):
         refused = world.qms("document", "render", *args)
         assert refused.returncode == 1 and message in refused.stderr, refused.stderr
@@ -266,7 +281,7 @@ def test_a_lost_controlled_copy_is_rendered_again_from_the_record(world: World) 
 
 def test_a_submission_that_cannot_be_reviewed_is_refused_before_a_run_starts(world: World) -> None:
     before = world.request_ids()
-    runs = httpx.post(f"{world.stack.api_url}/flow_runs/count", json={}, timeout=10).json()
+    runs = httpx.post(f"{world.stack.api_url}/flow_runs/count", json=REVIEW_RUNS, timeout=10).json()
     for args, message in (
         (["SOP-DOC-001"], "procedures/SOP-DOC-001-document-control.md is unchanged since version 1.0"),
         (["SOP-AUD-001", "--still-valid"], "SOP-AUD-001 has no effective version"),
@@ -275,7 +290,7 @@ def test_a_submission_that_cannot_be_reviewed_is_refused_before_a_run_starts(wor
         refused = world.qms("document", "submit", *args, "--as", "ana")
         assert refused.returncode == 1 and message in refused.stderr, refused.stderr
     assert world.request_ids() == before
-    assert httpx.post(f"{world.stack.api_url}/flow_runs/count", json={}, timeout=10).json() == runs
+    assert httpx.post(f"{world.stack.api_url}/flow_runs/count", json=REVIEW_RUNS, timeout=10).json() == runs
 
 
 def test_reject_asks_for_a_comment_and_returns_the_document_to_draft(world: World) -> None:
@@ -418,7 +433,7 @@ def test_browser_approval_from_the_inbox(world: World) -> None:
         page.click("nav >> text=Approvals")
         page.click(f"text={request.id}")
         page.screenshot(path=str(artifacts / "approval.png"), full_page=True)
-        assert "Audits are announced two weeks ahead." in page.inner_text("pre.content")
+        assert "Audits are announced two weeks ahead." in page.inner_text("div.content")
         page.check("input[value=approve]")
         page.fill("input[name=password]", "ben-browser-password")
         page.click("form.sign button[type=submit]")

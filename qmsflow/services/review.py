@@ -40,6 +40,7 @@ from .common import row_values
 from .documents import REVIEW_DUE, effective_version, latest_version, transition_version
 from .reactions import on_decided
 from .records import NotFound, next_id, update_record
+from .scaffold import SCAFFOLD_AUTHOR
 
 KIND = "document-review"
 
@@ -84,6 +85,16 @@ def submit_document(
     if uow.session.get(PersonRow, submitted_by) is None and submitted_by != "qmsflow":
         raise DomainError(f"{submitted_by!r} is not a person of this QMS (run 'qms sync' after editing qms.yaml)")
     doc, _, effective = check_submission(uow, config, root, document_id, still_valid)
+    waiting = uow.session.scalar(
+        select(SubmissionRow).where(
+            SubmissionRow.subject == str(Ref("document", doc.id)), SubmissionRow.status == "submitted"
+        )
+    )
+    if waiting is not None:
+        raise DomainError(
+            f"{doc.id} was already submitted ({waiting.id} by {waiting.submitted_by}) and its review is starting; "
+            "if Prefect was unreachable, the hourly follow-up flow starts it ('qms approvals list' shows it once open)"
+        )
     body = (root / doc.path).read_bytes()
     sha = contents.store(uow, body, contents.MARKDOWN)
     commit = git.commit_of(root, doc.path)
@@ -92,6 +103,8 @@ def submit_document(
     if not still_valid:
         since = effective.created_at.isoformat() if effective is not None else None
         for name, email in git.authors_since(root, doc.path, effective.git_commit if effective else None, since) or []:
+            if (name, email) == SCAFFOLD_AUTHOR:
+                continue  # the text qmsflow scaffolded: no person's work
             person = config.person_by_email(email)
             if person is None:
                 unmapped.append(f"{name} <{email}>")
@@ -191,6 +204,20 @@ def _check_reviewable(
     if in_review is not None and not still_valid:
         raise DomainError(f"{doc_id} version {in_review.version} is already in review")
     return effective
+
+
+def unstarted_submissions(uow: UnitOfWork, older_than_minutes: int = 2) -> list[str]:
+    """Submissions whose review run has not opened them yet (e.g. Prefect was down when they were made)."""
+    from datetime import timedelta
+
+    cutoff = uow.now() - timedelta(minutes=older_than_minutes)
+    return list(
+        uow.session.scalars(
+            select(SubmissionRow.id)
+            .where(SubmissionRow.status == "submitted", SubmissionRow.kind == KIND, SubmissionRow.created_at < cutoff)
+            .order_by(SubmissionRow.created_at)
+        )
+    )
 
 
 def submission_for_run(uow: UnitOfWork, submission_id: str, flow_run_id: str) -> SubmissionRow:
@@ -343,8 +370,8 @@ def _apply(uow: UnitOfWork, row: ApprovalRequestRow) -> dict[str, Any]:
     by = last.printed_name if last else "-"
     if row.status == RequestStatus.APPROVED.value:
         if data.get("still_valid"):
-            new_review = add_months(decided_on, interval)
-            if version.next_review_date is None or version.next_review_date < new_review:
+            if version.approval_request != row.id:  # confirmed once, by this request
+                new_review = add_months(decided_on, interval)
                 before = row_values(version, exclude=("id",))
                 version.next_review_date = new_review
                 version.approval_request = row.id

@@ -8,10 +8,14 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from ..domain.approvals import describe_rule
 from ..domain.aspects import ASPECTS
 from ..domain.organisation import QmsConfig
 from ..paths import templates_dir
 from ..settings import CONFIG_NAME, parse_config
+
+# the author of the scaffold commit: qmsflow itself, not a person (never an author of a later change)
+SCAFFOLD_AUTHOR = ("qmsflow", "qmsflow@localhost")
 
 
 class ScaffoldError(Exception):
@@ -47,15 +51,27 @@ def document_context(config: QmsConfig, doc_id: str) -> dict:
             "owner": people[doc.owner],
             "approvers": config.approvers_of(doc),
             "review_interval_months": doc.review_interval_months,
+            "required_signatures": doc.required_signatures,
+            "rule": describe_rule(doc.required_signatures),
         },
         "process": {
             "key": process.key,
             "title": process.title,
             "owner": people[process.owner],
             "aspects": list(process.aspects),
+            "required_signatures": process.required_signatures,
+            "rule": describe_rule(process.required_signatures),
         }
         if process
-        else {"key": "-", "title": "-", "owner": people[doc.owner], "aspects": []},
+        else {
+            "key": "-",
+            "title": "-",
+            "owner": people[doc.owner],
+            "aspects": [],
+            "required_signatures": "all",
+            "rule": describe_rule("all"),
+        },
+        "approvals": config.approvals,
         "aspects": ASPECTS,
         "systems": config.systems,
         "retention_years": config.retention.years,
@@ -114,9 +130,9 @@ def _git_init(target: Path) -> bool:
     run("add", "-A")
     run(
         "-c",
-        "user.name=qmsflow",
+        f"user.name={SCAFFOLD_AUTHOR[0]}",
         "-c",
-        "user.email=qmsflow@localhost",
+        f"user.email={SCAFFOLD_AUTHOR[1]}",
         "commit",
         "-q",
         "-m",

@@ -110,7 +110,8 @@ class DocumentVersionRow(Base):
     next_review_date: Mapped[date | None] = mapped_column(Date)
     comment: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    # the approval request whose decision gave this version its status (effective, obsolete, back to draft)
+    # the approval request whose decision last set this version's status or review date (effective, obsolete,
+    # back to draft, confirmed still valid)
     approval_request: Mapped[str | None] = mapped_column(String(40))
 
 

@@ -37,6 +37,20 @@ class DecisionIn(BaseModel):
     comment: str | None = Field(default=None, max_length=5000)
 
 
+class SubmissionIn(BaseModel):
+    major: bool = False
+    still_valid: bool = False
+    comment: str | None = Field(default=None, max_length=5000)
+
+
+class SubmissionOut(BaseModel):
+    submission_id: str
+    document_id: str
+    flow_run_id: str | None
+    authors: list[str]
+    unmapped_authors: list[str]
+
+
 class DecisionOut(BaseModel):
     request_id: str
     status: str
@@ -202,6 +216,62 @@ def create_app(ctx: QmsContext) -> FastAPI:
             decided=result.decided,
             signer=result.signature.printed_name,
             at=result.signature.at.isoformat(),
+        )
+
+    @app.post(
+        "/api/documents/{document_id}/submissions",
+        response_model=SubmissionOut,
+        status_code=201,
+        responses={401: {"description": "missing or unknown token"}, 409: {"description": "cannot be reviewed now"}},
+    )
+    def api_submit(
+        document_id: str, body: SubmissionIn, authorization: Annotated[str | None, Header()] = None
+    ) -> SubmissionOut:
+        """Submit a document for review in the name of the token's person (e.g. from CI after a merge).
+
+        The text kept for the approvers is the file as it is in this deployment's compliance repo now.
+        """
+        from ..adapters import prefect_api
+        from ..domain.errors import DomainError
+        from ..services import review
+
+        token = authorization.removeprefix("Bearer ").strip() if authorization else None
+        try:
+            person = tokens.authenticate(ctx.db, token)
+        except NotAuthorized as exc:
+            raise HTTPException(401, str(exc)) from None
+        try:
+            with UnitOfWork(ctx.db, person) as uow:
+                row = review.submit_document(
+                    uow,
+                    ctx.config,
+                    ctx.root,
+                    document_id=document_id,
+                    submitted_by=person,
+                    major=body.major,
+                    still_valid=body.still_valid,
+                    comment=body.comment,
+                )
+                uow.commit()
+                submission_id, data = row.id, dict(row.data)
+        except DomainError as exc:
+            raise HTTPException(409, str(exc)) from None
+        try:
+            run_id = prefect_api.start_run(
+                prefect_api.api_url(ctx.loaded.state_dir),
+                "document-review/on-demand",
+                {"submission_id": submission_id},
+                idempotency_key=f"submission:{submission_id}",
+            )
+        except prefect_api.PrefectUnavailable as exc:
+            log.warning("%s recorded; its review starts later: %s", submission_id, exc)
+            run_id = None
+        return SubmissionOut(
+            submission_id=submission_id,
+            document_id=document_id,
+            flow_run_id=run_id,
+            authors=[person, *data.get("authors", [])],
+            unmapped_authors=list(data.get("unmapped_authors", [])),
         )
 
     return app
