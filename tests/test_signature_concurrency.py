@@ -28,7 +28,6 @@ from qmsflow.services.sync import sync_config
 from qmsflow.store import UnitOfWork
 from qmsflow.store.tables import ApprovalRequestRow, RecordRow, SignatureRow, TrailEventRow
 from qmsflow.web.app import create_app
-from qmsflow.web.dashboard import COOKIE
 
 ATTEMPTS = 20
 
