@@ -16,7 +16,13 @@ from tasks.runs import record_refused_run
 FLOW_NAME = "approval-follow-ups"
 
 
-@flow(name=FLOW_NAME, description=__doc__, log_prints=False, on_failure=[record_refused_run])
+@flow(
+    name=FLOW_NAME,
+    description=__doc__,
+    log_prints=False,
+    on_failure=[record_refused_run],
+    on_crashed=[record_refused_run],
+)
 def approval_follow_ups() -> dict:
     logger = get_run_logger()
     done = follow_up_task()

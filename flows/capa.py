@@ -17,7 +17,7 @@ from tasks.capa import escalate_task, reconcile_task
 from tasks.runs import record_refused_run
 
 
-@flow(name="capa-escalation", log_prints=False, on_failure=[record_refused_run])
+@flow(name="capa-escalation", log_prints=False, on_failure=[record_refused_run], on_crashed=[record_refused_run])
 def capa_escalation() -> dict:
     done = escalate_task()
     delivered = deliver_outbox_task()
@@ -26,7 +26,7 @@ def capa_escalation() -> dict:
     return {"escalations": len(done), "delivery": delivered}
 
 
-@flow(name="jira-sync", log_prints=False, on_failure=[record_refused_run])
+@flow(name="jira-sync", log_prints=False, on_failure=[record_refused_run], on_crashed=[record_refused_run])
 def jira_sync() -> dict:
     delivered = deliver_outbox_task()
     reconciled = reconcile_task()

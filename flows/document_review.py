@@ -38,7 +38,14 @@ if multiprocessing.parent_process() is not None and "tasks.approvals" not in sys
 FLOW_NAME = "document-review"
 
 
-@flow(name=FLOW_NAME, description=__doc__, persist_result=True, log_prints=False, on_failure=[record_refused_run])
+@flow(
+    name=FLOW_NAME,
+    description=__doc__,
+    persist_result=True,
+    log_prints=False,
+    on_failure=[record_refused_run],
+    on_crashed=[record_refused_run],
+)
 def document_review(submission_id: str) -> dict:
     from tasks.approvals import (
         apply_decision_task,

@@ -22,7 +22,13 @@ PROCESS = "document-control"
 WINDOW_DAYS = 30
 
 
-@flow(name=FLOW_NAME, description=__doc__, log_prints=False, on_failure=[record_refused_run])
+@flow(
+    name=FLOW_NAME,
+    description=__doc__,
+    log_prints=False,
+    on_failure=[record_refused_run],
+    on_crashed=[record_refused_run],
+)
 def document_review_due_scan() -> dict:
     logger = get_run_logger()
     started = datetime.now(UTC)

@@ -14,6 +14,12 @@ from tasks.runs import record_refused_run
 FLOW_NAME = "outbox-delivery"
 
 
-@flow(name=FLOW_NAME, description=__doc__, log_prints=False, on_failure=[record_refused_run])
+@flow(
+    name=FLOW_NAME,
+    description=__doc__,
+    log_prints=False,
+    on_failure=[record_refused_run],
+    on_crashed=[record_refused_run],
+)
 def outbox_delivery() -> dict:
     return deliver_outbox_task()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from qmsflow.context import open_context
@@ -11,16 +12,19 @@ PARAMETERS_REFUSED = "Validation of flow parameters failed"
 
 
 def record_refused_run(flow: Any, flow_run: Any, state: Any) -> None:
-    """``on_failure`` hook of every flow: a run started with parameters the flow does not take (for example a
-    foreign ``config`` path, or an identity) fails before its first step and is recorded in the trail.
+    """``on_failure`` and ``on_crashed`` hook of every flow: a run started with parameters the flow does not
+    take (a foreign ``config`` path, an identity, …) never reaches its first step (Prefect refuses to bind
+    them: the run fails, or its process exits and the runner reports it crashed), and is recorded here.
 
     Prefect's API may be reachable by others; flows take only identifiers, so anything else is an attempt
-    to steer a QMS procedure from outside, and it is written down, in qmsflow's name, with the parameter
-    names (values are not trusted and are cut short).
+    to steer a QMS procedure from outside. It is written down in qmsflow's name, with the parameter names
+    and a cut-short representation of the values (they are not trusted).
     """
-    if not str(getattr(state, "message", "") or "").startswith(PARAMETERS_REFUSED):
-        return
     parameters = dict(getattr(flow_run, "parameters", None) or {})
+    unknown = sorted(set(parameters) - set(inspect.signature(flow.fn).parameters))
+    message = str(getattr(state, "message", "") or "")
+    if not unknown and not message.startswith(PARAMETERS_REFUSED):
+        return
     with open_context() as ctx, UnitOfWork(ctx.db, "qmsflow") as uow:
         uow.record(
             "flow.refused",
@@ -30,7 +34,9 @@ def record_refused_run(flow: Any, flow_run: Any, state: Any) -> None:
                 "flow": flow.name,
                 "flow_run_id": str(flow_run.id),
                 "parameters": {str(k)[:100]: repr(v)[:200] for k, v in list(parameters.items())[:20]},
-                "reason": str(state.message)[:500],
+                "reason": f"parameters the flow does not take: {', '.join(str(k)[:100] for k in unknown)}"
+                if unknown
+                else message[:500],
             },
         )
         uow.commit()
