@@ -9,32 +9,109 @@ update or a written reason for none, and a "no adverse effect on compliance or s
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from .errors import DomainError, InvalidTransition
+from .errors import InvalidTransition
+from .stages import MissingField, Move, Stage, StageMachine, present
 
-STAGES: tuple[str, ...] = (
-    "opened",
-    "containment",
-    "root_cause",
-    "action_plan",
-    "implementation",
-    "effectiveness_check",
-    "closed",
+SOURCES = ("complaint", "incident", "audit", "release", "pms", "other")
+SEVERITIES = ("low", "medium", "high", "critical")
+# default days allowed in each stage, by severity (configurable per CAPA via due dates)
+STAGE_DAYS = {"critical": 3, "high": 10, "medium": 20, "low": 30}
+EFFECTIVENESS_AFTER_DAYS = 30
+
+
+class Action(BaseModel):
+    what: str = Field(min_length=1)
+    owner: str = Field(min_length=1)
+    due: date
+    evidence: list[str] = Field(default_factory=list)
+
+
+def _actions(record_id: str, stages: Mapping[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+    actions = fields.get("actions")
+    if not isinstance(actions, list) or not actions:
+        raise MissingField(f"{record_id}: moving to action_plan needs actions (what, owner, due)")
+    try:
+        checked = [Action.model_validate(a).model_dump(mode="json") for a in actions]
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        where = ".".join(str(p) for p in problem["loc"])
+        raise MissingField(
+            f"{record_id}: actions[{where}]: {problem['msg']} (each action needs what, owner, due as YYYY-MM-DD)"
+        ) from None
+    return {**fields, "actions": checked}
+
+
+def _evidence(record_id: str, stages: Mapping[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+    actions = stages.get("action_plan", {}).get("actions", [])
+    evidence = fields.get("evidence") or {}
+    if not isinstance(evidence, dict):
+        raise MissingField(
+            f'{record_id}: evidence must map action numbers to links, e.g. {{"0": ["https://ci.example/run/42"]}}'
+        )
+    lacking = [str(i) for i in range(len(actions)) if not evidence.get(str(i))]
+    if lacking:
+        raise MissingField(f"{record_id}: implementation evidence missing for action(s) {', '.join(lacking)}")
+    return fields
+
+
+def _ineffective(record_id: str, stages: Mapping[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+    if fields.get("result") != "ineffective":
+        raise InvalidTransition(f"{record_id}: back to root cause analysis only after an ineffective check")
+    return fields
+
+
+def _closure(record_id: str, stages: Mapping[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+    if fields.get("result") != "effective":
+        raise InvalidTransition(f"{record_id}: closure needs an effectiveness check with result 'effective'")
+    if not (present(fields.get("risk_update")) or present(fields.get("no_risk_update_reason"))):
+        raise MissingField(f"{record_id}: moving to closed needs risk_update or no_risk_update_reason")
+    return fields
+
+
+# The CAPA procedure as a table (SOP-CAPA-001 section 4): its stages and the moves between them.
+MACHINE = StageMachine(
+    kind="capa",
+    stages=(
+        Stage("opened", "Opened"),
+        Stage("containment", "Containment"),
+        Stage("root_cause", "Root cause analysis"),
+        Stage("action_plan", "Action plan"),
+        Stage("implementation", "Implementation"),
+        Stage("effectiveness_check", "Effectiveness check"),
+        Stage("closed", "Closed", final=True),
+    ),
+    moves=(
+        Move("opened", "containment", needs=("correction",)),
+        Move("containment", "root_cause", needs=("method", "cause", "similar_cases")),
+        Move("root_cause", "action_plan", needs=("actions",), signed=True, rule=_actions),
+        Move("action_plan", "implementation"),
+        Move("implementation", "effectiveness_check", needs=("evidence",), rule=_evidence),
+        Move(
+            "effectiveness_check",
+            "closed",
+            needs=("result", "checked_by", "no_adverse_effect"),
+            signed=True,
+            rule=_closure,
+        ),
+        Move(
+            "effectiveness_check",
+            "root_cause",
+            needs=("result", "checked_by", "notes"),
+            rule=_ineffective,
+            label="back to root cause analysis (ineffective)",
+        ),
+    ),
 )
 
-STAGE_TITLES: dict[str, str] = {
-    "opened": "Opened",
-    "containment": "Containment",
-    "root_cause": "Root cause analysis",
-    "action_plan": "Action plan",
-    "implementation": "Implementation",
-    "effectiveness_check": "Effectiveness check",
-    "closed": "Closed",
-}
+STAGES: tuple[str, ...] = MACHINE.keys
+STAGE_TITLES: dict[str, str] = MACHINE.titles
+SIGNED_STAGES = MACHINE.signed_targets  # entering these needs an approved signature
 
 AGE_BUCKETS: tuple[tuple[str, int, int | None], ...] = (
     ("0–30 d", 0, 30),
@@ -43,24 +120,6 @@ AGE_BUCKETS: tuple[tuple[str, int, int | None], ...] = (
     ("91–180 d", 91, 180),
     ("> 180 d", 181, None),
 )
-
-SOURCES = ("complaint", "incident", "audit", "release", "pms", "other")
-SEVERITIES = ("low", "medium", "high", "critical")
-SIGNED_STAGES = frozenset({"action_plan", "closed"})  # entering these needs an approved signature
-# default days allowed in each stage, by severity (configurable per CAPA via due dates)
-STAGE_DAYS = {"critical": 3, "high": 10, "medium": 20, "low": 30}
-EFFECTIVENESS_AFTER_DAYS = 30
-
-
-class MissingField(DomainError):
-    """A stage transition lacks data; the message names the field."""
-
-
-class Action(BaseModel):
-    what: str = Field(min_length=1)
-    owner: str = Field(min_length=1)
-    due: date
-    evidence: list[str] = Field(default_factory=list)
 
 
 class Capa(BaseModel):
@@ -75,61 +134,15 @@ class Capa(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
 
     def next_stages(self) -> list[str]:
-        if self.stage == "effectiveness_check":
-            return ["closed", "root_cause"]  # effective closes (signed); ineffective goes back
-        if self.stage == "closed":
-            return []
-        return [STAGES[STAGES.index(self.stage) + 1]]
+        return MACHINE.next_stages(self.stage)
 
     def check_advance(self, target: str, fields: dict[str, Any]) -> dict[str, Any]:
         """Validate moving to ``target`` with ``fields``; return the stage data to store.
 
-        Raises ``InvalidTransition`` (not the next stage) or ``MissingField`` (names the field).
+        Raises ``InvalidTransition`` (not a next stage) or ``MissingField`` (names the field).
         Does not check signatures: entering a signed stage needs an approved request as well.
         """
-        if target not in STAGES:
-            raise InvalidTransition(f"{target!r} is not a CAPA stage (stages: {', '.join(STAGES)})")
-        allowed = self.next_stages()
-        if target not in allowed:
-            raise InvalidTransition(
-                f"{self.id} is in {self.stage}: cannot move to {target} (allowed: {', '.join(allowed) or 'none'})"
-            )
-        need = _required(self, target)
-        missing = [name for name in need if not _present(fields.get(name))]
-        if missing:
-            raise MissingField(f"{self.id}: moving to {target} needs {', '.join(missing)}")
-        if target == "root_cause" and self.stage == "effectiveness_check":
-            if fields.get("result") != "ineffective":
-                raise InvalidTransition(f"{self.id}: back to root cause analysis only after an ineffective check")
-        if target == "closed":
-            if fields.get("result") != "effective":
-                raise InvalidTransition(f"{self.id}: closure needs an effectiveness check with result 'effective'")
-            if not (_present(fields.get("risk_update")) or _present(fields.get("no_risk_update_reason"))):
-                raise MissingField(f"{self.id}: moving to closed needs risk_update or no_risk_update_reason")
-        if target == "action_plan":
-            actions = fields.get("actions")
-            if not isinstance(actions, list) or not actions:
-                raise MissingField(f"{self.id}: moving to action_plan needs actions (what, owner, due)")
-            try:
-                checked = [Action.model_validate(a).model_dump(mode="json") for a in actions]
-            except ValidationError as exc:
-                problem = exc.errors()[0]
-                where = ".".join(str(p) for p in problem["loc"])
-                raise MissingField(
-                    f"{self.id}: actions[{where}]: {problem['msg']} (each action needs what, owner, due as YYYY-MM-DD)"
-                ) from None
-            fields = {**fields, "actions": checked}
-        if target == "effectiveness_check":
-            actions = self.data.get("action_plan", {}).get("actions", [])
-            evidence = fields.get("evidence") or {}
-            if not isinstance(evidence, dict):
-                raise MissingField(
-                    f'{self.id}: evidence must map action numbers to links, e.g. {{"0": ["https://ci.example/run/42"]}}'
-                )
-            lacking = [str(i) for i in range(len(actions)) if not evidence.get(str(i))]
-            if lacking:
-                raise MissingField(f"{self.id}: implementation evidence missing for action(s) {', '.join(lacking)}")
-        return {k: v for k, v in fields.items() if v is not None}
+        return MACHINE.check(self.id, self.stage, target, fields, self.data)
 
     def apply(self, target: str, stage_data: dict[str, Any]) -> None:
         """Move to ``target`` (after ``check_advance`` and, for signed stages, an approval)."""
@@ -138,34 +151,6 @@ class Capa(BaseModel):
             self.data = {**self.data, "effectiveness_checks": [*self.data.get("effectiveness_checks", []), check]}
         self.data = {**self.data, target: stage_data}
         self.stage = target
-
-
-def _present(value: Any) -> bool:
-    if value is None:
-        return False
-    if isinstance(value, str):
-        return bool(value.strip())
-    if isinstance(value, (list, dict)):
-        return bool(value)
-    return True
-
-
-def _required(capa: Capa, target: str) -> list[str]:
-    if target == "containment":
-        return ["correction"]
-    if target == "root_cause":
-        if capa.stage == "effectiveness_check":
-            return ["result", "checked_by", "notes"]
-        return ["method", "cause", "similar_cases"]
-    if target == "action_plan":
-        return ["actions"]
-    if target == "implementation":
-        return []
-    if target == "effectiveness_check":
-        return ["evidence"]
-    if target == "closed":
-        return ["result", "checked_by", "no_adverse_effect"]
-    return []
 
 
 def closure_signers(capa_owner: str, process_owner: str, quality_leads: list[str]) -> list[str]:
@@ -185,9 +170,9 @@ def is_closable(capa: Capa) -> list[str]:
     checks = capa.data.get("effectiveness_checks", [])
     if not checks or checks[-1].get("result") != "effective" or closure.get("result") != "effective":
         problems.append("no effective effectiveness check")
-    if not (_present(closure.get("risk_update")) or _present(closure.get("no_risk_update_reason"))):
+    if not (present(closure.get("risk_update")) or present(closure.get("no_risk_update_reason"))):
         problems.append("no risk-register update or reason")
-    if not _present(closure.get("no_adverse_effect")):
+    if not present(closure.get("no_adverse_effect")):
         problems.append("no 'no adverse effect' statement")
     signed_by = closure.get("signed_by")
     if not signed_by or signed_by == capa.owner:

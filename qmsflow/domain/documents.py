@@ -9,7 +9,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import InvalidTransition
+from .stages import Move, Stage, StageMachine
 
 REVIEW_WINDOW_DAYS = 30
 
@@ -21,13 +21,22 @@ class DocStatus(StrEnum):
     OBSOLETE = "obsolete"
 
 
-# status -> statuses it may move to
-TRANSITIONS: dict[DocStatus, frozenset[DocStatus]] = {
-    DocStatus.DRAFT: frozenset({DocStatus.IN_REVIEW}),
-    DocStatus.IN_REVIEW: frozenset({DocStatus.EFFECTIVE, DocStatus.DRAFT}),
-    DocStatus.EFFECTIVE: frozenset({DocStatus.OBSOLETE}),
-    DocStatus.OBSOLETE: frozenset(),
-}
+# Document control (SOP-DOC-001 section 4) as a table: a version's statuses and the moves between them.
+MACHINE = StageMachine(
+    kind="document-version",
+    stages=(
+        Stage(DocStatus.DRAFT.value, "Draft"),
+        Stage(DocStatus.IN_REVIEW.value, "In review"),
+        Stage(DocStatus.EFFECTIVE.value, "Effective"),
+        Stage(DocStatus.OBSOLETE.value, "Obsolete", final=True),
+    ),
+    moves=(
+        Move(DocStatus.DRAFT.value, DocStatus.IN_REVIEW.value, label="submitted for review"),
+        Move(DocStatus.IN_REVIEW.value, DocStatus.EFFECTIVE.value, signed=True, label="approved"),
+        Move(DocStatus.IN_REVIEW.value, DocStatus.DRAFT.value, signed=True, label="rejected or changes requested"),
+        Move(DocStatus.EFFECTIVE.value, DocStatus.OBSOLETE.value, label="superseded"),
+    ),
+)
 
 _VERSION = re.compile(r"^(\d+)\.(\d+)$")
 
@@ -50,12 +59,7 @@ class DocumentVersion(BaseModel):
 
     def transition(self, target: DocStatus) -> None:
         """Move to ``target`` or raise ``InvalidTransition`` naming what is allowed."""
-        if target not in TRANSITIONS[self.status]:
-            allowed = ", ".join(sorted(TRANSITIONS[self.status])) or "nothing (final state)"
-            raise InvalidTransition(
-                f"document {self.document_id} version {self.version} is {self.status.value}: "
-                f"cannot move to {target.value} (allowed: {allowed})"
-            )
+        MACHINE.move(f"document {self.document_id} version {self.version}", self.status.value, target.value)
         self.status = target
 
     def make_effective(self, on: date, interval_months: int) -> None:
