@@ -14,11 +14,15 @@ from typing import Annotated, Literal
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from . import limits
 from .aspects import ASPECTS
+from .limits import Text
 
 SLUG = r"^[a-z0-9][a-z0-9._-]*$"
 DOC_ID = r"^[A-Z0-9][A-Z0-9._-]*$"
-Slug = Annotated[str, Field(pattern=SLUG, min_length=1, max_length=64)]
+Slug = Annotated[str, Field(pattern=SLUG, min_length=1, max_length=limits.ID)]
+DocId = Annotated[str, Field(pattern=DOC_ID, min_length=1, max_length=limits.ID)]
+EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 
 SCHEDULE_ALIASES = {
     "daily": "0 6 * * *",
@@ -45,15 +49,15 @@ class Strict(BaseModel):
 
 
 class Organisation(Strict):
-    name: str = Field(min_length=1)
-    address: str | None = None
-    contact_email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    name: Text(limits.NAME, min_length=1)
+    address: Text(limits.COMMENT, multiline=True) | None = None
+    contact_email: str | None = Field(default=None, pattern=EMAIL, max_length=limits.EMAIL)
 
 
 class AISystem(Strict):
     id: Slug
-    name: str = Field(min_length=1)
-    intended_purpose: str = Field(min_length=1)
+    name: Text(limits.NAME, min_length=1)
+    intended_purpose: Text(limits.COMMENT, multiline=True, min_length=1)
     risk_class: Literal["high-risk", "limited-risk", "minimal-risk", "not-high-risk-art-6-3"]
     annex_iii_area: Literal[ANNEX_III_AREAS] | None = None  # type: ignore[valid-type]
     placed_on_market: date | None = None
@@ -70,20 +74,20 @@ class AISystem(Strict):
 
 class Person(Strict):
     id: Slug
-    name: str = Field(min_length=1)
-    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-    slack_id: str | None = Field(default=None, pattern=r"^[UW][A-Z0-9]{2,}$")
+    name: Text(limits.NAME, min_length=1)
+    email: str = Field(pattern=EMAIL, max_length=limits.EMAIL)
+    slack_id: str | None = Field(default=None, pattern=r"^[UW][A-Z0-9]{2,}$", max_length=limits.SLACK_ID)
     roles: list[Slug] = Field(default_factory=list)
     manager: Slug | None = None
 
 
 class Process(Strict):
     key: Slug
-    title: str = Field(min_length=1)
+    title: Text(limits.NAME, min_length=1)
     owner: Slug
-    procedure: str = Field(pattern=DOC_ID)
+    procedure: DocId
     aspects: list[str] = Field(default_factory=list)
-    schedule: str | None = None
+    schedule: Text(limits.SCHEDULE) | None = None
 
     @field_validator("aspects")
     @classmethod
@@ -108,11 +112,11 @@ class Process(Strict):
 
 
 class ControlledDocument(Strict):
-    id: str = Field(pattern=DOC_ID)
-    title: str = Field(min_length=1)
-    path: str = Field(min_length=1)
+    id: DocId
+    title: Text(limits.DOC_TITLE, min_length=1)
+    path: Text(limits.PATH, min_length=1)
     owner: Slug
-    approvers: list[str] = Field(min_length=1)
+    approvers: list[Text(limits.ID + len("role:"))] = Field(min_length=1)
     review_interval_months: int = Field(default=12, ge=1, le=60)
     systems: list[Slug] = Field(default_factory=list)
 
