@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ..domain import limits
 from ..domain.errors import DomainError
 from ..settings import ConfigError
 
@@ -57,12 +58,33 @@ def _table(*columns: str, title: str | None = None, right: tuple[str, ...] = ())
     return table
 
 
+def _bounded(max_length: int, *, multiline: bool = False):  # noqa: ANN202
+    """A typer callback refusing text longer than its column, or not text at all (limits.py)."""
+
+    def check(value: str | list[str] | None) -> str | list[str] | None:
+        for item in value if isinstance(value, list) else [] if value is None else [value]:
+            problem = limits.text_problem(item, max_length, multiline=multiline)
+            if problem:
+                raise typer.BadParameter(problem)
+        return value
+
+    return check
+
+
+def _count(maximum: int, minimum: int = 1) -> dict:
+    """Options of a typer integer option within a range (click refuses anything else, huge numbers too)."""
+    return {"min": minimum, "max": maximum}
+
+
 ConfigOpt = Annotated[
     Optional[Path],
     typer.Option("--config", "-c", help="qms.yaml to use (else QMS_CONFIG, else ./qms.yaml or a parent's)."),
 ]
 ActorOpt = Annotated[
-    Optional[str], typer.Option("--as", help="Who acts (person id); default QMS_ACTOR or cli:<os user>.")
+    Optional[str],
+    typer.Option(
+        "--as", help="Who acts (person id); default QMS_ACTOR or cli:<os user>.", callback=_bounded(limits.NAME)
+    ),
 ]
 
 
@@ -73,7 +95,11 @@ class CliError(Exception):
 
 
 def _actor(value: str | None) -> str:
-    return value or os.environ.get("QMS_ACTOR") or f"cli:{getpass.getuser()}"
+    actor = value or os.environ.get("QMS_ACTOR") or f"cli:{getpass.getuser()}"
+    problem = limits.text_problem(actor, limits.NAME)
+    if problem:
+        raise CliError(f"the actor ({'--as' if value else 'QMS_ACTOR'}) {problem}", code=2)
+    return actor
 
 
 def _ctx(config: Path | None, migrate: bool = False):  # noqa: ANN202
@@ -88,7 +114,7 @@ def _ctx(config: Path | None, migrate: bool = False):  # noqa: ANN202
 @app.command()
 def init(
     directory: Annotated[Path, typer.Argument(help="Folder of the new compliance repo.")] = Path("."),
-    org: Annotated[str, typer.Option(help="Organisation name.")] = "Example AI GmbH",
+    org: Annotated[str, typer.Option(help="Organisation name.", callback=_bounded(limits.NAME))] = "Example AI GmbH",
     force: Annotated[bool, typer.Option(help="Overwrite an existing qms.yaml and documents.")] = False,
     git: Annotated[bool, typer.Option(help="git init and commit, unless already in a git repo.")] = True,
 ) -> None:
@@ -261,7 +287,7 @@ def records_list(
     config: ConfigOpt = None,
     kind: Annotated[Optional[str], typer.Option(help="Only this kind, e.g. capa.")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Include closed records.")] = False,
-    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.", **_count(limits.LIST_MAX))] = 50,
 ) -> None:
     """List QMS records, newest first."""
     from sqlalchemy import select
@@ -335,7 +361,9 @@ def document_list(config: ConfigOpt = None) -> None:
 @document_app.command("scan")
 def document_scan(
     config: ConfigOpt = None,
-    window: Annotated[int, typer.Option(help="Days ahead that count as due soon.")] = 30,
+    window: Annotated[
+        int, typer.Option(help="Days ahead that count as due soon.", **_count(limits.DAYS_MAX, minimum=0))
+    ] = 30,
 ) -> None:
     """Run the review-due scan now, without Prefect (the deployment runs it daily)."""
     from ..services.documents import scan_due_reviews
@@ -393,7 +421,7 @@ def trail_show(
         Optional[str], typer.Option(help="Only events of this record, e.g. record:CAPA-2026-0001.")
     ] = None,
     actor: Annotated[Optional[str], typer.Option(help="Only events by this actor.")] = None,
-    limit: Annotated[int, typer.Option(help="The last N events.")] = 20,
+    limit: Annotated[int, typer.Option(help="The last N events.", **_count(limits.LIST_MAX))] = 20,
 ) -> None:
     """The last events of the audit trail."""
     from sqlalchemy import select
@@ -423,7 +451,12 @@ def document_submit(
     actor: ActorOpt = None,
     major: Annotated[bool, typer.Option(help="A major change: next version N+1.0 (else N.M+1).")] = False,
     still_valid: Annotated[bool, typer.Option(help="Periodic review of the effective version, no change.")] = False,
-    comment: Annotated[Optional[str], typer.Option(help="What changed and why (shown to approvers).")] = None,
+    comment: Annotated[
+        Optional[str],
+        typer.Option(
+            help="What changed and why (shown to approvers).", callback=_bounded(limits.COMMENT, multiline=True)
+        ),
+    ] = None,
 ) -> None:
     """Start a document review: snapshot DOC_ID, request signed approval, wait (Slack, web or CLI)."""
     from ..adapters import prefect_api
@@ -493,7 +526,10 @@ def approvals_list(
 def approve(
     request_id: str,
     decision: Annotated[str, typer.Option(help="approve, reject or changes.")],
-    comment: Annotated[Optional[str], typer.Option(help="Required for reject and changes.")] = None,
+    comment: Annotated[
+        Optional[str],
+        typer.Option(help="Required for reject and changes.", callback=_bounded(limits.COMMENT, multiline=True)),
+    ] = None,
     token: Annotated[
         Optional[str], typer.Option(help="Personal API token (else QMS_TOKEN).", envvar="QMS_TOKEN", show_envvar=True)
     ] = None,
@@ -523,7 +559,7 @@ def approve(
 @token_app.command("create")
 def token_create(
     person: str,
-    name: Annotated[str, typer.Option(help="What the token is for.")] = "cli",
+    name: Annotated[str, typer.Option(help="What the token is for.", callback=_bounded(limits.TOKEN_NAME))] = "cli",
     config: ConfigOpt = None,
     actor: ActorOpt = None,
 ) -> None:
@@ -553,7 +589,9 @@ def token_list(config: ConfigOpt = None) -> None:
 
 
 @token_app.command("revoke")
-def token_revoke(token_id: int, config: ConfigOpt = None, actor: ActorOpt = None) -> None:
+def token_revoke(
+    token_id: Annotated[int, typer.Argument(**_count(limits.INT_MAX))], config: ConfigOpt = None, actor: ActorOpt = None
+) -> None:
     """Revoke a token by its id (see 'qms token list')."""
     from ..services.tokens import revoke
     from ..store.uow import UnitOfWork
@@ -566,12 +604,14 @@ def token_revoke(token_id: int, config: ConfigOpt = None, actor: ActorOpt = None
 
 @capa_app.command("open")
 def capa_open(
-    title: Annotated[str, typer.Option(help="What went wrong, in one line.")],
+    title: Annotated[str, typer.Option(help="What went wrong, in one line.", callback=_bounded(limits.RECORD_TITLE))],
     source: Annotated[str, typer.Option(help="complaint, incident, audit, release, pms or other.")],
     owner: Annotated[str, typer.Option(help="Person who owns the CAPA.")],
     severity: Annotated[str, typer.Option(help="low, medium, high or critical.")] = "medium",
     process: Annotated[str, typer.Option(help="The QMS process it belongs to.")] = "capa",
-    description: Annotated[str, typer.Option(help="Details of the nonconformity.")] = "",
+    description: Annotated[
+        str, typer.Option(help="Details of the nonconformity.", callback=_bounded(limits.TEXT, multiline=True))
+    ] = "",
     system: Annotated[Optional[list[str]], typer.Option(help="AI system concerned (repeatable).")] = None,
     config: ConfigOpt = None,
     actor: ActorOpt = None,
@@ -644,6 +684,10 @@ def capa_advance(
             fields[name.strip()] = json.loads(value)
         except json.JSONDecodeError:
             fields[name.strip()] = value
+        except RecursionError:
+            raise CliError(
+                f"--field {name.strip()}: JSON nested deeper than {limits.JSON_DEPTH} levels", code=2
+            ) from None
     ctx = _ctx(config)
     with UnitOfWork(ctx.db, _actor(actor)) as uow:
         result = capa.advance(uow, ctx.config, capa_id, to, fields)
@@ -686,7 +730,7 @@ def capa_list(
     config: ConfigOpt = None,
     stage: Annotated[Optional[str], typer.Option(help="Only this stage.")] = None,
     overdue: Annotated[bool, typer.Option(help="Only overdue CAPAs.")] = False,
-    limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
+    limit: Annotated[int, typer.Option(help="At most this many.", **_count(limits.LIST_MAX))] = 50,
 ) -> None:
     """CAPAs, oldest open first."""
     from sqlalchemy import select
@@ -734,7 +778,7 @@ def jira_sync_now(config: ConfigOpt = None) -> None:
 
 @user_app.command("add")
 def user_add(
-    username: str,
+    username: Annotated[str, typer.Argument(callback=_bounded(limits.ID))],
     person: Annotated[str, typer.Option(help="The person of qms.yaml this account signs as.")],
     role: Annotated[str, typer.Option(help="viewer (read), approver (read and sign) or admin.")] = "viewer",
     password_stdin: Annotated[bool, typer.Option(help="Read the password from standard input.")] = False,
@@ -780,7 +824,7 @@ def user_list(config: ConfigOpt = None) -> None:
 @app.command()
 def web(
     config: ConfigOpt = None,
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(help="Port to listen on.", **_count(65535))] = 8000,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
 ) -> None:
     """Serve the qmsflow web app alone: dashboard, Slack interactivity, approvals API."""
@@ -798,9 +842,9 @@ def web(
 @app.command()
 def up(
     config: ConfigOpt = None,
-    port: Annotated[int, typer.Option(help="Port of the local Prefect server.")] = 4200,
+    port: Annotated[int, typer.Option(help="Port of the local Prefect server.", **_count(65535))] = 4200,
     host: Annotated[str, typer.Option(help="Address to bind; keep 127.0.0.1 unless behind a proxy.")] = "127.0.0.1",
-    web_port: Annotated[int, typer.Option(help="Port of the qmsflow web app.")] = 8000,
+    web_port: Annotated[int, typer.Option(help="Port of the qmsflow web app.", **_count(65535))] = 8000,
 ) -> None:
     """Start the embedded stack: migrate, sync qms.yaml, Prefect server, runner, web app. Ctrl-C stops all.
 
@@ -945,10 +989,16 @@ def _progress(total: int, label: str):  # noqa: ANN202
 
 def run(argv: list[str] | None = None) -> int:
     """Entry point of the ``qms`` script: map every error to one message and an exit code."""
+    from sqlalchemy.exc import DataError
+
     from ..services.scaffold import ScaffoldError
     from ..stack import StackError
     from ..store.db import StoreError
 
+    bad = _not_utf8(sys.argv[1:] if argv is None else argv)
+    if bad:
+        err.print(f"[red]error:[/] {escape(bad)}")
+        return 2
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name="qms", standalone_mode=False)
@@ -973,12 +1023,34 @@ def run(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except DataError as exc:  # a value the database cannot hold that no check caught: say so, without the SQL
+        err.print(f"[red]error:[/] the records store refused a value: {escape(str(exc.orig).splitlines()[0])}")
+        return 1
     except Exception as exc:  # noqa: BLE001 - the last line of defence: no trace reaches a user
         if os.environ.get("QMS_DEBUG"):
             raise
         err.print(f"[red]internal error:[/] {exc.__class__.__name__}: {escape(str(exc))}")
         err.print("this is a bug in qmsflow; run again with QMS_DEBUG=1 to see the trace, and report it")
         return 70
+
+
+def _not_utf8(argv: list[str]) -> str | None:
+    """Arguments and QMS_* variables are decoded with surrogateescape: a byte that was not UTF-8 shows here."""
+    named = [(f"argument {i} ({_visible(a)})", a) for i, a in enumerate(argv, 1)]
+    named += [(f"environment variable {k}", v) for k, v in os.environ.items() if k.startswith("QMS_")]
+    for where, value in named:
+        for index, char in enumerate(value):
+            if 0xDC80 <= ord(char) <= 0xDCFF:
+                return (
+                    f"{where} is not valid UTF-8 (byte 0x{ord(char) - 0xDC00:02x} at character {index + 1}): "
+                    "give text in UTF-8"
+                )
+    return None
+
+
+def _visible(value: str, limit: int = 40) -> str:
+    shown = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
 if __name__ == "__main__":

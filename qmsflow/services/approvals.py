@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from ..adapters import slack
+from ..domain import limits
 from ..domain.approvals import (
     AlreadyDecided,
     ApprovalRequest,
@@ -186,6 +187,7 @@ def decide(
     claimed: str,
 ) -> DecisionResult:
     """Sign a request, or refuse and record why. ``claimed`` is who the channel says acted (e.g. slack:U123)."""
+    limits.check_text("comment", comment, limits.COMMENT, multiline=True)
     row, request = load(uow, request_id)
     people = _people(uow)
     person = people.get(person_id) if person_id else None
