@@ -178,6 +178,8 @@ class JiraIntegration(_NoSecrets):
         default_factory=lambda: {"In Progress": "implementation", "Done": "closed", "In Review": "effectiveness_check"}
     )
     on_refused: Literal["revert", "comment"] = "revert"
+    # a webhook whose signed timestamp is older is ignored (Jira retries for up to 30 minutes)
+    webhook_window_minutes: int = Field(default=60, ge=5, le=24 * 60)
 
 
 class SlackIntegration(_NoSecrets):

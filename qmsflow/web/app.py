@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..adapters import slack
 from ..context import QmsContext
+from ..domain import limits
 from ..domain.approvals import AlreadyDecided, Decision, Method, NotAuthorized
 from ..paths import templates_dir
 from ..services import approvals, tokens
@@ -134,26 +135,24 @@ def create_app(ctx: QmsContext) -> FastAPI:
 
     @app.post("/jira/webhook", include_in_schema=False)
     async def jira_webhook(request: Request) -> Response:
-        """Jira webhooks: X-Hub-Signature verified on the raw body; repeats of one delivery ignored."""
-        import json
-
+        """Jira webhooks: X-Hub-Signature verified on the raw body; a delivery applies once, within its window."""
         from ..adapters import jira
         from ..services import jira_sync
 
-        body = await request.body()
+        body = await request.body()  # at most the Guard's limit, read before the signature is checked
         settings = jira.settings(ctx.config)
         if settings is None or not settings.webhook_secret:
             return JSONResponse({"error": "Jira is not configured (no webhook secret)"}, status_code=503)
         if not jira_sync.verify_signature(settings.webhook_secret, body, request.headers.get("X-Hub-Signature")):
             return JSONResponse({"error": "invalid webhook signature"}, status_code=401)
         try:
-            payload = json.loads(body)
+            payload = limits.parse_json(body, "webhook body", depth=32)
             if not isinstance(payload, dict):
-                raise ValueError("not a JSON object")
+                raise jira_sync.BadWebhook("not a JSON object")
             outcome = await run_in_threadpool(
-                jira_sync.handle_webhook, ctx, request.headers.get("X-Atlassian-Webhook-Identifier"), payload
+                jira_sync.handle_webhook, ctx, body, payload, request.headers.get("X-Atlassian-Webhook-Identifier")
             )
-        except (ValueError, jira_sync.BadWebhook) as exc:
+        except (limits.InvalidInput, jira_sync.BadWebhook) as exc:
             return JSONResponse({"error": f"malformed webhook: {exc}"}, status_code=400)
         await run_in_threadpool(deliver, ctx.db, ctx.config)
         return JSONResponse({"outcome": outcome})
