@@ -211,6 +211,8 @@ class ApprovalSettings(Strict):
 
 class WebSettings(Strict):
     base_url: str = Field(default="http://127.0.0.1:8000", pattern=r"^https?://")
+    # request bodies over this are answered 413 before they are read (Slack and Jira send far less)
+    max_request_kib: int = Field(default=limits.REQUEST_BYTES // 1024, ge=64, le=64 * 1024)
 
 
 class QmsConfig(Strict):

@@ -7,7 +7,6 @@ does the work after Slack got its acknowledgement: map the Slack user to a perso
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +15,7 @@ from sqlalchemy import select
 
 from ..adapters import slack
 from ..context import QmsContext
+from ..domain import limits
 from ..domain.approvals import AlreadyDecided, Decision, Method, NotAuthorized
 from ..services import approvals
 from ..services.delivery import deliver
@@ -41,33 +41,61 @@ class Interaction:
 
 
 def parse(payload: Any) -> Interaction:
+    """A verified payload as an ``Interaction``; ``BadPayload`` for anything else, whatever its shape."""
     if not isinstance(payload, dict):
         raise BadPayload("payload is not a JSON object")
-    user = (payload.get("user") or {}).get("id")
-    if not isinstance(user, str) or not user:
+    user = _text(_object(payload, "user").get("id"), limits.NAME)
+    if not user:
         raise BadPayload("payload has no user.id")
     if payload.get("type") == "block_actions":
         actions = payload.get("actions")
         if not isinstance(actions, list) or not actions or not isinstance(actions[0], dict):
             raise BadPayload("block_actions payload without actions")
         action = actions[0]
-        decision = ACTIONS.get(action.get("action_id"))
-        request_id = action.get("value")
-        if decision is None or not isinstance(request_id, str) or not request_id:
-            raise BadPayload(f"unknown action {action.get('action_id')!r}")
-        return Interaction("click", request_id, decision, user, trigger_id=payload.get("trigger_id"))
+        action_id = _text(action.get("action_id"), limits.NAME)
+        decision = ACTIONS.get(action_id or "")
+        request_id = _text(action.get("value"), limits.RECORD_ID)
+        if decision is None or not request_id:
+            raise BadPayload(f"unknown action {action_id!r}")
+        return Interaction(
+            "click", request_id, decision, user, trigger_id=_text(payload.get("trigger_id"), limits.NAME)
+        )
     if payload.get("type") == "view_submission":
-        view = payload.get("view") or {}
+        view = _object(payload, "view")
         if view.get("callback_id") != "qms_decision":
             raise BadPayload("unknown view")
         try:
-            request_id, raw = str(view.get("private_metadata", "")).split("|", 1)
+            request_id, raw = (_text(view.get("private_metadata"), limits.NAME) or "").split("|", 1)
             decision = Decision(raw)
             comment = view["state"]["values"]["comment"]["comment"]["value"]
         except (ValueError, KeyError, TypeError):
             raise BadPayload("malformed view_submission") from None
+        if comment is not None and (
+            not isinstance(comment, str) or limits.text_problem(comment, limits.COMMENT, multiline=True)
+        ):
+            raise BadPayload(f"the comment must be text of at most {limits.COMMENT:,} characters")
+        if not request_id or len(request_id) > limits.RECORD_ID:
+            raise BadPayload("malformed view_submission")
         return Interaction("submission", request_id, decision, user, comment=comment)
-    raise BadPayload(f"unsupported payload type {payload.get('type')!r}")
+    raise BadPayload(f"unsupported payload type {_text(payload.get('type'), limits.NAME)!r}")
+
+
+def _object(payload: dict, key: str) -> dict:
+    value = payload.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadPayload(f"{key} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _text(value: Any, max_length: int) -> str | None:
+    """A string field of the payload: None when absent, ``BadPayload`` when not a short plain string."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or limits.text_problem(value, max_length):
+        raise BadPayload(f"expected a string of at most {max_length} characters, got {type(value).__name__}")
+    return value
 
 
 class SlackInteractions:
@@ -150,12 +178,12 @@ class SlackInteractions:
             approvals.after_decision(self.ctx, result)
 
 
-def load_payload(body: bytes) -> Any:
+def load_payload(body: bytes | str) -> Any:
     """The ``payload`` form field of an interactivity request, parsed; ``BadPayload`` otherwise."""
     from urllib.parse import parse_qs
 
     try:
-        form = parse_qs(body.decode("utf-8"), strict_parsing=False)
-        return json.loads(form["payload"][0])
-    except (UnicodeDecodeError, KeyError, IndexError, json.JSONDecodeError):
-        raise BadPayload("expected a form field 'payload' holding JSON") from None
+        form = parse_qs(body.decode("utf-8") if isinstance(body, bytes) else body, strict_parsing=False)
+        return limits.parse_json(form["payload"][0], "payload", depth=16)
+    except (UnicodeDecodeError, KeyError, IndexError, limits.InvalidInput):
+        raise BadPayload("expected a form field 'payload' holding JSON (UTF-8, nested at most 16 levels)") from None
