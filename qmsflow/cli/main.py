@@ -157,9 +157,15 @@ def check(config: ConfigOpt = None) -> None:
 
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOpt = None) -> None:
-    """Migrate the records store to the newest schema (SQLite file or QMS_DATABASE_URL)."""
+    """Migrate the records store to the newest schema (SQLite file or QMS_DATABASE_URL).
+
+    On PostgreSQL with QMS_MIGRATE_DATABASE_URL (the schema owner) set, the owner migrates and grants
+    the role of QMS_DATABASE_URL what qmsflow needs: the trail insert-only, nothing it could bypass it with.
+    """
+    from sqlalchemy.engine import make_url
+
     from ..settings import load_config
-    from ..store.db import Database, resolve_url
+    from ..store.db import Database, migrate_url, resolve_url
 
     loaded = load_config(config)
     db = Database(resolve_url(loaded.state_dir))
@@ -169,6 +175,35 @@ def db_upgrade(config: ConfigOpt = None) -> None:
         if before != after
         else f"{db.safe_url}: schema already at {after}"
     )
+    owner = make_url(migrate_url()).username if migrate_url() else None
+    if owner and not db.is_sqlite and owner != db.role:
+        out.print(f"migrated as {owner}; granted {db.role}: read, write records, trail insert-only")
+    for warning in db.privilege_warnings():
+        err.print(f"[yellow]warning:[/] {escape(warning)}")
+
+
+@db_app.command("grant")
+def db_grant(
+    role: Annotated[str, typer.Argument(help="The PostgreSQL role qmsflow runs as.", callback=_bounded(limits.ID))],
+    config: ConfigOpt = None,
+) -> None:
+    """Grant ROLE what qmsflow needs on PostgreSQL, and no more (run as the schema owner).
+
+    Connects with QMS_MIGRATE_DATABASE_URL (else QMS_DATABASE_URL). ROLE may read every table, write
+    the record tables, and only insert into the audit trail. 'qms db upgrade' does this for the role
+    of QMS_DATABASE_URL by itself; use this for further roles (e.g. a second worker's).
+    """
+    from ..settings import load_config
+    from ..store.db import Database, migrate_url, resolve_url
+
+    loaded = load_config(config)
+    owner = Database(migrate_url() or resolve_url(loaded.state_dir))
+    try:
+        owner.require_current()
+        owner.grant_app_role(role)
+    finally:
+        owner.dispose()
+    out.print(f"{owner.safe_url}: granted {role} read, write on the record tables, insert-only on trail_events")
 
 
 @app.command()
@@ -860,6 +895,8 @@ def up(
         report = sync_config(uow, ctx.config, ctx.root)
         uow.commit()
     out.print(f"records store {ctx.db.safe_url}: schema current; qms.yaml synced ({len(report.changes)} change(s))")
+    for warning in ctx.db.privilege_warnings():
+        err.print(f"[yellow]warning:[/] {escape(warning)}")
     stack = Stack(
         ctx, host=host, port=port, external_api=os.environ.get("PREFECT_API_URL"), web_port=web_port, say=out.print
     )
