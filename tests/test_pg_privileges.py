@@ -190,3 +190,12 @@ def test_cli_upgrade_and_grant(roles: Roles, repo: Path, monkeypatch: pytest.Mon
         as_app(roles, f"INSERT INTO id_counters (prefix, year, last) VALUES ('ZZ', {datetime.now(UTC).year}, 1)")
         is None
     )
+
+
+def test_the_stack_children_never_get_the_owners_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from qmsflow.stack import prefect_env
+
+    monkeypatch.setenv("QMS_MIGRATE_DATABASE_URL", "postgresql://qms_owner@db/qms")
+    monkeypatch.setenv("QMS_DATABASE_URL", "postgresql://qms_app@db/qms")
+    env = prefect_env(tmp_path, "http://127.0.0.1:4200/api", tmp_path / "qms.yaml")
+    assert "QMS_MIGRATE_DATABASE_URL" not in env and env["QMS_DATABASE_URL"] == "postgresql://qms_app@db/qms"
