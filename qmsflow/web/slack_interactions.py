@@ -184,6 +184,6 @@ def load_payload(body: bytes | str) -> Any:
 
     try:
         form = parse_qs(body.decode("utf-8") if isinstance(body, bytes) else body, strict_parsing=False)
-        return limits.parse_json(form["payload"][0], "payload", depth=16)
+        return limits.parse_json(form["payload"][0], "payload", depth=32)
     except (UnicodeDecodeError, KeyError, IndexError, limits.InvalidInput):
-        raise BadPayload("expected a form field 'payload' holding JSON (UTF-8, nested at most 16 levels)") from None
+        raise BadPayload("expected a form field 'payload' holding JSON (UTF-8, nested at most 32 levels)") from None
