@@ -145,8 +145,8 @@ class _LimitExceeded(MarkedYAMLError):
 class _BoundedScanner(RoundTripScanner):
     """Refuses flow collections (``[`` / ``{``) nested deeper than the limit while scanning.
 
-    The scanner keeps a possible simple key per open flow level and looks at all of them for every
-    token, so 100,000 ``[`` cost minutes before any other check could run; here they stop at once.
+    Without it the scanner reads ahead through a whole run of ``[`` before the composer sees the
+    first one (100,000 of them took over 4 s here); here the scan stops at the 33rd.
     """
 
     def fetch_flow_collection_start(self, TokenClass: Any, to_push: str) -> None:  # noqa: N803 - ruamel's name

@@ -170,7 +170,7 @@ def test_an_over_long_actor_is_refused(qms, store, monkeypatch: pytest.MonkeyPat
     assert code == 2 and "201 characters long, at most 200 allowed" in " ".join(err.split())
     monkeypatch.setenv("QMS_ACTOR", "b" * 201)
     code, _, err = qms("sync", "-c", cfg)
-    assert code == 2 and "the actor (QMS_ACTOR) 201 characters long" in err
+    assert code == 2 and "the actor (QMS_ACTOR): 201 characters long" in err
 
 
 def test_a_yaml_bomb_is_one_error_line_from_the_cli(qms, repo: Path) -> None:  # noqa: ANN001

@@ -199,3 +199,21 @@ def test_the_stack_children_never_get_the_owners_url(tmp_path: Path, monkeypatch
     monkeypatch.setenv("QMS_DATABASE_URL", "postgresql://qms_app@db/qms")
     env = prefect_env(tmp_path, "http://127.0.0.1:4200/api", tmp_path / "qms.yaml")
     assert "QMS_MIGRATE_DATABASE_URL" not in env and env["QMS_DATABASE_URL"] == "postgresql://qms_app@db/qms"
+
+
+def test_an_app_role_without_grants_gets_a_clear_error(roles: Roles, repo: Path, monkeypatch, capsys) -> None:  # noqa: ANN001
+    owner = Database(roles.url(roles.owner))
+    try:
+        owner.upgrade()  # migrated, but nothing granted to the app role
+        import psycopg
+
+        with psycopg.connect(roles.url(roles.owner), autocommit=True) as conn:
+            conn.execute(f'GRANT USAGE ON SCHEMA "{roles.schema}" TO "{roles.app}"')
+            conn.execute(f'GRANT SELECT ON alembic_version TO "{roles.app}"')
+    finally:
+        owner.dispose()
+    monkeypatch.setenv("QMS_DATABASE_URL", roles.url(roles.app))
+    monkeypatch.delenv("QMS_MIGRATE_DATABASE_URL", raising=False)
+    assert run(["status", "-c", str(repo / "qms.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert "permission denied for table" in err and "qms db grant ROLE" in err and "internal error" not in err

@@ -98,7 +98,7 @@ def _actor(value: str | None) -> str:
     actor = value or os.environ.get("QMS_ACTOR") or f"cli:{getpass.getuser()}"
     problem = limits.text_problem(actor, limits.NAME)
     if problem:
-        raise CliError(f"the actor ({'--as' if value else 'QMS_ACTOR'}) {problem}", code=2)
+        raise CliError(f"the actor ({'--as' if value else 'QMS_ACTOR'}): {problem}", code=2)
     return actor
 
 
@@ -1026,7 +1026,7 @@ def _progress(total: int, label: str):  # noqa: ANN202
 
 def run(argv: list[str] | None = None) -> int:
     """Entry point of the ``qms`` script: map every error to one message and an exit code."""
-    from sqlalchemy.exc import DataError
+    from sqlalchemy.exc import DataError, ProgrammingError
 
     from ..services.scaffold import ScaffoldError
     from ..stack import StackError
@@ -1062,6 +1062,15 @@ def run(argv: list[str] | None = None) -> int:
         return 130
     except DataError as exc:  # a value the database cannot hold that no check caught: say so, without the SQL
         err.print(f"[red]error:[/] the records store refused a value: {escape(str(exc.orig).splitlines()[0])}")
+        return 1
+    except ProgrammingError as exc:
+        if getattr(exc.orig, "sqlstate", None) != "42501":  # insufficient_privilege; anything else is a bug
+            raise
+        err.print(
+            f"[red]error:[/] the records store refused: {escape(str(exc.orig).splitlines()[0])}; grant qmsflow's "
+            "role its privileges as the schema owner ('qms db grant ROLE' or 'qms db upgrade' with "
+            "QMS_MIGRATE_DATABASE_URL, see README 'Running in production')"
+        )
         return 1
     except Exception as exc:  # noqa: BLE001 - the last line of defence: no trace reaches a user
         if os.environ.get("QMS_DEBUG"):
