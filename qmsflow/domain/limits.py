@@ -140,7 +140,9 @@ def _check_depth(field: str, value: Any, depth: int) -> None:
             stack.extend((child, level + 1) for child in item)
 
 
-def _validator(max_length: int, multiline: bool):  # noqa: ANN202
+def validator(max_length: int, multiline: bool = False):  # noqa: ANN202
+    """A pydantic ``AfterValidator`` function for text of at most ``max_length`` characters."""
+
     def check(value: str) -> str:
         problem = text_problem(value, max_length, multiline=multiline)
         if problem:
@@ -155,5 +157,5 @@ def Text(max_length: int, *, multiline: bool = False, min_length: int = 0) -> An
     return Annotated[
         str,
         StringConstraints(min_length=min_length, max_length=max_length),
-        AfterValidator(_validator(max_length, multiline)),
+        AfterValidator(validator(max_length, multiline)),
     ]

@@ -94,7 +94,7 @@ def build_router(ctx: QmsContext, prefect_ui: str | None = None) -> APIRouter:
     @router.post("/login")
     def login(
         request: Request,
-        username: Annotated[str, Form(max_length=limits.ID), AfterValidator(_plain_text)],
+        username: Annotated[str, Form(max_length=limits.ID), AfterValidator(limits.validator(limits.ID))],
         password: Annotated[str, Form(max_length=1024)],
         next: Annotated[str, Form(max_length=2000)] = "/",  # noqa: A002
     ) -> Response:
@@ -335,13 +335,6 @@ def build_router(ctx: QmsContext, prefect_ui: str | None = None) -> APIRouter:
 
 
 _FILE_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # document ids and versions, as files are named
-
-
-def _plain_text(value: str) -> str:
-    problem = limits.text_problem(value, limits.ID)
-    if problem:
-        raise ValueError(problem)
-    return value
 
 
 def _safe_next(target: str) -> str:
