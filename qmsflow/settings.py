@@ -17,8 +17,12 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.composer import Composer
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import AliasEvent
+from ruamel.yaml.scanner import RoundTripScanner
 
+from .domain import limits
 from .domain.aspects import uncovered
 from .domain.organisation import DOC_ID, SLUG, QmsConfig, cross_check
 
@@ -103,18 +107,129 @@ def find_config(explicit: str | os.PathLike | None = None, cwd: Path | None = No
 
 def load_config(explicit: str | os.PathLike | None = None, cwd: Path | None = None) -> LoadedConfig:
     path = find_config(explicit, cwd)
-    return parse_config(path.read_text(encoding="utf-8"), path)
+    return parse_config(read_config_text(path), path)
+
+
+def read_config_text(path: Path, max_bytes: int = limits.CONFIG_BYTES) -> str:
+    """The text of ``qms.yaml``: at most ``max_bytes`` read, UTF-8 (a BOM is allowed), else ``ConfigError``."""
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(raw) > max_bytes:
+        raise ConfigError(
+            [ConfigIssue(path.name, 1, "", f"is larger than {max_bytes // 1024:,} KiB, the limit for a qms.yaml")]
+        )
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    path.name,
+                    line,
+                    "",
+                    f"is not UTF-8 text (byte 0x{raw[exc.start]:02x} at byte offset {exc.start}): "
+                    "save the file as UTF-8",
+                )
+            ]
+        ) from None
+
+
+class _LimitExceeded(MarkedYAMLError):
+    """A YAML document beyond the limits of a qms.yaml (nesting, alias expansion)."""
+
+
+class _BoundedScanner(RoundTripScanner):
+    """Refuses flow collections (``[`` / ``{``) nested deeper than the limit while scanning.
+
+    Without it the scanner reads ahead through a whole run of ``[`` before the composer sees the
+    first one (100,000 of them took over 4 s here); here the scan stops at the 33rd.
+    """
+
+    def fetch_flow_collection_start(self, TokenClass: Any, to_push: str) -> None:  # noqa: N803 - ruamel's name
+        if len(self.flow_context) >= limits.CONFIG_DEPTH:
+            raise _LimitExceeded(None, None, f"nested deeper than {limits.CONFIG_DEPTH} levels", self.reader.get_mark())
+        super().fetch_flow_collection_start(TokenClass, to_push)
+
+
+class _BoundedComposer(Composer):
+    """Bounds nesting and alias expansion while the node graph is composed.
+
+    Composing is cheap even for a YAML bomb (an alias is a shared reference); what explodes is
+    everything after it that walks the data as a tree. So every node counts once, and every alias
+    counts as many nodes as its anchored subtree expands to; past ``CONFIG_NODES`` the load stops.
+    An alias to a node that contains it (a cycle) is refused too.
+    """
+
+    def __init__(self, loader: Any = None) -> None:
+        super().__init__(loader)
+        self._nodes = 0
+        self._level = 0
+        self._weights: dict[Any, int] = {}
+        self._open: set[Any] = set()
+
+    def _count(self, nodes: int, event: Any) -> None:
+        self._nodes += nodes
+        if self._nodes > limits.CONFIG_NODES:
+            raise _LimitExceeded(
+                None,
+                None,
+                f"expands to more than {limits.CONFIG_NODES:,} values through aliases (*name); "
+                "a qms.yaml needs far fewer: is this a YAML bomb?",
+                event.start_mark,
+            )
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.parser.peek_event()
+        if isinstance(event, AliasEvent):
+            if event.anchor in self._open:
+                raise _LimitExceeded(
+                    None, None, f"alias *{event.anchor} refers to a value that contains it", event.start_mark
+                )
+            self._count(self._weights.get(event.anchor, 1), event)
+            return super().compose_node(parent, index)
+        self._level += 1
+        if self._level > limits.CONFIG_DEPTH:
+            raise _LimitExceeded(None, None, f"nested deeper than {limits.CONFIG_DEPTH} levels", event.start_mark)
+        anchor, before = event.anchor, self._nodes
+        self._count(1, event)
+        if anchor is not None:
+            self._open.add(anchor)
+        node = super().compose_node(parent, index)
+        if anchor is not None:
+            self._open.discard(anchor)
+            self._weights[anchor] = self._nodes - before
+        self._level -= 1
+        return node
+
+
+def _yaml() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.Scanner = _BoundedScanner
+    yaml.Composer = _BoundedComposer
+    return yaml
 
 
 def parse_config(text: str, path: Path) -> LoadedConfig:
     name = path.name
-    yaml = YAML(typ="rt")
+    if len(text) > limits.CONFIG_BYTES:
+        raise ConfigError(
+            [ConfigIssue(name, 1, "", f"is larger than {limits.CONFIG_BYTES // 1024:,} KiB, the limit for a qms.yaml")]
+        )
     try:
-        data = yaml.load(text)
+        data = _yaml().load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 0
-        raise ConfigError([ConfigIssue(name, line, "", f"not valid YAML: {exc.problem or exc.context}")]) from None
+        problem = exc.problem or exc.context
+        raise ConfigError(
+            [ConfigIssue(name, line, "", problem if isinstance(exc, _LimitExceeded) else f"not valid YAML: {problem}")]
+        ) from None
+    except YAMLError as exc:  # the reader refuses control characters; its error has a position, no mark
+        raise ConfigError([_reader_issue(name, text, exc)]) from None
     if not isinstance(data, CommentedMap):
         raise ConfigError(
             [ConfigIssue(name, 1, "", "must be a mapping with organisation, people, processes, documents ...")]
@@ -225,16 +340,36 @@ def _issue_from_pydantic(file: str, data: Any, err: dict) -> ConfigIssue:
     elif kind == "missing":
         message = "required, but missing"
     elif kind == "literal_error":
-        message = f"{value!r} is not allowed (allowed: {ctx.get('expected', '')})"
+        message = f"{_short(value)} is not allowed (allowed: {ctx.get('expected', '')})"
     elif kind == "string_pattern_mismatch":
         hint = _PATTERN_HINTS.get(ctx.get("pattern", ""), f"must match {ctx.get('pattern')}")
-        message = f"{value!r} is not valid ({hint})"
+        message = f"{_short(value)} is not valid ({hint})"
     elif kind == "value_error":
         message = str(ctx.get("error", err["msg"]))
     elif kind in ("model_type", "dict_type"):
-        message = f"must be a mapping of keys, got {type(value).__name__} {value!r}"
+        message = f"must be a mapping of keys, got {type(value).__name__} {_short(value)}"
     elif kind == "list_type":
-        message = f"must be a list, got {type(value).__name__} {value!r}"
+        message = f"must be a list, got {type(value).__name__} {_short(value)}"
+    elif kind in ("string_too_long", "too_long"):
+        size = len(value) if isinstance(value, (str, list, dict)) else "too many"
+        message = f"{size:,} {'characters' if isinstance(value, str) else 'items'} long, at most {ctx.get('max_length'):,} allowed"
     else:
-        message = f"{err['msg']} (got {value!r})" if not isinstance(value, (dict, list)) else err["msg"]
+        message = f"{err['msg']} (got {_short(value)})" if not isinstance(value, (dict, list)) else err["msg"]
     return ConfigIssue(file, _line_of(data, loc), _loc_str(loc), message)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr`` of a value from the file, cut to fit an error line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 1]}… ({len(str(value)):,} characters)"
+
+
+def _reader_issue(file: str, text: str, exc: Exception) -> ConfigIssue:
+    position, character = getattr(exc, "position", None), getattr(exc, "character", None)
+    if not isinstance(position, int) or not isinstance(character, int):
+        return ConfigIssue(file, 1, "", f"not valid YAML: {str(exc).splitlines()[0]}")
+    line = text.count("\n", 0, position) + 1
+    column = position - (text.rfind("\n", 0, position) + 1) + 1
+    return ConfigIssue(
+        file, line, "", f"not valid YAML: the control character U+{character:04X} (column {column}) is not allowed"
+    )

@@ -34,6 +34,7 @@ def prefect_env(state_dir: Path, api_url: str, config_path: Path) -> dict[str, s
     home = state_dir / "prefect"
     home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
+    env.pop("QMS_MIGRATE_DATABASE_URL", None)  # the schema owner's URL: for migrating, never for the children
     env.update(
         {
             "PREFECT_HOME": str(home),

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from qmsflow.services.scaffold import environment
 from qmsflow.settings import ConfigError, check_repo, find_config, load_config, parse_config
@@ -211,3 +213,125 @@ def test_check_repo_reports_missing_documents_and_uncovered_aspects(repo: Path) 
         f"'procedures/SOP-RSK-001-risk-management.md' does not exist in {repo.resolve()}"
     ]
     assert warnings == ["Art. 17(1) aspects covered by no process: (f) — add them to the 'aspects' of a process"]
+
+
+# ---------------------------------------------------------------- bounded loading (issue 11 point 3)
+# Every process loads qms.yaml, so a hostile one must be refused at once with a qms.yaml:LINE error,
+# never hang, exhaust memory or end in a RecursionError. The timeouts turn a hang into a failure.
+
+
+def bomb(levels: int = 10, fanout: int = 10) -> str:
+    lines = ["lol0: &lol0 [" + ", ".join(["lol"] * fanout) + "]"]
+    for i in range(1, levels):
+        lines.append(f"lol{i}: &lol{i} [" + ", ".join([f"*lol{i - 1}"] * fanout) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def first_error(text: str) -> str:
+    [message] = errors_of(text)
+    return message
+
+
+@pytest.mark.timeout(60)
+def test_yaml_bomb_is_refused_at_its_line() -> None:
+    text = SAMPLE + bomb()
+    message = first_error(text)
+    assert message.startswith("qms.yaml:")
+    assert "expands to more than 250,000 values through aliases" in message
+    line_no = int(message.split()[0].split(":")[1])
+    assert text.splitlines()[line_no - 1].startswith("lol")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "nested",
+    [
+        pytest.param("x: " + "[" * 100_000 + "]" * 100_000 + "\n", id="flow-sequences"),
+        pytest.param("x: " + "{a: " * 100_000 + "1" + "}" * 100_000 + "\n", id="flow-mappings"),
+        pytest.param("x:\n" + "".join("  " * i + "- \n" for i in range(1, 400)), id="block-sequences"),
+        pytest.param("x:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 400)), id="block-mappings"),
+    ],
+)
+def test_deep_nesting_is_refused_not_a_recursion_error(nested: str) -> None:
+    message = first_error(SAMPLE + nested)
+    assert message == f"qms.yaml:{message.split()[0].split(':')[1]} nested deeper than 32 levels"
+    assert int(message.split()[0].split(":")[1]) > SAMPLE.count("\n")  # at the nested part, not line 1
+
+
+def test_an_alias_that_contains_itself_is_refused() -> None:
+    assert first_error(SAMPLE + "x: &loop [1, *loop]\n") == (
+        f"qms.yaml:{SAMPLE.count(chr(10)) + 1} alias *loop refers to a value that contains it"
+    )
+
+
+def test_ordinary_anchors_and_aliases_still_work() -> None:
+    text = mutate(
+        "risk-management.md, owner: ana, approvers: [ben]}", "risk-management.md, owner: ana, approvers: &leads [ben]}"
+    )
+    text = text.replace(
+        "internal-audit.md, owner: ana, approvers: [ben]}", "internal-audit.md, owner: ana, approvers: *leads}"
+    )
+    assert "*leads}" in text
+    config = parse_config(text, Path("/repo/qms.yaml")).config
+    assert config.document("SOP-AUD-001").approvers == config.document("SOP-RSK-001").approvers == ["ben"]
+
+
+def test_non_utf8_file_is_named_with_line_and_byte_offset(tmp_path: Path) -> None:
+    raw = SAMPLE.encode().replace(b"Ana Alves", b"Ana \xe9lves")  # Latin-1 bytes in a UTF-8 file
+    (tmp_path / "qms.yaml").write_bytes(raw)
+    offset = raw.index(b"\xe9")
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "qms.yaml")
+    assert str(caught.value) == (
+        f"qms.yaml:{line(SAMPLE, 'Ana Alves')} is not UTF-8 text (byte 0xe9 at byte offset {offset}): "
+        "save the file as UTF-8"
+    )
+
+
+def test_a_file_over_the_size_limit_is_refused_without_reading_it_all(tmp_path: Path) -> None:
+    path = tmp_path / "qms.yaml"
+    with path.open("w") as handle:
+        handle.write(SAMPLE)
+        handle.write("# padding\n" * 200_000)  # 2 MB
+    with pytest.raises(ConfigError, match=r"^qms.yaml:1 is larger than 1,024 KiB, the limit for a qms.yaml$"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(("char", "name"), [("\x00", "U+0000"), ("\x07", "U+0007"), ("\x1b", "U+001B")])
+def test_control_characters_are_named_with_their_line(char: str, name: str) -> None:
+    text = SAMPLE.replace("Ana Alves", f"Ana{char}Alves")
+    assert first_error(text) == (
+        f"qms.yaml:{line(SAMPLE, 'Ana Alves')} not valid YAML: the control character {name} (column 14) is not allowed"
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("name: Ana Alves", "name: " + "A" * 100_000, "people[0].name: 100,000 characters long, at most 200 allowed"),
+        (
+            "title: Document control procedure",
+            "title: " + "T" * 301,
+            "documents[8].title: 301 characters long, at most 300 allowed",
+        ),
+        ("id: ana", "id: " + "a" * 65, "people[0].id: 65 characters long, at most 64 allowed"),
+    ],
+)
+def test_strings_longer_than_their_columns_are_refused(old: str, new: str, message: str) -> None:
+    text = mutate(old, new)
+    messages = errors_of(text)
+    assert f"qms.yaml:{line(SAMPLE, old)} {message}" in messages
+    assert all(len(m) < 400 for m in messages)  # the 100,000 characters are not echoed back
+
+
+@given(
+    position=st.integers(min_value=0, max_value=len(SAMPLE)),
+    noise=st.text(alphabet=st.characters(codec="utf-8"), max_size=40),
+)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_no_text_makes_the_loader_fail_other_than_with_a_config_error(position: int, noise: str) -> None:
+    text = SAMPLE[:position] + noise + SAMPLE[position:]
+    try:
+        parse_config(text, Path("/repo/qms.yaml"))
+    except ConfigError as exc:
+        assert all(str(issue).startswith("qms.yaml:") for issue in exc.issues), str(exc)

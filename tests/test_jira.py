@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fakes.jira import FakeJira
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 from test_capa import FULL
 
 from qmsflow.adapters import jira as jira_adapter
@@ -20,7 +20,7 @@ from qmsflow.services.delivery import handlers_for
 from qmsflow.services.outbox import deliver_pending
 from qmsflow.services.sync import sync_config
 from qmsflow.store import UnitOfWork, trail
-from qmsflow.store.tables import OutboxRow, RecordRow
+from qmsflow.store.tables import InboundEventRow, OutboxRow, RecordRow
 from qmsflow.web.app import create_app
 
 SECRET = "jira-webhook-secret"
@@ -178,8 +178,9 @@ def test_webhook_refusals(world: tuple) -> None:
     assert webhook(ctx, fake, key, "Done", "wh-3", secret="wrong").status_code == 401
     assert webhook(ctx, fake, key, "Done", "wh-4", body=b"{not json").status_code == 400
     assert webhook(ctx, fake, key, "Done", "wh-5", body=b"[1, 2]").status_code == 400
-    first = webhook(ctx, fake, key, "Done", "wh-6")
-    again = webhook(ctx, fake, key, "Done", "wh-6")
+    body = json.dumps(fake.webhook_payload(key, to_status="Done")).encode()
+    first = webhook(ctx, fake, key, "Done", "wh-6", body=body)
+    again = webhook(ctx, fake, key, "Done", "wh-6", body=body)  # Jira's retry: the same body
     assert first.json()["outcome"] == "refused" and again.json()["outcome"] == "repeat ignored"
     with ctx.db.read() as s:
         refused = [e for e in trail.events_for(s, f"record:{capa_id}") if e.action == "capa.jira-transition-refused"]
@@ -238,3 +239,109 @@ def test_sync_calls_scale_with_changes(world: tuple) -> None:
     deliver(ctx)
     # k = 3 changes: at most k + 1 calls (one transitions lookup, then one call per change)
     assert len(fake.calls) - before <= 4
+
+
+# ---------------------------------------------------------------- replay (issue 11 point 5)
+
+
+def jira_events(ctx: QmsContext, capa_id: str) -> list[str]:
+    with ctx.db.read() as s:
+        return [e.action for e in trail.events_for(s, f"record:{capa_id}") if e.actor == "jira"]
+
+
+@pytest.mark.parametrize("header", ["removed", "changed", "same"])
+def test_a_captured_delivery_replayed_with_any_identifier_is_ignored(world: tuple, header: str) -> None:
+    ctx, fake = world
+    capa_id = open_one(ctx)
+    to_stage(ctx, capa_id, "implementation")
+    deliver(ctx)
+    key = issue_of(fake, capa_id)["key"]
+    fake.set_status(key, "Done")
+    captured = json.dumps(fake.webhook_payload(key, to_status="Done")).encode()  # what an eavesdropper keeps
+    assert webhook(ctx, fake, key, "Done", "wh-original", body=captured).json()["outcome"] == "refused"
+    recorded = jira_events(ctx, capa_id)
+    client = TestClient(create_app(ctx))
+    headers = {"Content-Type": "application/json", "X-Hub-Signature": FakeJira.sign(captured, SECRET)}
+    if header != "removed":
+        headers["X-Atlassian-Webhook-Identifier"] = "wh-original" if header == "same" else "wh-forged-123"
+    replay = client.post("/jira/webhook", content=captured, headers=headers)
+    assert replay.status_code == 200 and replay.json()["outcome"] == "repeat ignored"
+    assert jira_events(ctx, capa_id) == recorded  # nothing recorded twice
+    with ctx.db.read() as s:
+        assert s.scalar(select(func.count()).select_from(InboundEventRow)) == 1
+
+
+def test_a_delivery_outside_its_window_is_ignored_and_a_forged_time_fails_the_signature(world: tuple) -> None:
+    ctx, fake = world
+    capa_id = open_one(ctx)
+    to_stage(ctx, capa_id, "action_plan")
+    deliver(ctx)
+    key = issue_of(fake, capa_id)["key"]
+    fake.set_status(key, "In Progress")
+    payload = fake.webhook_payload(key, to_status="In Progress")
+    old = dict(payload, timestamp=payload["timestamp"] - 61 * 60 * 1000)  # captured 61 minutes ago
+    stale = webhook(ctx, fake, key, "In Progress", "wh-old", body=json.dumps(old).encode())
+    assert stale.status_code == 200 and stale.json()["outcome"].startswith("stale delivery ignored")
+    assert stage(ctx, capa_id) == "action_plan" and jira_events(ctx, capa_id) == []
+    future = dict(payload, timestamp=payload["timestamp"] + 10 * 60 * 1000)
+    assert webhook(ctx, fake, key, "In Progress", "wh-f", body=json.dumps(future).encode()).status_code == 400
+    untimed = {k: v for k, v in payload.items() if k != "timestamp"}
+    response = webhook(ctx, fake, key, "In Progress", "wh-u", body=json.dumps(untimed).encode())
+    assert response.status_code == 400 and "no timestamp" in response.json()["error"]
+    # moving the timestamp of a captured body forward breaks its signature
+    client = TestClient(create_app(ctx))
+    signed = json.dumps(old).encode()
+    forged = json.dumps(dict(old, timestamp=payload["timestamp"])).encode()
+    headers = {"Content-Type": "application/json", "X-Hub-Signature": FakeJira.sign(signed, SECRET)}
+    assert client.post("/jira/webhook", content=forged, headers=headers).status_code == 401
+    assert webhook(ctx, fake, key, "In Progress", "wh-ok", body=json.dumps(payload).encode()).json()["outcome"] == (
+        "applied"
+    )
+    assert stage(ctx, capa_id) == "implementation"
+
+
+@pytest.fixture
+def jira_store(repo, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[QmsContext]:  # noqa: ANN001
+    config = repo / "qms.yaml"
+    config.write_text(
+        config.read_text().replace(
+            "retention:", "integrations:\n  jira: {url: 'http://127.0.0.1:9', project: QMS}\nretention:", 1
+        )
+    )
+    monkeypatch.setenv("QMS_DATABASE_URL", db_url)
+    monkeypatch.setenv("JIRA_EMAIL", "qms@example.com")
+    monkeypatch.setenv("JIRA_API_TOKEN", "t")
+    monkeypatch.setenv("JIRA_WEBHOOK_SECRET", SECRET)
+    ctx = open_context(config, migrate=True)
+    yield ctx
+    ctx.close()
+
+
+def test_the_same_delivery_twice_at_once_applies_once(jira_store: QmsContext) -> None:
+    """Two copies racing (READ COMMITTED on PostgreSQL): the unique digest lets exactly one through."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    payload = {
+        "timestamp": int(datetime.now(UTC).timestamp() * 1000),
+        "webhookEvent": "jira:issue_updated",
+        "issue": {"key": "QMS-1", "fields": {"labels": ["qms", "qms-CAPA-2026-9999"], "status": {"name": "Done"}}},
+    }
+    body = json.dumps(payload).encode()
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = list(pool.map(lambda _: jira_sync.handle_webhook(jira_store, body, payload), range(4)))
+    assert sorted(outcomes) == ["repeat ignored"] * 3 + ["unknown record CAPA-2026-9999"]
+    with jira_store.db.read() as s:
+        assert s.scalar(select(func.count()).select_from(InboundEventRow)) == 1
+
+
+def test_digests_older_than_twice_the_window_are_pruned(jira_store: QmsContext) -> None:
+    now = datetime.now(UTC)
+
+    def deliver_at(at: datetime) -> str:
+        payload = {"timestamp": int(at.timestamp() * 1000), "issue": {"fields": {"labels": []}}}
+        return jira_sync.handle_webhook(jira_store, json.dumps(payload).encode(), payload, now=at)
+
+    assert deliver_at(now - timedelta(hours=3)) == "not a qmsflow status change"
+    assert deliver_at(now) == "not a qmsflow status change"
+    with jira_store.db.read() as s:
+        assert s.scalar(select(func.count()).select_from(InboundEventRow)) == 1  # the 3-hour-old one is gone

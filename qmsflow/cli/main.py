@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ..domain import limits
 from ..domain.errors import DomainError
 from ..settings import ConfigError
 
@@ -57,12 +58,33 @@ def _table(*columns: str, title: str | None = None, right: tuple[str, ...] = ())
     return table
 
 
+def _bounded(max_length: int, *, multiline: bool = False):  # noqa: ANN202
+    """A typer callback refusing text longer than its column, or not text at all (limits.py)."""
+
+    def check(value: str | list[str] | None) -> str | list[str] | None:
+        for item in value if isinstance(value, list) else [] if value is None else [value]:
+            problem = limits.text_problem(item, max_length, multiline=multiline)
+            if problem:
+                raise typer.BadParameter(problem)
+        return value
+
+    return check
+
+
+def _count(maximum: int, minimum: int = 1) -> dict:
+    """Options of a typer integer option within a range (click refuses anything else, huge numbers too)."""
+    return {"min": minimum, "max": maximum}
+
+
 ConfigOpt = Annotated[
     Optional[Path],
     typer.Option("--config", "-c", help="qms.yaml to use (else QMS_CONFIG, else ./qms.yaml or a parent's)."),
 ]
 ActorOpt = Annotated[
-    Optional[str], typer.Option("--as", help="Who acts (person id); default QMS_ACTOR or cli:<os user>.")
+    Optional[str],
+    typer.Option(
+        "--as", help="Who acts (person id); default QMS_ACTOR or cli:<os user>.", callback=_bounded(limits.NAME)
+    ),
 ]
 
 
@@ -73,7 +95,11 @@ class CliError(Exception):
 
 
 def _actor(value: str | None) -> str:
-    return value or os.environ.get("QMS_ACTOR") or f"cli:{getpass.getuser()}"
+    actor = value or os.environ.get("QMS_ACTOR") or f"cli:{getpass.getuser()}"
+    problem = limits.text_problem(actor, limits.NAME)
+    if problem:
+        raise CliError(f"the actor ({'--as' if value else 'QMS_ACTOR'}): {problem}", code=2)
+    return actor
 
 
 def _ctx(config: Path | None, migrate: bool = False):  # noqa: ANN202
@@ -88,7 +114,7 @@ def _ctx(config: Path | None, migrate: bool = False):  # noqa: ANN202
 @app.command()
 def init(
     directory: Annotated[Path, typer.Argument(help="Folder of the new compliance repo.")] = Path("."),
-    org: Annotated[str, typer.Option(help="Organisation name.")] = "Example AI GmbH",
+    org: Annotated[str, typer.Option(help="Organisation name.", callback=_bounded(limits.NAME))] = "Example AI GmbH",
     force: Annotated[bool, typer.Option(help="Overwrite an existing qms.yaml and documents.")] = False,
     git: Annotated[bool, typer.Option(help="git init and commit, unless already in a git repo.")] = True,
 ) -> None:
@@ -131,9 +157,15 @@ def check(config: ConfigOpt = None) -> None:
 
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOpt = None) -> None:
-    """Migrate the records store to the newest schema (SQLite file or QMS_DATABASE_URL)."""
+    """Migrate the records store to the newest schema (SQLite file or QMS_DATABASE_URL).
+
+    On PostgreSQL with QMS_MIGRATE_DATABASE_URL (the schema owner) set, the owner migrates and grants
+    the role of QMS_DATABASE_URL what qmsflow needs: the trail insert-only, nothing it could bypass it with.
+    """
+    from sqlalchemy.engine import make_url
+
     from ..settings import load_config
-    from ..store.db import Database, resolve_url
+    from ..store.db import Database, migrate_url, resolve_url
 
     loaded = load_config(config)
     db = Database(resolve_url(loaded.state_dir))
@@ -143,6 +175,35 @@ def db_upgrade(config: ConfigOpt = None) -> None:
         if before != after
         else f"{db.safe_url}: schema already at {after}"
     )
+    owner = make_url(migrate_url()).username if migrate_url() else None
+    if owner and not db.is_sqlite and owner != db.role:
+        out.print(f"migrated as {owner}; granted {db.role}: read, write records, trail insert-only")
+    for warning in db.privilege_warnings():
+        err.print(f"[yellow]warning:[/] {escape(warning)}")
+
+
+@db_app.command("grant")
+def db_grant(
+    role: Annotated[str, typer.Argument(help="The PostgreSQL role qmsflow runs as.", callback=_bounded(limits.ID))],
+    config: ConfigOpt = None,
+) -> None:
+    """Grant ROLE what qmsflow needs on PostgreSQL, and no more (run as the schema owner).
+
+    Connects with QMS_MIGRATE_DATABASE_URL (else QMS_DATABASE_URL). ROLE may read every table, write
+    the record tables, and only insert into the audit trail. 'qms db upgrade' does this for the role
+    of QMS_DATABASE_URL by itself; use this for further roles (e.g. a second worker's).
+    """
+    from ..settings import load_config
+    from ..store.db import Database, migrate_url, resolve_url
+
+    loaded = load_config(config)
+    owner = Database(migrate_url() or resolve_url(loaded.state_dir))
+    try:
+        owner.require_current()
+        owner.grant_app_role(role)
+    finally:
+        owner.dispose()
+    out.print(f"{owner.safe_url}: granted {role} read, write on the record tables, insert-only on trail_events")
 
 
 @app.command()
@@ -261,7 +322,7 @@ def records_list(
     config: ConfigOpt = None,
     kind: Annotated[Optional[str], typer.Option(help="Only this kind, e.g. capa.")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Include closed records.")] = False,
-    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.", **_count(limits.LIST_MAX))] = 50,
 ) -> None:
     """List QMS records, newest first."""
     from sqlalchemy import select
@@ -335,7 +396,9 @@ def document_list(config: ConfigOpt = None) -> None:
 @document_app.command("scan")
 def document_scan(
     config: ConfigOpt = None,
-    window: Annotated[int, typer.Option(help="Days ahead that count as due soon.")] = 30,
+    window: Annotated[
+        int, typer.Option(help="Days ahead that count as due soon.", **_count(limits.DAYS_MAX, minimum=0))
+    ] = 30,
 ) -> None:
     """Run the review-due scan now, without Prefect (the deployment runs it daily)."""
     from ..services.documents import scan_due_reviews
@@ -393,7 +456,7 @@ def trail_show(
         Optional[str], typer.Option(help="Only events of this record, e.g. record:CAPA-2026-0001.")
     ] = None,
     actor: Annotated[Optional[str], typer.Option(help="Only events by this actor.")] = None,
-    limit: Annotated[int, typer.Option(help="The last N events.")] = 20,
+    limit: Annotated[int, typer.Option(help="The last N events.", **_count(limits.LIST_MAX))] = 20,
 ) -> None:
     """The last events of the audit trail."""
     from sqlalchemy import select
@@ -423,7 +486,12 @@ def document_submit(
     actor: ActorOpt = None,
     major: Annotated[bool, typer.Option(help="A major change: next version N+1.0 (else N.M+1).")] = False,
     still_valid: Annotated[bool, typer.Option(help="Periodic review of the effective version, no change.")] = False,
-    comment: Annotated[Optional[str], typer.Option(help="What changed and why (shown to approvers).")] = None,
+    comment: Annotated[
+        Optional[str],
+        typer.Option(
+            help="What changed and why (shown to approvers).", callback=_bounded(limits.COMMENT, multiline=True)
+        ),
+    ] = None,
 ) -> None:
     """Start a document review: keep DOC_ID's text as submitted, request signed approval, wait (Slack, web or CLI).
 
@@ -541,7 +609,10 @@ def approvals_show(request_id: str, config: ConfigOpt = None) -> None:
 def approve(
     request_id: str,
     decision: Annotated[str, typer.Option(help="approve, reject or changes.")],
-    comment: Annotated[Optional[str], typer.Option(help="Required for reject and changes.")] = None,
+    comment: Annotated[
+        Optional[str],
+        typer.Option(help="Required for reject and changes.", callback=_bounded(limits.COMMENT, multiline=True)),
+    ] = None,
     token: Annotated[
         Optional[str], typer.Option(help="Personal API token (else QMS_TOKEN).", envvar="QMS_TOKEN", show_envvar=True)
     ] = None,
@@ -571,7 +642,7 @@ def approve(
 @token_app.command("create")
 def token_create(
     person: str,
-    name: Annotated[str, typer.Option(help="What the token is for.")] = "cli",
+    name: Annotated[str, typer.Option(help="What the token is for.", callback=_bounded(limits.TOKEN_NAME))] = "cli",
     config: ConfigOpt = None,
     actor: ActorOpt = None,
 ) -> None:
@@ -601,7 +672,9 @@ def token_list(config: ConfigOpt = None) -> None:
 
 
 @token_app.command("revoke")
-def token_revoke(token_id: int, config: ConfigOpt = None, actor: ActorOpt = None) -> None:
+def token_revoke(
+    token_id: Annotated[int, typer.Argument(**_count(limits.INT_MAX))], config: ConfigOpt = None, actor: ActorOpt = None
+) -> None:
     """Revoke a token by its id (see 'qms token list')."""
     from ..services.tokens import revoke
     from ..store.uow import UnitOfWork
@@ -614,12 +687,14 @@ def token_revoke(token_id: int, config: ConfigOpt = None, actor: ActorOpt = None
 
 @capa_app.command("open")
 def capa_open(
-    title: Annotated[str, typer.Option(help="What went wrong, in one line.")],
+    title: Annotated[str, typer.Option(help="What went wrong, in one line.", callback=_bounded(limits.RECORD_TITLE))],
     source: Annotated[str, typer.Option(help="complaint, incident, audit, release, pms or other.")],
     owner: Annotated[str, typer.Option(help="Person who owns the CAPA.")],
     severity: Annotated[str, typer.Option(help="low, medium, high or critical.")] = "medium",
     process: Annotated[str, typer.Option(help="The QMS process it belongs to.")] = "capa",
-    description: Annotated[str, typer.Option(help="Details of the nonconformity.")] = "",
+    description: Annotated[
+        str, typer.Option(help="Details of the nonconformity.", callback=_bounded(limits.TEXT, multiline=True))
+    ] = "",
     system: Annotated[Optional[list[str]], typer.Option(help="AI system concerned (repeatable).")] = None,
     config: ConfigOpt = None,
     actor: ActorOpt = None,
@@ -692,6 +767,10 @@ def capa_advance(
             fields[name.strip()] = json.loads(value)
         except json.JSONDecodeError:
             fields[name.strip()] = value
+        except RecursionError:
+            raise CliError(
+                f"--field {name.strip()}: JSON nested deeper than {limits.JSON_DEPTH} levels", code=2
+            ) from None
     ctx = _ctx(config)
     with UnitOfWork(ctx.db, _actor(actor)) as uow:
         result = capa.advance(uow, ctx.config, capa_id, to, fields)
@@ -734,7 +813,7 @@ def capa_list(
     config: ConfigOpt = None,
     stage: Annotated[Optional[str], typer.Option(help="Only this stage.")] = None,
     overdue: Annotated[bool, typer.Option(help="Only overdue CAPAs.")] = False,
-    limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
+    limit: Annotated[int, typer.Option(help="At most this many.", **_count(limits.LIST_MAX))] = 50,
 ) -> None:
     """CAPAs, oldest open first."""
     from sqlalchemy import select
@@ -782,7 +861,7 @@ def jira_sync_now(config: ConfigOpt = None) -> None:
 
 @user_app.command("add")
 def user_add(
-    username: str,
+    username: Annotated[str, typer.Argument(callback=_bounded(limits.ID))],
     person: Annotated[str, typer.Option(help="The person of qms.yaml this account signs as.")],
     role: Annotated[str, typer.Option(help="viewer (read), approver (read and sign) or admin.")] = "viewer",
     password_stdin: Annotated[bool, typer.Option(help="Read the password from standard input.")] = False,
@@ -828,7 +907,7 @@ def user_list(config: ConfigOpt = None) -> None:
 @app.command()
 def web(
     config: ConfigOpt = None,
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(help="Port to listen on.", **_count(65535))] = 8000,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
 ) -> None:
     """Serve the qmsflow web app alone: dashboard, Slack interactivity, approvals API."""
@@ -846,9 +925,9 @@ def web(
 @app.command()
 def up(
     config: ConfigOpt = None,
-    port: Annotated[int, typer.Option(help="Port of the local Prefect server.")] = 4200,
+    port: Annotated[int, typer.Option(help="Port of the local Prefect server.", **_count(65535))] = 4200,
     host: Annotated[str, typer.Option(help="Address to bind; keep 127.0.0.1 unless behind a proxy.")] = "127.0.0.1",
-    web_port: Annotated[int, typer.Option(help="Port of the qmsflow web app.")] = 8000,
+    web_port: Annotated[int, typer.Option(help="Port of the qmsflow web app.", **_count(65535))] = 8000,
 ) -> None:
     """Start the embedded stack: migrate, sync qms.yaml, Prefect server, runner, web app. Ctrl-C stops all.
 
@@ -864,6 +943,8 @@ def up(
         report = sync_config(uow, ctx.config, ctx.root)
         uow.commit()
     out.print(f"records store {ctx.db.safe_url}: schema current; qms.yaml synced ({len(report.changes)} change(s))")
+    for warning in ctx.db.privilege_warnings():
+        err.print(f"[yellow]warning:[/] {escape(warning)}")
     stack = Stack(
         ctx, host=host, port=port, external_api=os.environ.get("PREFECT_API_URL"), web_port=web_port, say=out.print
     )
@@ -993,10 +1074,16 @@ def _progress(total: int, label: str):  # noqa: ANN202
 
 def run(argv: list[str] | None = None) -> int:
     """Entry point of the ``qms`` script: map every error to one message and an exit code."""
+    from sqlalchemy.exc import DataError, ProgrammingError
+
     from ..services.scaffold import ScaffoldError
     from ..stack import StackError
     from ..store.db import StoreError
 
+    bad = _not_utf8(sys.argv[1:] if argv is None else argv)
+    if bad:
+        err.print(f"[red]error:[/] {escape(bad)}")
+        return 2
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name="qms", standalone_mode=False)
@@ -1021,12 +1108,43 @@ def run(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except DataError as exc:  # a value the database cannot hold that no check caught: say so, without the SQL
+        err.print(f"[red]error:[/] the records store refused a value: {escape(str(exc.orig).splitlines()[0])}")
+        return 1
+    except ProgrammingError as exc:
+        if getattr(exc.orig, "sqlstate", None) != "42501":  # insufficient_privilege; anything else is a bug
+            raise
+        err.print(
+            f"[red]error:[/] the records store refused: {escape(str(exc.orig).splitlines()[0])}; grant qmsflow's "
+            "role its privileges as the schema owner ('qms db grant ROLE' or 'qms db upgrade' with "
+            "QMS_MIGRATE_DATABASE_URL, see README 'Running in production')"
+        )
+        return 1
     except Exception as exc:  # noqa: BLE001 - the last line of defence: no trace reaches a user
         if os.environ.get("QMS_DEBUG"):
             raise
         err.print(f"[red]internal error:[/] {exc.__class__.__name__}: {escape(str(exc))}")
         err.print("this is a bug in qmsflow; run again with QMS_DEBUG=1 to see the trace, and report it")
         return 70
+
+
+def _not_utf8(argv: list[str]) -> str | None:
+    """Arguments and QMS_* variables are decoded with surrogateescape: a byte that was not UTF-8 shows here."""
+    named = [(f"argument {i} ({_visible(a)})", a) for i, a in enumerate(argv, 1)]
+    named += [(f"environment variable {k}", v) for k, v in os.environ.items() if k.startswith("QMS_")]
+    for where, value in named:
+        for index, char in enumerate(value):
+            if 0xDC80 <= ord(char) <= 0xDCFF:
+                return (
+                    f"{where} is not valid UTF-8 (byte 0x{ord(char) - 0xDC00:02x} at character {index + 1}): "
+                    "give text in UTF-8"
+                )
+    return None
+
+
+def _visible(value: str, limit: int = 40) -> str:
+    shown = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
 if __name__ == "__main__":

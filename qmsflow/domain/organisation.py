@@ -14,11 +14,15 @@ from typing import Annotated, Literal
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from . import limits
 from .aspects import ASPECTS
+from .limits import Text
 
 SLUG = r"^[a-z0-9][a-z0-9._-]*$"
 DOC_ID = r"^[A-Z0-9][A-Z0-9._-]*$"
-Slug = Annotated[str, Field(pattern=SLUG, min_length=1, max_length=64)]
+Slug = Annotated[str, Field(pattern=SLUG, min_length=1, max_length=limits.ID)]
+DocId = Annotated[str, Field(pattern=DOC_ID, min_length=1, max_length=limits.ID)]
+EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 
 SCHEDULE_ALIASES = {
     "daily": "0 6 * * *",
@@ -45,15 +49,15 @@ class Strict(BaseModel):
 
 
 class Organisation(Strict):
-    name: str = Field(min_length=1)
-    address: str | None = None
-    contact_email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    name: Text(limits.NAME, min_length=1)
+    address: Text(limits.COMMENT, multiline=True) | None = None
+    contact_email: str | None = Field(default=None, pattern=EMAIL, max_length=limits.EMAIL)
 
 
 class AISystem(Strict):
     id: Slug
-    name: str = Field(min_length=1)
-    intended_purpose: str = Field(min_length=1)
+    name: Text(limits.NAME, min_length=1)
+    intended_purpose: Text(limits.COMMENT, multiline=True, min_length=1)
     risk_class: Literal["high-risk", "limited-risk", "minimal-risk", "not-high-risk-art-6-3"]
     annex_iii_area: Literal[ANNEX_III_AREAS] | None = None  # type: ignore[valid-type]
     placed_on_market: date | None = None
@@ -68,29 +72,30 @@ class AISystem(Strict):
         return self
 
 
-EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 # how many approvals a signed step needs: "all" named approvers who are not authors, or a number
 RequiredSignatures = Literal["all"] | Annotated[int, Field(ge=1, le=20)]
 
 
 class Person(Strict):
     id: Slug
-    name: str = Field(min_length=1)
-    email: str = Field(pattern=EMAIL)
+    name: Text(limits.NAME, min_length=1)
+    email: str = Field(pattern=EMAIL, max_length=limits.EMAIL)
     # further e-mail addresses this person commits with (git author e-mails), for segregation of duties
-    git_emails: list[Annotated[str, Field(pattern=EMAIL)]] = Field(default_factory=list)
-    slack_id: str | None = Field(default=None, pattern=r"^[UW][A-Z0-9]{2,}$")
+    git_emails: list[Annotated[str, Field(pattern=EMAIL, max_length=limits.EMAIL)]] = Field(
+        default_factory=list, max_length=20
+    )
+    slack_id: str | None = Field(default=None, pattern=r"^[UW][A-Z0-9]{2,}$", max_length=limits.SLACK_ID)
     roles: list[Slug] = Field(default_factory=list)
     manager: Slug | None = None
 
 
 class Process(Strict):
     key: Slug
-    title: str = Field(min_length=1)
+    title: Text(limits.NAME, min_length=1)
     owner: Slug
-    procedure: str = Field(pattern=DOC_ID)
+    procedure: DocId
     aspects: list[str] = Field(default_factory=list)
-    schedule: str | None = None
+    schedule: Text(limits.SCHEDULE) | None = None
     required_signatures: RequiredSignatures = "all"
 
     @field_validator("aspects")
@@ -116,11 +121,11 @@ class Process(Strict):
 
 
 class ControlledDocument(Strict):
-    id: str = Field(pattern=DOC_ID)
-    title: str = Field(min_length=1)
-    path: str = Field(min_length=1)
+    id: DocId
+    title: Text(limits.DOC_TITLE, min_length=1)
+    path: Text(limits.PATH, min_length=1)
     owner: Slug
-    approvers: list[str] = Field(min_length=1)
+    approvers: list[Text(limits.ID + len("role:"))] = Field(min_length=1)
     review_interval_months: int = Field(default=12, ge=1, le=60)
     systems: list[Slug] = Field(default_factory=list)
     required_signatures: RequiredSignatures = "all"
@@ -183,6 +188,8 @@ class JiraIntegration(_NoSecrets):
         default_factory=lambda: {"In Progress": "implementation", "Done": "closed", "In Review": "effectiveness_check"}
     )
     on_refused: Literal["revert", "comment"] = "revert"
+    # a webhook whose signed timestamp is older is ignored (Jira retries for up to 30 minutes)
+    webhook_window_minutes: int = Field(default=60, ge=5, le=24 * 60)
 
 
 class SlackIntegration(_NoSecrets):
@@ -217,6 +224,8 @@ class ApprovalSettings(Strict):
 
 class WebSettings(Strict):
     base_url: str = Field(default="http://127.0.0.1:8000", pattern=r"^https?://")
+    # request bodies over this are answered 413 before they are read (Slack and Jira send far less)
+    max_request_kib: int = Field(default=limits.REQUEST_BYTES // 1024, ge=64, le=64 * 1024)
 
 
 class QmsConfig(Strict):

@@ -11,6 +11,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select
 
+from ..domain import limits
 from ..domain.errors import DomainError
 from ..store.db import Database
 from ..store.tables import PersonRow, UserRow, WebSessionRow
@@ -36,6 +37,7 @@ class SignedIn:
 
 
 def add_user(uow: UnitOfWork, username: str, person: str, role: str, password: str) -> None:
+    limits.check_text("user name", username, limits.ID)
     if role not in ROLES:
         raise DomainError(f"role {role!r} is not allowed (allowed: {', '.join(ROLES)})")
     if len(password) < 12:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from ..adapters import slack
+from ..domain import limits
 from ..domain.approvals import (
     AlreadyDecided,
     ApprovalRequest,
@@ -235,6 +236,7 @@ def decide(
     the subject's kind applies the decision to its records in this same transaction (the version is
     effective, the CAPA in its signed stage, the moment the request is decided).
     """
+    limits.check_text("comment", comment, limits.COMMENT, multiline=True)
     row, request = load(uow, request_id)
     person = uow.session.get(PersonRow, person_id) if person_id else None
     if person is not None and not person.active:

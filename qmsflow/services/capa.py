@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from ..domain import limits
 from ..domain.approvals import Signature
 from ..domain.capa import SEVERITIES, SIGNED_STAGES, SOURCES, STAGE_TITLES, Capa, closure_signers, stage_due
 from ..domain.errors import DomainError, InvalidTransition
@@ -65,6 +66,10 @@ def open_capa(
     key: str | None = None,
     links: list[str] | None = None,
 ) -> RecordRow:
+    limits.check_text("title", title, limits.RECORD_TITLE)
+    limits.check_text("description", description, limits.TEXT, multiline=True)
+    if not title.strip():
+        raise DomainError("a CAPA needs a title: what went wrong, in one line")
     people = {p.id for p in config.people}
     if source not in SOURCES:
         raise DomainError(f"source {source!r} is not allowed (allowed: {', '.join(SOURCES)})")
@@ -120,6 +125,7 @@ def signed_content(row: RecordRow, target: str, stage_data: dict[str, Any]) -> d
 
 def advance(uow: UnitOfWork, config: QmsConfig, capa_id: str, target: str, fields: dict[str, Any]) -> dict[str, Any]:
     """Move a CAPA to ``target``; a signed stage opens an approval request and waits for it."""
+    limits.check_json("fields", fields)
     row, capa = load(uow, capa_id)
     if row.data.get("pending"):
         pending = row.data["pending"]

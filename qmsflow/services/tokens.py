@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
+from ..domain import limits
 from ..domain.approvals import NotAuthorized
 from ..domain.errors import DomainError
 from ..store.db import Database
@@ -22,6 +23,7 @@ def _digest(token: str) -> str:
 
 
 def create_token(uow: UnitOfWork, person_id: str, name: str = "cli") -> str:
+    limits.check_text("token name", name, limits.TOKEN_NAME)
     person = uow.session.get(PersonRow, person_id)
     if person is None or not person.active:
         raise DomainError(f"{person_id!r} is not an active person of this QMS (run 'qms sync' after editing qms.yaml)")

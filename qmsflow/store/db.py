@@ -3,6 +3,12 @@
 SQLite by default (``.qms/qms.db`` in the compliance repo), PostgreSQL via ``QMS_DATABASE_URL``.
 On SQLite every write transaction starts with ``BEGIN IMMEDIATE`` so that two writers never
 read the same trail head; on PostgreSQL the trail takes a transaction-scoped advisory lock.
+
+Least privilege on PostgreSQL: with ``QMS_MIGRATE_DATABASE_URL`` (the owner of the schema) set,
+migrations run as that owner and then grant the application's role (the user of
+``QMS_DATABASE_URL``) what it needs and no more (``APP_GRANTS``): it may read every table, write
+the record tables, and only INSERT into ``trail_events``. Not owning the tables, it cannot drop or
+disable the trail's triggers; not being a superuser, it cannot set ``session_replication_role``.
 """
 
 from __future__ import annotations
@@ -14,10 +20,12 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+APPEND_ONLY = ("trail_events",)  # the app role may only SELECT and INSERT here
+READ_ONLY = ("alembic_version",)  # the schema version: the owner's
 
 
 def head_revision() -> str:
@@ -45,6 +53,11 @@ class StoreError(Exception):
 
 def default_url(state_dir: Path) -> str:
     return f"sqlite:///{(state_dir / 'qms.db').as_posix()}"
+
+
+def migrate_url() -> str | None:
+    """``QMS_MIGRATE_DATABASE_URL``: the schema owner's URL, used only to migrate and grant."""
+    return os.environ.get("QMS_MIGRATE_DATABASE_URL") or None
 
 
 def resolve_url(state_dir: Path | None) -> str:
@@ -104,8 +117,27 @@ class Database:
         cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
         return cfg
 
-    def upgrade(self) -> tuple[str | None, str]:
-        """Migrate to the newest schema. Returns (revision before, revision after)."""
+    def upgrade(self, owner_url: str | None = None) -> tuple[str | None, str]:
+        """Migrate to the newest schema. Returns (revision before, revision after).
+
+        On PostgreSQL with an owner URL (default ``QMS_MIGRATE_DATABASE_URL``), the owner migrates
+        and then grants this database's role its privileges (``grant_app_role``).
+        """
+        owner_url = owner_url or migrate_url()
+        if owner_url and not self.is_sqlite:
+            owner = Database(owner_url)
+            try:
+                if owner.role == self.role:
+                    return owner._upgrade()
+                owner._same_store_as(self)
+                result = owner._upgrade()
+                owner.grant_app_role(self.role)
+                return result
+            finally:
+                owner.dispose()
+        return self._upgrade()
+
+    def _upgrade(self) -> tuple[str | None, str]:
         before = self.current_revision()
         try:
             from alembic import command
@@ -116,7 +148,87 @@ class Database:
                 command.upgrade(cfg, "head")
         except OperationalError as exc:
             raise StoreError(f"cannot migrate the records store at {self.safe_url}: {exc.orig}") from None
+        except ProgrammingError as exc:
+            if getattr(exc.orig, "sqlstate", None) not in ("42501", "3F000"):  # no privilege, no usable schema
+                raise
+            raise StoreError(
+                f"the role of {self.safe_url} may not change the schema ({str(exc.orig).splitlines()[0]}): "
+                "migrate as the schema owner (set QMS_MIGRATE_DATABASE_URL, see README 'Running in production')"
+            ) from None
         return before, self.head_revision()
+
+    @property
+    def role(self) -> str | None:
+        return make_url(self.url).username
+
+    def _same_store_as(self, other: Database) -> None:
+        mine, theirs = make_url(self.url), make_url(other.url)
+        if (mine.host, mine.port, mine.database, mine.query) != (
+            theirs.host,
+            theirs.port,
+            theirs.database,
+            theirs.query,
+        ):
+            raise StoreError(
+                f"QMS_MIGRATE_DATABASE_URL ({self.safe_url}) and QMS_DATABASE_URL ({other.safe_url}) must name the "
+                "same database (host, port, database and options); only the user may differ"
+            )
+
+    def grant_app_role(self, role: str | None) -> list[str]:
+        """Grant ``role`` what the application needs on this (owner's) schema, and no more. Idempotent.
+
+        Every table: SELECT, INSERT, UPDATE, DELETE; ``trail_events``: SELECT and INSERT only;
+        ``alembic_version``: SELECT; sequences: USAGE and SELECT. Never TRUNCATE, REFERENCES, TRIGGER
+        or ownership. Returns the statements run.
+        """
+        if self.is_sqlite:
+            raise StoreError("roles and grants exist on PostgreSQL only; a SQLite store is one file")
+        if not role:
+            raise StoreError("name the role to grant (the user of QMS_DATABASE_URL)")
+        with self.engine.begin() as conn:
+            quote = conn.dialect.identifier_preparer.quote
+            schema = conn.execute(text("SELECT current_schema()")).scalar()
+            if schema is None:
+                raise StoreError(f"{self.safe_url} has no schema to grant on (check its search_path)")
+            if not conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}).scalar():
+                raise StoreError(f"there is no PostgreSQL role {role!r}: create it first (CREATE ROLE … LOGIN)")
+            s, r = quote(schema), quote(role)
+            statements = [
+                f"GRANT USAGE ON SCHEMA {s} TO {r}",
+                f"REVOKE ALL ON ALL TABLES IN SCHEMA {s} FROM {r}",
+                f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {r}",
+                *(f"REVOKE UPDATE, DELETE ON {s}.{quote(t)} FROM {r}" for t in APPEND_ONLY),
+                *(f"REVOKE INSERT, UPDATE, DELETE ON {s}.{quote(t)} FROM {r}" for t in READ_ONLY),
+                f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {s} TO {r}",
+            ]
+            for statement in statements:
+                conn.exec_driver_sql(statement)
+        return statements
+
+    def privilege_warnings(self) -> list[str]:
+        """What is wrong with the role this store is used with, for an append-only trail (PostgreSQL)."""
+        if self.is_sqlite:
+            return []
+        with self.engine.connect() as conn:
+            superuser = conn.execute(text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")).scalar()
+            owner = conn.execute(
+                text(
+                    "SELECT pg_has_role(current_user, c.relowner, 'USAGE') FROM pg_class c "
+                    "WHERE c.oid = to_regclass('trail_events')"
+                )
+            ).scalar()
+        warnings = []
+        if superuser:
+            warnings.append(
+                f"{self.safe_url} connects as a superuser, who can switch the trail's append-only triggers off "
+                "(session_replication_role); run qmsflow as a role without superuser (README 'Running in production')"
+            )
+        elif owner:
+            warnings.append(
+                f"{self.safe_url} connects as the owner of trail_events, who can drop its triggers; migrate as the "
+                "owner (QMS_MIGRATE_DATABASE_URL) and run qmsflow as another role (README 'Running in production')"
+            )
+        return warnings
 
     def current_revision(self) -> str | None:
         """The schema revision recorded by Alembic (read with plain SQL: no alembic import needed)."""

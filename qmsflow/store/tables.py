@@ -26,6 +26,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from ..domain import limits
+
 
 class UTCDateTime(TypeDecorator):
     """Timezone-aware UTC datetimes on every database (SQLite has no time zones)."""
@@ -61,32 +63,32 @@ class Base(DeclarativeBase):
 
 class PersonRow(Base):
     __tablename__ = "people"
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    name: Mapped[str] = mapped_column(String(200))
-    email: Mapped[str] = mapped_column(String(320))
-    slack_id: Mapped[str | None] = mapped_column(String(32))
+    id: Mapped[str] = mapped_column(String(limits.ID), primary_key=True)
+    name: Mapped[str] = mapped_column(String(limits.NAME))
+    email: Mapped[str] = mapped_column(String(limits.EMAIL))
+    slack_id: Mapped[str | None] = mapped_column(String(limits.SLACK_ID))
     roles: Mapped[list] = mapped_column(JSON, default=list)
-    manager: Mapped[str | None] = mapped_column(String(64))
+    manager: Mapped[str | None] = mapped_column(String(limits.ID))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
 class ProcessRow(Base):
     __tablename__ = "processes"
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    title: Mapped[str] = mapped_column(String(200))
-    owner: Mapped[str] = mapped_column(String(64))
-    procedure: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(limits.ID), primary_key=True)
+    title: Mapped[str] = mapped_column(String(limits.NAME))
+    owner: Mapped[str] = mapped_column(String(limits.ID))
+    procedure: Mapped[str] = mapped_column(String(limits.ID))
     aspects: Mapped[list] = mapped_column(JSON, default=list)
-    schedule: Mapped[str | None] = mapped_column(String(100))
+    schedule: Mapped[str | None] = mapped_column(String(limits.SCHEDULE))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
 class DocumentRow(Base):
     __tablename__ = "documents"
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    title: Mapped[str] = mapped_column(String(300))
-    path: Mapped[str] = mapped_column(String(500))
-    owner: Mapped[str] = mapped_column(String(64))
+    id: Mapped[str] = mapped_column(String(limits.ID), primary_key=True)
+    title: Mapped[str] = mapped_column(String(limits.DOC_TITLE))
+    path: Mapped[str] = mapped_column(String(limits.PATH))
+    owner: Mapped[str] = mapped_column(String(limits.ID))
     approvers: Mapped[list] = mapped_column(JSON, default=list)
     review_interval_months: Mapped[int] = mapped_column(Integer, default=12)
     systems: Mapped[list] = mapped_column(JSON, default=list)
@@ -101,9 +103,9 @@ class DocumentVersionRow(Base):
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     document_id: Mapped[str] = mapped_column(ForeignKey("documents.id"), index=True)
-    version: Mapped[str] = mapped_column(String(20))
+    version: Mapped[str] = mapped_column(String(limits.VERSION))
     status: Mapped[str] = mapped_column(String(20))
-    path: Mapped[str] = mapped_column(String(500))
+    path: Mapped[str] = mapped_column(String(limits.PATH))
     content_sha256: Mapped[str] = mapped_column(String(64))
     git_commit: Mapped[str | None] = mapped_column(String(64))
     effective_date: Mapped[date | None] = mapped_column(Date)
@@ -122,13 +124,13 @@ class RecordRow(Base):
         Index("ix_records_process_status", "process", "status"),
         Index("ix_records_status_due", "status", "due_date"),
     )
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    id: Mapped[str] = mapped_column(String(limits.RECORD_ID), primary_key=True)
     kind: Mapped[str] = mapped_column(String(40))
-    key: Mapped[str | None] = mapped_column(String(200), unique=True)
-    title: Mapped[str] = mapped_column(String(500))
+    key: Mapped[str | None] = mapped_column(String(limits.KEY), unique=True)
+    title: Mapped[str] = mapped_column(String(limits.RECORD_TITLE))
     status: Mapped[str] = mapped_column(String(40))
-    owner: Mapped[str | None] = mapped_column(String(64))
-    process: Mapped[str | None] = mapped_column(String(64))
+    owner: Mapped[str | None] = mapped_column(String(limits.ID))
+    process: Mapped[str | None] = mapped_column(String(limits.ID))
     due_date: Mapped[date | None] = mapped_column(Date)
     systems: Mapped[list] = mapped_column(JSON, default=list)
     data: Mapped[dict] = mapped_column(JSON, default=dict)
@@ -148,7 +150,7 @@ class ProcessRunRow(Base):
     __tablename__ = "process_runs"
     __table_args__ = (Index("ix_process_runs_process_started", "process_key", "started_at"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    process_key: Mapped[str] = mapped_column(String(64))
+    process_key: Mapped[str] = mapped_column(String(limits.ID))
     flow_name: Mapped[str] = mapped_column(String(200))
     flow_run_id: Mapped[str] = mapped_column(String(64), unique=True)
     state: Mapped[str] = mapped_column(String(40))
@@ -199,26 +201,26 @@ class ApprovalRequestRow(Base):
         Index("ix_approval_requests_status_created", "status", "created_at"),
         Index("ix_approval_requests_process_status", "process", "status"),
     )
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    key: Mapped[str] = mapped_column(String(200), unique=True)
+    id: Mapped[str] = mapped_column(String(limits.RECORD_ID), primary_key=True)
+    key: Mapped[str] = mapped_column(String(limits.KEY), unique=True)
     subject: Mapped[str] = mapped_column(String(200), index=True)
-    title: Mapped[str] = mapped_column(String(500))
+    title: Mapped[str] = mapped_column(String(limits.RECORD_TITLE))
     content_sha256: Mapped[str] = mapped_column(String(64))
     approvers: Mapped[list] = mapped_column(JSON, default=list)
     required: Mapped[int] = mapped_column(Integer, default=1)
-    meaning: Mapped[str] = mapped_column(String(200))
-    author: Mapped[str | None] = mapped_column(String(64))
+    meaning: Mapped[str] = mapped_column(String(limits.NAME))
+    author: Mapped[str | None] = mapped_column(String(limits.ID))
     due_date: Mapped[date] = mapped_column(Date)
     status: Mapped[str] = mapped_column(String(40))
     flow_run_id: Mapped[str | None] = mapped_column(String(64))
     data: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    process: Mapped[str | None] = mapped_column(String(64))
+    process: Mapped[str | None] = mapped_column(String(limits.ID))
     # everyone who authored what is approved (the submitter, the git authors of the change): none may sign
     authors: Mapped[list] = mapped_column(JSON, default=list)
     # what a signature decides on, for the meaning of a rejection or change request ("SOP-DES-001 v1.1")
-    what: Mapped[str] = mapped_column(String(200), default="")
+    what: Mapped[str] = mapped_column(String(limits.NAME), default="")
 
 
 class SignatureRow(Base):
@@ -231,10 +233,10 @@ class SignatureRow(Base):
     __table_args__ = (UniqueConstraint("request_id", "signer", name="uq_signatures_request_id_signer"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     request_id: Mapped[str] = mapped_column(ForeignKey("approval_requests.id"), index=True)
-    signer: Mapped[str] = mapped_column(String(64), index=True)
-    printed_name: Mapped[str] = mapped_column(String(200))
+    signer: Mapped[str] = mapped_column(String(limits.ID), index=True)
+    printed_name: Mapped[str] = mapped_column(String(limits.NAME))
     at: Mapped[datetime] = mapped_column(UTCDateTime)
-    meaning: Mapped[str] = mapped_column(String(200))
+    meaning: Mapped[str] = mapped_column(String(limits.NAME))
     decision: Mapped[str] = mapped_column(String(20))
     comment: Mapped[str | None] = mapped_column(Text)
     method: Mapped[str] = mapped_column(String(20))
@@ -279,8 +281,8 @@ class ApiTokenRow(Base):
 
     __tablename__ = "api_tokens"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    person: Mapped[str] = mapped_column(String(64), index=True)
-    name: Mapped[str] = mapped_column(String(100))
+    person: Mapped[str] = mapped_column(String(limits.ID), index=True)
+    name: Mapped[str] = mapped_column(String(limits.TOKEN_NAME))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -314,8 +316,8 @@ class UserRow(Base):
     """A local account of the web app, bound to a person of qms.yaml; password hashed with argon2."""
 
     __tablename__ = "users"
-    username: Mapped[str] = mapped_column(String(64), primary_key=True)
-    person: Mapped[str] = mapped_column(String(64), index=True)
+    username: Mapped[str] = mapped_column(String(limits.ID), primary_key=True)
+    person: Mapped[str] = mapped_column(String(limits.ID), index=True)
     role: Mapped[str] = mapped_column(String(20))
     password_hash: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -9,17 +9,20 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import BackgroundTasks, FastAPI, Header, HTTPException, Request, Response
+from fastapi import BackgroundTasks, FastAPI, Header, HTTPException, Path, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 from slack_sdk.signature import SignatureVerifier
+from sqlalchemy.exc import DataError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..adapters import slack
 from ..context import QmsContext
+from ..domain import limits
 from ..domain.approvals import AlreadyDecided, Decision, Method, NotAuthorized
+from ..domain.errors import DomainError
 from ..paths import templates_dir
 from ..services import approvals, tokens
 from ..services.delivery import deliver
@@ -27,6 +30,7 @@ from ..services.records import NotFound
 from ..store.uow import UnitOfWork
 from .dashboard import LoginRequired, build_router
 from .dashboard import _env as _error_env
+from .guard import Guard, security_headers
 from .slack_interactions import BadPayload, SlackInteractions, load_payload, parse
 
 log = logging.getLogger("qmsflow.web")
@@ -34,13 +38,13 @@ log = logging.getLogger("qmsflow.web")
 
 class DecisionIn(BaseModel):
     decision: Decision
-    comment: str | None = Field(default=None, max_length=5000)
+    comment: limits.Text(limits.COMMENT, multiline=True) | None = None
 
 
 class SubmissionIn(BaseModel):
     major: bool = False
     still_valid: bool = False
-    comment: str | None = Field(default=None, max_length=5000)
+    comment: limits.Text(limits.COMMENT, multiline=True) | None = None
 
 
 class SubmissionOut(BaseModel):
@@ -82,6 +86,8 @@ def create_app(ctx: QmsContext) -> FastAPI:
         title="qmsflow",
         version="0.1.0",
         description="qmsflow web app: Slack interactivity and the approvals API.",
+        docs_url=None,  # served below with Swagger UI's files from this server: no CDN, our CSP holds
+        redoc_url=None,
     )
     secret = slack.signing_secret(ctx.config)
     verifier = SignatureVerifier(secret) if secret else None  # 5-minute window is its default
@@ -91,7 +97,22 @@ def create_app(ctx: QmsContext) -> FastAPI:
 
     prefect_ui = os.environ.get("QMS_PREFECT_UI_URL")
     app.include_router(build_router(ctx, prefect_ui))
+    app.mount("/static/swagger-ui", StaticFiles(directory=str(_swagger_ui_files())), name="swagger-ui")
     app.mount("/static", StaticFiles(directory=str(templates_dir() / "web" / "static")), name="static")
+    app.add_middleware(Guard, max_body=ctx.config.web.max_request_kib * 1024)
+
+    def error_response(request: Request, status: int, detail: str, headers: dict | None = None) -> Response:
+        """JSON for API clients and machines, the error page for browsers."""
+        if request.url.path.startswith(("/api/", "/slack/", "/jira/")) or "text/html" not in request.headers.get(
+            "accept", ""
+        ):
+            return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+        html = (
+            _error_env()
+            .get_template("error.html")
+            .render(status=status, detail=detail, user=None, org=ctx.config.organisation.name, prefect_ui=None)
+        )
+        return HTMLResponse(html, status_code=status, headers=headers)
 
     @app.exception_handler(LoginRequired)
     async def _to_login(request: Request, exc: LoginRequired) -> Response:
@@ -99,32 +120,31 @@ def create_app(ctx: QmsContext) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _errors(request: Request, exc: StarletteHTTPException) -> Response:
-        if request.url.path.startswith(("/api/", "/slack/")) or "text/html" not in request.headers.get("accept", ""):
-            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
-        html = (
-            _error_env()
-            .get_template("error.html")
-            .render(
-                status=exc.status_code, detail=exc.detail, user=None, org=ctx.config.organisation.name, prefect_ui=None
-            )
-        )
-        return HTMLResponse(html, status_code=exc.status_code)
+        return error_response(request, exc.status_code, exc.detail, exc.headers)
 
-    @app.middleware("http")
-    async def _security_headers(request: Request, call_next) -> Response:  # noqa: ANN001
-        response = await call_next(request)
-        response.headers.setdefault(
-            "Content-Security-Policy",
-            "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; "
-            "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
-        )
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-        if request.url.scheme == "https":
-            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+    @app.exception_handler(DomainError)
+    async def _refused(request: Request, exc: DomainError) -> Response:
+        """A rule or an input limit said no (e.g. limits.InvalidInput): the message is for the user."""
+        return error_response(request, 400, str(exc))
+
+    @app.exception_handler(DataError)
+    async def _unstorable(request: Request, exc: DataError) -> Response:
+        """A value the database cannot hold that no edge check caught: a bad request, logged to be fixed."""
+        log.warning("%s %s: the records store refused a value: %s", request.method, request.url.path, exc.orig)
+        return error_response(request, 400, "a value of this request cannot be stored (too long or not text)")
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> Response:
+        """The last resort: a plain error with the security headers (this answer skips the Guard); trace logged."""
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        response = error_response(request, 500, "internal error: the server logged it; please report it")
+        response.headers.update(security_headers(request.url.scheme == "https"))
         return response
+
+    @app.get("/docs", include_in_schema=False)
+    def api_docs() -> HTMLResponse:
+        """Swagger UI from this server's own files (the fastapi-offline package); no inline script."""
+        return HTMLResponse(_error_env().get_template("api-docs.html").render(openapi_url=app.openapi_url))
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -132,15 +152,23 @@ def create_app(ctx: QmsContext) -> FastAPI:
 
     @app.post("/slack/interactions", include_in_schema=False)
     async def slack_interactions(request: Request, background: BackgroundTasks) -> Response:
-        body = await request.body()  # the raw body: the signature covers exactly these bytes
+        body = await request.body()  # the raw body (at most the Guard's limit): the signature covers these bytes
         if verifier is None:
             return JSONResponse({"error": "Slack is not configured (no signing secret)"}, status_code=503)
-        if not verifier.is_valid(
-            body, request.headers.get("X-Slack-Request-Timestamp", ""), request.headers.get("X-Slack-Signature", "")
-        ):
+        timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+        signature = request.headers.get("X-Slack-Signature", "")
+        if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
+            return JSONResponse({"error": "missing or malformed X-Slack-Request-Timestamp"}, status_code=401)
+        if not signature.isascii():
             return JSONResponse({"error": "invalid Slack signature"}, status_code=401)
         try:
-            interaction = parse(load_payload(body))
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return JSONResponse({"error": "the body is not UTF-8, so Slack did not send it"}, status_code=400)
+        if not verifier.is_valid(text, timestamp, signature):
+            return JSONResponse({"error": "invalid Slack signature"}, status_code=401)
+        try:
+            interaction = parse(load_payload(text))
         except BadPayload as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         background.add_task(interactions.handle, interaction)  # ack now; Slack wants an answer within 3 s
@@ -148,26 +176,24 @@ def create_app(ctx: QmsContext) -> FastAPI:
 
     @app.post("/jira/webhook", include_in_schema=False)
     async def jira_webhook(request: Request) -> Response:
-        """Jira webhooks: X-Hub-Signature verified on the raw body; repeats of one delivery ignored."""
-        import json
-
+        """Jira webhooks: X-Hub-Signature verified on the raw body; a delivery applies once, within its window."""
         from ..adapters import jira
         from ..services import jira_sync
 
-        body = await request.body()
+        body = await request.body()  # at most the Guard's limit, read before the signature is checked
         settings = jira.settings(ctx.config)
         if settings is None or not settings.webhook_secret:
             return JSONResponse({"error": "Jira is not configured (no webhook secret)"}, status_code=503)
         if not jira_sync.verify_signature(settings.webhook_secret, body, request.headers.get("X-Hub-Signature")):
             return JSONResponse({"error": "invalid webhook signature"}, status_code=401)
         try:
-            payload = json.loads(body)
+            payload = limits.parse_json(body, "webhook body", depth=32)
             if not isinstance(payload, dict):
-                raise ValueError("not a JSON object")
+                raise jira_sync.BadWebhook("not a JSON object")
             outcome = await run_in_threadpool(
-                jira_sync.handle_webhook, ctx, request.headers.get("X-Atlassian-Webhook-Identifier"), payload
+                jira_sync.handle_webhook, ctx, body, payload, request.headers.get("X-Atlassian-Webhook-Identifier")
             )
-        except (ValueError, jira_sync.BadWebhook) as exc:
+        except (limits.InvalidInput, jira_sync.BadWebhook) as exc:
             return JSONResponse({"error": f"malformed webhook: {exc}"}, status_code=400)
         await run_in_threadpool(deliver, ctx.db, ctx.config)
         return JSONResponse({"outcome": outcome})
@@ -183,7 +209,9 @@ def create_app(ctx: QmsContext) -> FastAPI:
         },
     )
     def api_decide(
-        request_id: str, body: DecisionIn, authorization: Annotated[str | None, Header()] = None
+        request_id: Annotated[str, Path(max_length=limits.RECORD_ID)],
+        body: DecisionIn,
+        authorization: Annotated[str | None, Header(max_length=1000)] = None,
     ) -> DecisionOut:
         """Sign an approval request with a personal API token (``Authorization: Bearer qms_…``)."""
         token = authorization.removeprefix("Bearer ").strip() if authorization else None
@@ -275,3 +303,12 @@ def create_app(ctx: QmsContext) -> FastAPI:
         )
 
     return app
+
+
+def _swagger_ui_files():  # noqa: ANN202
+    """Swagger UI's JavaScript and CSS as the fastapi-offline package ships them."""
+    from pathlib import Path as FilePath
+
+    import fastapi_offline
+
+    return FilePath(fastapi_offline.__file__).parent / "static"

@@ -6,6 +6,7 @@ token in every form, roles viewer < approver < admin, and the password asked aga
 """
 
 import mimetypes
+import re
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated
@@ -14,9 +15,11 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pydantic import AfterValidator
 from sqlalchemy import select
 
 from ..context import QmsContext
+from ..domain import limits
 from ..domain.approvals import AlreadyDecided, Decision, Method, NotAuthorized
 from ..domain.capa import STAGE_TITLES
 from ..paths import templates_dir
@@ -91,7 +94,7 @@ def build_router(ctx: QmsContext, prefect_ui: str | None = None) -> APIRouter:
     @router.post("/login")
     def login(
         request: Request,
-        username: Annotated[str, Form(max_length=64)],
+        username: Annotated[str, Form(max_length=limits.ID), AfterValidator(limits.validator(limits.ID))],
         password: Annotated[str, Form(max_length=1024)],
         next: Annotated[str, Form(max_length=2000)] = "/",  # noqa: A002
     ) -> Response:
@@ -175,7 +178,7 @@ def build_router(ctx: QmsContext, prefect_ui: str | None = None) -> APIRouter:
         user: User,
         decision: Annotated[str, Form(max_length=20)],
         password: Annotated[str, Form(max_length=1024)] = "",
-        comment: Annotated[str, Form(max_length=5000)] = "",
+        comment: Annotated[str, Form(max_length=limits.COMMENT)] = "",
         csrf: Annotated[str, Form(max_length=200)] = "",
     ) -> Response:
         check_csrf(user, csrf)
@@ -254,6 +257,8 @@ def build_router(ctx: QmsContext, prefect_ui: str | None = None) -> APIRouter:
     def document_file(doc_id: str, version: str, kind: str, user: User) -> FileResponse:
         if kind not in ("pdf", "html"):
             raise HTTPException(404, "only pdf and html renderings exist")
+        if not (_FILE_PART.fullmatch(doc_id) and _FILE_PART.fullmatch(version)):
+            raise HTTPException(404, "no such document version")
         path = _rendered(ctx, doc_id, version).get(kind)
         if path is None:
             raise HTTPException(404, f"{doc_id} v{version} has no rendered {kind}")
@@ -277,7 +282,7 @@ def build_router(ctx: QmsContext, prefect_ui: str | None = None) -> APIRouter:
         actor: Annotated[str | None, Query(max_length=200)] = None,
         since: Annotated[date | None, Query()] = None,
         until: Annotated[date | None, Query()] = None,
-        before: Annotated[int | None, Query(ge=1)] = None,
+        before: Annotated[int | None, Query(ge=1, le=limits.INT_MAX)] = None,
     ) -> HTMLResponse:
         with db.read() as session:
             events = dashboard.trail_search(
@@ -338,6 +343,9 @@ def build_router(ctx: QmsContext, prefect_ui: str | None = None) -> APIRouter:
         return HTMLResponse(f"<!doctype html><title>ok</title><p>{user.username}")
 
     return router
+
+
+_FILE_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # document ids and versions, as files are named
 
 
 def _safe_next(target: str) -> str:

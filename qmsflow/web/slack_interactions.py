@@ -7,7 +7,6 @@ does the work after Slack got its acknowledgement: map the Slack user to a perso
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +15,7 @@ from sqlalchemy import select
 
 from ..adapters import slack
 from ..context import QmsContext
+from ..domain import limits
 from ..domain.approvals import AlreadyDecided, Decision, Method, NotAuthorized
 from ..services import approvals
 from ..services.delivery import deliver
@@ -43,51 +43,79 @@ class Interaction:
 
 
 def parse(payload: Any) -> Interaction:
+    """A verified payload as an ``Interaction``; ``BadPayload`` for anything else, whatever its shape."""
     if not isinstance(payload, dict):
         raise BadPayload("payload is not a JSON object")
-    user = (payload.get("user") or {}).get("id")
-    if not isinstance(user, str) or not user:
+    user = _text(_object(payload, "user").get("id"), limits.NAME)
+    if not user:
         raise BadPayload("payload has no user.id")
     if payload.get("type") == "block_actions":
         actions = payload.get("actions")
         if not isinstance(actions, list) or not actions or not isinstance(actions[0], dict):
             raise BadPayload("block_actions payload without actions")
         action = actions[0]
-        request_id = action.get("value")
-        if not isinstance(request_id, str) or not request_id:
+        action_id = _text(action.get("action_id"), limits.NAME)
+        request_id = _text(action.get("value"), limits.RECORD_ID)
+        if not request_id:
             raise BadPayload("action without a request id")
-        if action.get("action_id") in LINK_ACTIONS:
+        if action_id in LINK_ACTIONS:
             return Interaction("link", request_id, None, user)
-        decision = ACTIONS.get(action.get("action_id"))
+        decision = ACTIONS.get(action_id or "")
         if decision is None:
-            raise BadPayload(f"unknown action {action.get('action_id')!r}")
-        trigger = payload.get("trigger_id")
+            raise BadPayload(f"unknown action {action_id!r}")
         return Interaction(
             "click",
             request_id,
             decision,
             user,
-            trigger_id=trigger if isinstance(trigger, str) else None,
+            trigger_id=_text(payload.get("trigger_id"), limits.NAME),
             channel=_channel_of(payload),
         )
     if payload.get("type") == "view_submission":
-        view = payload.get("view") or {}
+        view = _object(payload, "view")
         if view.get("callback_id") != "qms_decision":
             raise BadPayload("unknown view")
         try:
-            request_id, raw = str(view.get("private_metadata", "")).split("|", 1)
+            request_id, raw = (_text(view.get("private_metadata"), limits.NAME) or "").split("|", 1)
             decision = Decision(raw)
             comment = view["state"]["values"]["comment"]["comment"]["value"]
         except (ValueError, KeyError, TypeError):
             raise BadPayload("malformed view_submission") from None
+        if comment is not None and (
+            not isinstance(comment, str) or limits.text_problem(comment, limits.COMMENT, multiline=True)
+        ):
+            raise BadPayload(f"the comment must be text of at most {limits.COMMENT:,} characters")
+        if not request_id or len(request_id) > limits.RECORD_ID:
+            raise BadPayload("malformed view_submission")
         return Interaction("submission", request_id, decision, user, comment=comment)
-    raise BadPayload(f"unsupported payload type {payload.get('type')!r}")
+    raise BadPayload(f"unsupported payload type {_text(payload.get('type'), limits.NAME)!r}")
+
+
+def _object(payload: dict, key: str) -> dict:
+    value = payload.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadPayload(f"{key} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _text(value: Any, max_length: int) -> str | None:
+    """A string field of the payload: None when absent, ``BadPayload`` when not a short plain string."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or limits.text_problem(value, max_length):
+        raise BadPayload(f"expected a string of at most {max_length} characters, got {type(value).__name__}")
+    return value
 
 
 def _channel_of(payload: dict[str, Any]) -> str | None:
+    """Where the clicked message is (Slack names it in ``container`` and ``channel``), if it says so."""
     for holder, key in ((payload.get("container"), "channel_id"), (payload.get("channel"), "id")):
-        if isinstance(holder, dict) and isinstance(holder.get(key), str) and holder[key]:
-            return holder[key]
+        if isinstance(holder, dict):
+            channel = _text(holder.get(key), limits.SLACK_ID)
+            if channel:
+                return channel
     return None
 
 
@@ -204,12 +232,12 @@ class SlackInteractions:
         deliver(self.ctx.db, self.ctx.config)
 
 
-def load_payload(body: bytes) -> Any:
+def load_payload(body: bytes | str) -> Any:
     """The ``payload`` form field of an interactivity request, parsed; ``BadPayload`` otherwise."""
     from urllib.parse import parse_qs
 
     try:
-        form = parse_qs(body.decode("utf-8"), strict_parsing=False)
-        return json.loads(form["payload"][0])
-    except (UnicodeDecodeError, KeyError, IndexError, json.JSONDecodeError):
-        raise BadPayload("expected a form field 'payload' holding JSON") from None
+        form = parse_qs(body.decode("utf-8") if isinstance(body, bytes) else body, strict_parsing=False)
+        return limits.parse_json(form["payload"][0], "payload", depth=32)
+    except (UnicodeDecodeError, KeyError, IndexError, limits.InvalidInput):
+        raise BadPayload("expected a form field 'payload' holding JSON (UTF-8, nested at most 32 levels)") from None
