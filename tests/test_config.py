@@ -223,7 +223,9 @@ JIRA_SITE = "    url: https://acme.atlassian.net\n    project: QMS\n"
 def test_partial_jira_maps_merge_with_the_defaults() -> None:
     from qmsflow.domain.organisation import DEFAULT_JIRA_INBOUND, DEFAULT_JIRA_STATUSES
 
-    text = with_jira(JIRA_SITE + "    statuses: {effectiveness_check: In Progress}\n    inbound: {Blocked: root_cause}\n")
+    text = with_jira(
+        JIRA_SITE + "    statuses: {effectiveness_check: In Progress}\n    inbound: {Blocked: root_cause}\n"
+    )
     jira = parse_config(text, Path("/repo/qms.yaml")).config.integrations.jira
     assert jira.statuses == {**DEFAULT_JIRA_STATUSES, "effectiveness_check": "In Progress"}
     assert jira.inbound == {**DEFAULT_JIRA_INBOUND, "Blocked": "root_cause"}
@@ -247,7 +249,11 @@ def test_partial_jira_maps_merge_with_the_defaults() -> None:
             "root_cause, action_plan, implementation, effectiveness_check, closed)",
         ),
         ("    statuses: {closed: ''}\n", "statuses: {closed", "integrations.jira.statuses.closed: "),
-        ("    issue_types: {incident: Bug}\n", "types: {incident", "integrations.jira.issue_types: unknown record kind"),
+        (
+            "    issue_types: {incident: Bug}\n",
+            "types: {incident",
+            "integrations.jira.issue_types: unknown record kind",
+        ),
     ],
     ids=["unknown-stage", "inbound-not-a-stage", "empty-status", "unknown-kind"],
 )
