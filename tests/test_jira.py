@@ -14,6 +14,7 @@ from sqlalchemy import select
 from test_capa import FULL
 
 from qmsflow.adapters import jira as jira_adapter
+from qmsflow.adapters.base import Unavailable
 from qmsflow.context import QmsContext, open_context
 from qmsflow.domain.approvals import Decision, Method
 from qmsflow.services import approvals, capa, delivery, jira_sync
@@ -488,3 +489,32 @@ def test_jira_sync_delivers_the_refusal_it_queued_in_the_same_run(site: World, q
     assert "qmsflow refused the move to 'Done'" in issue["comments"][-1]["body"]
     assert issue["fields"]["status"] == "In Progress"
     assert [m.status for m in messages(ctx, capa_id)][-2:] == ["sent", "sent"]
+
+
+def test_move_when_the_issue_is_already_there_or_the_workflow_has_no_way(site: World) -> None:
+    ctx, fake = site.ctx, site.fake
+    ids = [open_one(ctx, f"CAPA {n}") for n in range(2)]
+    deliver(ctx)
+    first, second = (issue_of(fake, i)["key"] for i in ids)
+    settings = jira_adapter.settings(ctx.config)
+    adapter = jira_adapter.JiraAdapter(jira_adapter.make_client(settings), settings)
+    assert adapter.move(first, "In Progress") == "moved"  # looks the transitions up once, then posts
+    assert adapter.calls == 2
+    fake.set_status(second, "In Progress")  # someone was quicker
+    assert adapter.move(second, "In Progress") == "already"  # cached id refused (400), looked up, it is there
+    assert adapter.calls == 5
+    with pytest.raises(jira_adapter.NoTransition) as info:
+        adapter.move(second, "QA Review")
+    assert (
+        str(info.value)
+        == "QMS-2 is in 'In Progress' and Jira offers no transition to 'QA Review' (offered: Done, In Review, To Do)"
+    )
+    with pytest.raises(jira_adapter.JiraRejected) as info:
+        adapter.comment("QMS-99", "nobody")
+    assert info.value.status == 404 and "Issue does not exist" in str(info.value)
+    fake.fail_next(status=502)
+    with pytest.raises(Unavailable):
+        adapter.comment(first, "Jira is down")
+    fake.drop_next()
+    with pytest.raises(Unavailable, match="ConnectionError"):
+        adapter.comment(first, "the connection drops")

@@ -271,3 +271,26 @@ def test_a_deliverer_that_died_after_sending_leaves_a_retry_that_looks_first(db:
         "create"
     ]
     assert seen == [0, 1]  # the second claim knows an attempt was made
+
+
+def test_a_message_superseded_between_read_and_claim_is_not_sent(db: Database, t0: datetime) -> None:
+    """The deliverer reads a batch, then claims row by row: a row superseded in between (by a change
+    committed meanwhile) fails its conditional claim and is never sent."""
+    queue(db, "first", stream="other")
+    queue(db, "stage-1", action="stage", supersedes=("stage",))
+    sent: list[str] = []
+
+    def handler(action: str, payload: dict, resolve: Any) -> dict:
+        if payload["n"] == "first":  # stage-1 is already in the batch that was read
+            queue(db, "stage-2", action="stage", supersedes=("stage",))
+        sent.append(payload["n"])
+        return {}
+
+    report = outbox.deliver_pending(db, {"t": handler}, now=t0)
+    assert sent == ["first"] and report.waiting == 1  # stage-1 not claimed; stage-2 came after the read
+    assert {k: r.status for k, r in rows(db).items()} == {
+        "first": "sent",
+        "stage-1": "superseded",
+        "stage-2": "pending",
+    }
+    assert outbox.deliver_pending(db, {"t": handler}, now=t0).sent == ["stage-2"]
