@@ -28,7 +28,8 @@ from fakes.jira import FakeJira  # noqa: E402
 
 from qmsflow.adapters import jira  # noqa: E402
 from qmsflow.context import open_context  # noqa: E402
-from qmsflow.services import capa, jira_sync  # noqa: E402
+from qmsflow.domain.approvals import Decision, Method  # noqa: E402
+from qmsflow.services import approvals, capa, jira_sync  # noqa: E402
 from qmsflow.services.delivery import deliver  # noqa: E402
 from qmsflow.services.scaffold import scaffold  # noqa: E402
 from qmsflow.services.sync import sync_config  # noqa: E402
@@ -107,11 +108,12 @@ def main() -> int:
         mistake = config.read_text()
         config.write_text(mistake.replace("project: QMS}", "project: QMS, statuses: {action_plan: Planned}}", 1))
         ctx = reopen(ctx)
-        with UnitOfWork(ctx.db, "dev") as uow:
-            for capa_id in batch:  # the approval step of the action plan is not what is measured here
-                row, c = capa.load(uow, capa_id)
-                capa._apply(uow, ctx.config, row, c, "action_plan", {"actions": ACTIONS, "signed_by": "ana"})
-            uow.commit()
+        for capa_id in batch:  # the action plan is signed (not measured here)
+            with UnitOfWork(ctx.db, "dev") as uow:
+                request = capa.advance(uow, ctx.config, capa_id, "action_plan", {"actions": ACTIONS})["awaiting"]
+                uow.commit()
+            with UnitOfWork(ctx.db, "ana") as uow:
+                approvals.decide(uow, ctx.config, request, "ana", Decision.APPROVE, None, Method.CLI, claimed="ana")
         phase(
             f"deliver {len(batch)} to a status Jira lacks",
             lambda: f"failed {len(deliver(ctx.db, ctx.config).failed)} (statuses.action_plan: Planned)",
