@@ -755,6 +755,9 @@ def outbox_list(
 
     ctx = _ctx(config)
     rows = outbox.messages(ctx.db, parked_only=parked, everything=all_, limit=limit)
+    if not rows:
+        out.print("no parked message" if parked else "the outbox is empty" if all_ else "nothing waits to be sent")
+        return
     table = _table("id", "target", "state", "tries", "message", "last error / sent", right=("tries",))
     colours = {"parked": "red", "failing": "yellow", "waiting": "cyan"}
     for m in rows:
@@ -766,9 +769,7 @@ def outbox_list(
             detail += f" (next try {m.next_attempt_at:%Y-%m-%d %H:%M} UTC)"
         table.add_row(str(m.id), m.target, state, str(m.attempts), escape(m.about), escape(detail))
     out.print(table)
-    if not rows:
-        out.print("no parked message" if parked else "nothing waits to be sent")
-    elif any(m.state == "parked" for m in rows):
+    if any(m.state == "parked" for m in rows):
         out.print("parked: fix the cause (a changed qms.yaml retries them by itself), then 'qms outbox retry ID'")
 
 
@@ -789,6 +790,9 @@ def outbox_retry(
     if parked:
         chosen += [m.id for m in outbox.messages(ctx.db, parked_only=True, limit=10_000) if m.id not in chosen]
     if not chosen:
+        if parked:
+            out.print("no parked message")
+            return
         raise CliError("name the message ids to retry, or --parked for every parked one", code=2)
     keys = {}
     for message_id in chosen:

@@ -224,7 +224,7 @@ def _deliver_batch(
             blocked.add(row.stream)
         except Exception as exc:  # noqa: BLE001 - refused (DeliveryError) or a bug: counts towards parking
             if not isinstance(exc, DeliveryError):
-                log.warning("delivery of %s failed", row.key, exc_info=True)
+                log.debug("delivery of %s failed", row.key, exc_info=True)  # a trace for the logs, not the CLI
                 error = f"{exc.__class__.__name__}: {exc}"
             else:
                 error = str(exc)
