@@ -518,3 +518,23 @@ def test_move_when_the_issue_is_already_there_or_the_workflow_has_no_way(site: W
     fake.drop_next()
     with pytest.raises(Unavailable, match="ConnectionError"):
         adapter.comment(first, "the connection drops")
+
+
+def test_a_transition_queued_by_an_older_version_is_resolved_again(site: World) -> None:
+    """Rows queued before intents carried the status name; they are read as "should be in stage X"."""
+    ctx, fake = site.ctx, site.fake
+    capa_id = open_one(ctx)
+    deliver(ctx)
+    with UnitOfWork(ctx.db, "qmsflow") as uow:
+        from qmsflow.services.outbox import enqueue
+
+        payload = {
+            "record": capa_id,
+            "create_key": f"jira:{capa_id}:create",
+            "status": "QA Review",
+            "stage": "containment",
+        }
+        enqueue(uow, f"jira:{capa_id}:status:containment:1", "jira", "transition", f"jira:{capa_id}", payload)
+        uow.commit()
+    assert len(deliver(ctx).sent) == 1
+    assert issue_of(fake, capa_id)["fields"]["status"] == "In Progress"
