@@ -412,42 +412,34 @@ def messages(db: Database, parked_only: bool = False, everything: bool = False, 
 
 def retry(uow: UnitOfWork, message_id: int) -> Message:
     """A person sends a parked or failing message again (due now, refusal count reset); recorded."""
-    row = _load(uow, message_id)
-    if row.status not in (PENDING, PARKED):
-        raise DomainError(f"outbox message #{message_id} is {_state(row)}: only a queued or parked message is retried")
-    before = _audit(row)
-    done = uow.session.execute(
-        update(OutboxRow)
-        .where(OutboxRow.id == message_id, OutboxRow.status.in_((PENDING, PARKED)))
-        .values(status=PENDING, failures=0, next_attempt_at=uow.now())
-        .execution_options(synchronize_session=False)
-    )
-    if done.rowcount != 1:
-        raise DomainError(f"outbox message #{message_id} changed meanwhile; look again with 'qms outbox list'")
-    uow.session.refresh(row)
-    uow.record("outbox.retried", f"outbox:{message_id}", before, _audit(row))
-    uow.commit()
-    return _message(row)
+    return _act(uow, message_id, "retried", status=PENDING, failures=0, next_attempt_at=uow.now())
 
 
 def drop(uow: UnitOfWork, message_id: int) -> Message:
     """A person gives up a queued or parked message: it is never sent; recorded."""
+    return _act(uow, message_id, "dropped", status=DROPPED)
+
+
+def _act(uow: UnitOfWork, message_id: int, done_as: str, **values: Any) -> Message:
+    """Change a queued or parked message (conditionally: a deliverer may hold it) and record who did."""
     row = _load(uow, message_id)
     if row.status not in (PENDING, PARKED):
         state = _state(row)
         hint = " (being delivered now: try again in a moment)" if state == SENDING else ""
-        raise DomainError(f"outbox message #{message_id} is {state}: only a queued or parked message is dropped{hint}")
+        raise DomainError(
+            f"outbox message #{message_id} is {state}: only a queued or parked message is {done_as}{hint}"
+        )
     before = _audit(row)
     done = uow.session.execute(
         update(OutboxRow)
         .where(OutboxRow.id == message_id, OutboxRow.status.in_((PENDING, PARKED)))
-        .values(status=DROPPED)
+        .values(**values)
         .execution_options(synchronize_session=False)
     )
     if done.rowcount != 1:
         raise DomainError(f"outbox message #{message_id} changed meanwhile; look again with 'qms outbox list'")
     uow.session.refresh(row)
-    uow.record("outbox.dropped", f"outbox:{message_id}", before, _audit(row))
+    uow.record(f"outbox.{done_as}", f"outbox:{message_id}", before, _audit(row))
     uow.commit()
     return _message(row)
 
