@@ -538,3 +538,26 @@ def test_a_transition_queued_by_an_older_version_is_resolved_again(site: World) 
         uow.commit()
     assert len(deliver(ctx).sent) == 1
     assert issue_of(fake, capa_id)["fields"]["status"] == "In Progress"
+
+
+def test_a_create_queued_by_an_older_version_reads_the_record(site: World) -> None:
+    ctx = site.configure(top="web:\n  base_url: https://qms.acme.example\n")
+    with UnitOfWork(ctx.db, "dev") as uow:
+        row = capa.open_capa(uow, ctx.config, title="Drift", source="audit", owner="dev", description="seen in audit")
+        capa_id = row.id
+        uow.commit()
+    with ctx.db.session() as s, s.begin():  # what an older version queued: the content and the old link baked in
+        message = s.scalars(select(OutboxRow).where(OutboxRow.key == f"jira:{capa_id}:create")).one()
+        message.payload = {
+            "record": capa_id,
+            "create_key": f"jira:{capa_id}:create",
+            "summary": f"{capa_id} Drift",
+            "description": "old text http://127.0.0.1:8000/capas",
+            "issue_type": "Task",
+            "labels": ["qms", f"qms-{capa_id}"],
+        }
+    assert len(deliver(ctx).sent) == 1
+    issue = issue_of(site.fake, capa_id)
+    assert issue["fields"]["summary"] == f"{capa_id} Drift"
+    assert issue["fields"]["description"].startswith("seen in audit\n\nQMS record")
+    assert issue["fields"]["description"].endswith(f"https://qms.acme.example/capas#{capa_id}")

@@ -253,7 +253,7 @@ def jira_sync(uow: UnitOfWork, config: QmsConfig, row: RecordRow, what: str, pre
     if jira.settings(config) is None:
         return
     if what == "create":
-        jira_outbox.enqueue_create(uow, row.id)
+        jira_outbox.enqueue_create(uow, row)
     elif what == "transition":
         jira_outbox.enqueue_stage(uow, row.id, row.status)
 
@@ -287,9 +287,10 @@ def on_jira_status(uow: UnitOfWork, config: QmsConfig, capa_id: str, jira_status
     if settings is None:
         return "unchanged"
     known = jira_outbox.known_status(uow.session, capa_id)
-    if jira_status != known:
+    shows_stage = jira_status == settings.status_for(row.status)
+    if jira_status != known and not (known is None and shows_stage):  # (nothing known: no stage intent skips)
         jira_outbox.remember_status(uow.session, capa_id, jira_status)
-    if jira_status in (settings.status_for(row.status), known):
+    if shows_stage or jira_status == known:
         return "unchanged"
     if jira_outbox.stage_in_flight(uow.session, capa_id):
         return "deferred"

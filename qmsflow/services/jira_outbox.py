@@ -2,8 +2,8 @@
 
 A message says what should be true, and the configuration of the moment of delivery says how:
 
-- ``create`` {record}: "create the issue of CAPA-…": summary and description from the record as it
-  is then, issue type from ``integrations.jira.issue_types``, remote link to ``web.base_url``. A
+- ``create`` {record, what the issue says of it}: "create the issue of CAPA-…": issue type from
+  ``integrations.jira.issue_types``, links (remote link, description) to ``web.base_url``. A
   retried create first looks for the record's label (an earlier attempt may have made the issue
   and lost the answer) and links the issue it finds, too.
 - ``stage`` {record, stage}: "CAPA-… should be in stage X": the status is looked up in
@@ -51,8 +51,21 @@ def create_key(record: str) -> str:
 # ------------------------------------------------------------------ queueing (inside the change's unit of work)
 
 
-def enqueue_create(uow: UnitOfWork, record: str) -> None:
-    enqueue(uow, create_key(record), TARGET, "create", stream_of(record), {"record": record})
+def enqueue_create(uow: UnitOfWork, row: RecordRow) -> None:
+    """Queue "create the issue of ``row``". What the issue says of the record travels with the intent;
+    what the configuration decides (issue type, project, links) is looked up at delivery."""
+    enqueue(uow, create_key(row.id), TARGET, "create", stream_of(row.id), {"record": row.id, **_content(row)})
+
+
+def _content(row: RecordRow) -> dict[str, Any]:
+    return {
+        "kind": row.kind,
+        "title": row.title,
+        "owner": row.owner,
+        "source": row.data.get("source"),
+        "severity": row.data.get("severity"),
+        "text": row.data.get("description", ""),
+    }
 
 
 def enqueue_stage(uow: UnitOfWork, record: str, stage: str, suffix: str | None = None) -> None:
@@ -129,11 +142,11 @@ def config_fingerprint(config: QmsConfig) -> str:
     )
 
 
-def description(config: QmsConfig, row: RecordRow) -> str:
+def description(config: QmsConfig, record: str, content: dict[str, Any]) -> str:
     return (
-        f"{row.data.get('description', '')}\n\nQMS record {row.id} (source {row.data.get('source')}, severity "
-        f"{row.data.get('severity')}, owner {row.owner}). qmsflow is the system of record: stage changes are "
-        f"checked there. {record_url(config, row.id)}"
+        f"{content.get('text') or ''}\n\nQMS record {record} (source {content.get('source')}, severity "
+        f"{content.get('severity')}, owner {content.get('owner')}). qmsflow is the system of record: stage changes "
+        f"are checked there. {record_url(config, record)}"
     )
 
 
@@ -160,7 +173,7 @@ class JiraDelivery:
     def __call__(self, action: str, payload: dict[str, Any], resolve: Resolver) -> dict[str, Any]:
         record = payload["record"]
         if action == "create":
-            return self._create(record, look_first=payload.get("_attempt", 0) > 0)
+            return self._create(record, payload, look_first=payload.get("_attempt", 0) > 0)
         key = self._issue_key(record, payload, resolve)
         if action in STAGE_ACTIONS:
             return self._stage(record, key, payload["stage"])
@@ -169,21 +182,16 @@ class JiraDelivery:
             return {"key": key}
         raise DeliveryError(f"unknown Jira action {action!r}")
 
-    def _create(self, record: str, look_first: bool) -> dict[str, Any]:
-        with self.db.read() as session:
-            row = session.get(RecordRow, record)
-            if row is None:
-                raise DeliveryError(
-                    f"{record} is no longer in the records store: nothing to create (drop this message)"
-                )
-            issue_type = self.settings.issue_type(row.kind)
-            fields = {
-                "project": {"key": self.settings.cfg.project},
-                "summary": f"{row.id} {row.title}"[:250],
-                "description": description(self.config, row),
-                "issuetype": {"name": issue_type},
-            }
-            kind = row.kind
+    def _create(self, record: str, payload: dict[str, Any], look_first: bool) -> dict[str, Any]:
+        content = payload if "title" in payload else self._content_of(record)  # queued by an older version
+        kind = content.get("kind") or "capa"
+        issue_type = self.settings.issue_type(kind)
+        fields = {
+            "project": {"key": self.settings.cfg.project},
+            "summary": f"{record} {content['title']}"[:250],
+            "description": description(self.config, record, content),
+            "issuetype": {"name": issue_type},
+        }
         link = {"url": record_url(self.config, record), "title": f"qmsflow {record}"}
         try:
             return self.adapter.create_issue(record, fields, link, look_first=look_first)
@@ -196,6 +204,15 @@ class JiraDelivery:
             if setting is None:
                 raise
             raise DeliveryError(f"{setting}, and {exc}. {_FIX}") from None
+
+    def _content_of(self, record: str) -> dict[str, Any]:
+        with self.db.read() as session:
+            row = session.get(RecordRow, record)
+            if row is None:
+                raise DeliveryError(
+                    f"{record} is no longer in the records store: nothing to create (drop this message)"
+                )
+            return _content(row)
 
     def _issue_key(self, record: str, payload: dict[str, Any], resolve: Resolver) -> str:
         created = resolve(payload.get("create_key") or create_key(record))  # Waiting while the create is queued
