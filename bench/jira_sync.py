@@ -4,8 +4,11 @@
 
 Runs the real `jira` client against the fake Jira on 127.0.0.1 (tests/fakes/jira.py) and prints, per
 phase, the Jira calls (counted by the fake) and the time. Goals: a cycle with no change makes at
-most one call; k changes make at most k + 1 calls plus each create's read-back (and, here, each
-create's remote link).
+most one call; k changes make at most k + 1 calls (one transitions lookup per delivery pass); a
+create costs two (the issue, its remote link); stage changes that keep the Jira status cost none;
+stage changes queued while Jira was down are coalesced into one transition per CAPA; a status
+mistake in qms.yaml costs two reads per message and attempt (the issue's transitions and status)
+until fixed, and the fix delivers the queued messages in the next pass.
 """
 
 from __future__ import annotations
@@ -25,11 +28,15 @@ from fakes.jira import FakeJira  # noqa: E402
 
 from qmsflow.adapters import jira  # noqa: E402
 from qmsflow.context import open_context  # noqa: E402
-from qmsflow.services import capa, jira_sync  # noqa: E402
+from qmsflow.domain.approvals import Decision, Method  # noqa: E402
+from qmsflow.services import approvals, capa, jira_sync  # noqa: E402
 from qmsflow.services.delivery import deliver  # noqa: E402
 from qmsflow.services.scaffold import scaffold  # noqa: E402
 from qmsflow.services.sync import sync_config  # noqa: E402
 from qmsflow.store import UnitOfWork  # noqa: E402
+
+ROOT_CAUSE = {"method": "5 whys", "cause": "label drift", "similar_cases": "none"}
+ACTIONS = [{"what": "Add a label audit", "owner": "dev", "due": "2027-01-31"}]
 
 
 def main() -> int:
@@ -53,6 +60,11 @@ def main() -> int:
         with UnitOfWork(ctx.db, "qmsflow") as uow:
             sync_config(uow, ctx.config, ctx.root)
             uow.commit()
+
+        def reopen(old):  # noqa: ANN001, ANN202 - qms.yaml changed: what a restarted deliverer reads
+            old.close()
+            return open_context(config)
+
         ids = []
         with UnitOfWork(ctx.db, "dev") as uow:
             for n in range(args.capas):
@@ -75,6 +87,40 @@ def main() -> int:
         phase(
             f"deliver {args.updates} updates (stage changes)", lambda: f"sent {len(deliver(ctx.db, ctx.config).sent)}"
         )
+        with UnitOfWork(ctx.db, "dev") as uow:
+            for capa_id in ids[: args.updates]:
+                capa.advance(uow, ctx.config, capa_id, "root_cause", ROOT_CAUSE)
+            uow.commit()
+        phase(
+            f"deliver {args.updates} updates keeping the status",
+            lambda: f"sent {len(deliver(ctx.db, ctx.config).sent)}",
+        )
+        batch = ids[args.updates : 2 * args.updates]
+        with UnitOfWork(ctx.db, "dev") as uow:  # queued while Jira was down: three stages each
+            for capa_id in batch:
+                capa.advance(uow, ctx.config, capa_id, "containment", {"correction": "contained"})
+                capa.advance(uow, ctx.config, capa_id, "root_cause", ROOT_CAUSE)
+            uow.commit()
+        phase(
+            f"deliver {len(batch)} CAPAs x 2 queued stage changes",
+            lambda: f"sent {len(deliver(ctx.db, ctx.config).sent)} (coalesced)",
+        )
+        mistake = config.read_text()
+        config.write_text(mistake.replace("project: QMS}", "project: QMS, statuses: {action_plan: Planned}}", 1))
+        ctx = reopen(ctx)
+        for capa_id in batch:  # the action plan is signed (not measured here)
+            with UnitOfWork(ctx.db, "dev") as uow:
+                request = capa.advance(uow, ctx.config, capa_id, "action_plan", {"actions": ACTIONS})["awaiting"]
+                uow.commit()
+            with UnitOfWork(ctx.db, "ana") as uow:
+                approvals.decide(uow, ctx.config, request, "ana", Decision.APPROVE, None, Method.CLI, claimed="ana")
+        phase(
+            f"deliver {len(batch)} to a status Jira lacks",
+            lambda: f"failed {len(deliver(ctx.db, ctx.config).failed)} (statuses.action_plan: Planned)",
+        )
+        config.write_text(mistake)
+        ctx = reopen(ctx)
+        phase("deliver after fixing qms.yaml", lambda: f"sent {len(deliver(ctx.db, ctx.config).sent)}")
         adapter = jira.JiraAdapter(jira.make_client(settings), settings)
         # cycles run every minute; simulate their clock so the quiet cycle is one with no change in its window
         later = datetime.now(UTC) + timedelta(minutes=3)

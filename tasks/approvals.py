@@ -78,7 +78,14 @@ def deliver_outbox_task() -> dict[str, Any]:
             get_run_logger().warning(
                 "outbox: %d delivery failure(s), will retry: %s", len(report.failed), report.failed[0][1]
             )
-        return {"sent": len(report.sent), "failed": len(report.failed), "waiting": report.waiting}
+        for key, error in report.parked:
+            get_run_logger().error("outbox: %s parked (see 'qms outbox list'): %s", key, error)
+        return {
+            "sent": len(report.sent),
+            "failed": len(report.failed),
+            "waiting": report.waiting,
+            "parked": len(report.parked),
+        }
 
 
 @task(name="approval-follow-ups", cache_policy=NO_CACHE)

@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from qmsflow.adapters import jira
 from qmsflow.context import open_context
 from qmsflow.services import capa, jira_sync
+from qmsflow.services.delivery import deliver
 from qmsflow.store.uow import UnitOfWork
 
 
@@ -30,4 +31,8 @@ def reconcile_task() -> dict[str, Any]:
         if settings is None:
             return {"jira": "off"}
         report = jira_sync.reconcile(ctx, jira.JiraAdapter(jira.make_client(settings), settings))
-        return {"seen": report.seen, "outcomes": report.outcomes}
+        out: dict[str, Any] = {"seen": report.seen, "outcomes": report.outcomes}
+        if report.outcomes:  # a refusal's comment and revert, an applied stage: sent in this run, not the next
+            delivered = deliver(ctx.db, ctx.config)
+            out["delivered"] = {"sent": len(delivered.sent), "failed": len(delivered.failed)}
+        return out

@@ -107,7 +107,7 @@ def test_slack_outage_delays_but_loses_nothing_and_keeps_order(synced: QmsContex
     from qmsflow.services.delivery import handlers_for
     from qmsflow.services.outbox import deliver_pending
 
-    report = deliver_pending(synced.db, handlers_for(synced.config), now=later)
+    report = deliver_pending(synced.db, handlers_for(synced.db, synced.config), now=later)
     assert len(report.sent) == 4
     methods = [c.method for c in slack.calls if c.method in ("chat.postMessage", "chat.update") and c.status == 200]
     assert methods.index("chat.update") > methods.index("chat.postMessage")
@@ -125,7 +125,11 @@ def test_rate_limit_is_retried_after_retry_after(synced: QmsContext, slack: Fake
     from qmsflow.services.outbox import deliver_pending
 
     assert (
-        len(deliver_pending(synced.db, handlers_for(synced.config), now=datetime.now(UTC) + timedelta(seconds=2)).sent)
+        len(
+            deliver_pending(
+                synced.db, handlers_for(synced.db, synced.config), now=datetime.now(UTC) + timedelta(seconds=2)
+            ).sent
+        )
         == 1
     )
 
@@ -220,3 +224,30 @@ def test_slack_endpoint_without_signing_secret_is_unavailable(
     monkeypatch.delenv("SLACK_SIGNING_SECRET", raising=False)
     client = TestClient(create_app(synced))
     assert client.post("/slack/interactions", content=b"payload={}").status_code == 503
+
+
+def test_a_dm_slack_refuses_is_parked_and_holds_back_no_one_else(synced: QmsContext, slack: FakeSlack) -> None:
+    """dev is not in the Slack workspace (users_not_found): the DM to dev is parked after 5 refusals, the
+    one to ana goes out, and the update of dev's DM after the decision waits without counting attempts."""
+    from qmsflow.services import outbox as outbox_service
+
+    request_id = open_request(synced, approvers=["ana", "dev"], author="chloe")
+    now = datetime.now(UTC)
+    reports = [deliver(synced.db, synced.config, now=now + timedelta(hours=hour)) for hour in range(5)]
+    assert len(reports[0].sent) == 1 and reports[0].failed[0][1] == "Slack post_dm failed: users_not_found (HTTP 200)"
+    [(parked_key, _)] = reports[4].parked
+    assert parked_key == f"slack:{request_id}:request:dev"
+    with UnitOfWork(synced.db, "ana") as uow:
+        approvals.decide(uow, synced.config, request_id, "ana", Decision.APPROVE, None, Method.WEB, claimed="web:ana")
+    report = deliver(synced.db, synced.config, now=now + timedelta(hours=6))
+    assert report.sent == [f"slack:{request_id}:request:ana:update"] and report.waiting == 1
+    by_key = {r.key: r for r in outbox(synced)}
+    waiting = by_key[f"slack:{request_id}:request:dev:update"]
+    assert (waiting.status, waiting.attempts) == ("pending", 0)
+    assert [m.state for m in outbox_service.messages(synced.db)] == ["parked", "waiting"]
+    assert backlog(synced.db)["slack"]["parked"] == 1
+    with UnitOfWork(synced.db, "ana") as uow:  # dev will never be in Slack: give it up
+        outbox_service.drop(uow, by_key[parked_key].id)
+    report = deliver(synced.db, synced.config, now=now + timedelta(hours=7))
+    assert report.sent == [waiting.key] and backlog(synced.db) == {}  # nothing left to update
+    assert len(slack.calls_to("chat.update")) == 1

@@ -335,3 +335,74 @@ def test_no_text_makes_the_loader_fail_other_than_with_a_config_error(position: 
         parse_config(text, Path("/repo/qms.yaml"))
     except ConfigError as exc:
         assert all(str(issue).startswith("qms.yaml:") for issue in exc.issues), str(exc)
+
+
+def with_jira(block: str) -> str:
+    return SAMPLE.replace("retention:", f"integrations:\n  jira:\n{block}retention:", 1)
+
+
+JIRA_SITE = "    url: https://acme.atlassian.net\n    project: QMS\n"
+
+
+def test_partial_jira_maps_merge_with_the_defaults() -> None:
+    from qmsflow.domain.organisation import DEFAULT_JIRA_INBOUND, DEFAULT_JIRA_STATUSES
+
+    text = with_jira(
+        JIRA_SITE + "    statuses: {effectiveness_check: In Progress}\n    inbound: {Blocked: root_cause}\n"
+    )
+    jira = parse_config(text, Path("/repo/qms.yaml")).config.integrations.jira
+    assert jira.statuses == {**DEFAULT_JIRA_STATUSES, "effectiveness_check": "In Progress"}
+    assert jira.inbound == {**DEFAULT_JIRA_INBOUND, "Blocked": "root_cause"}
+    assert jira.issue_types == {"capa": "Task"}
+    assert parse_config(SAMPLE, Path("/repo/qms.yaml")).config.integrations.outbox.park_after == 5
+
+
+@pytest.mark.parametrize(
+    ("block", "needle", "message"),
+    [
+        (
+            "    statuses: {efectiveness_check: QA}\n",
+            "statuses: {efectiveness_check",
+            "integrations.jira.statuses: unknown CAPA stage 'efectiveness_check' (allowed: opened, containment, "
+            "root_cause, action_plan, implementation, effectiveness_check, closed)",
+        ),
+        (
+            "    inbound: {QA: review}\n",
+            "inbound: {QA",
+            "integrations.jira.inbound: 'QA': 'review' is not a CAPA stage (allowed: opened, containment, "
+            "root_cause, action_plan, implementation, effectiveness_check, closed)",
+        ),
+        ("    statuses: {closed: ''}\n", "statuses: {closed", "integrations.jira.statuses.closed: "),
+        (
+            "    issue_types: {incident: Bug}\n",
+            "types: {incident",
+            "integrations.jira.issue_types: unknown record kind",
+        ),
+    ],
+    ids=["unknown-stage", "inbound-not-a-stage", "empty-status", "unknown-kind"],
+)
+def test_jira_map_mistakes_name_the_setting(block: str, needle: str, message: str) -> None:
+    text = with_jira(JIRA_SITE + block)
+    [error] = errors_of(text)
+    assert error.startswith(f"qms.yaml:{line(text, needle)} {message}")
+
+
+def test_park_after_is_bounded() -> None:
+    text = SAMPLE.replace("retention:", "integrations:\n  outbox: {park_after: 0}\nretention:", 1)
+    [error] = errors_of(text)
+    assert "integrations.outbox.park_after" in error
+
+
+def test_the_documented_jira_example_of_the_scaffold_is_valid() -> None:
+    """The commented jira block of the scaffolded qms.yaml, uncommented, is a valid configuration."""
+    lines = SAMPLE.splitlines()
+    start = next(i for i, text in enumerate(lines) if text.startswith("#   jira:") and text.strip() == "#   jira:")
+    block = []
+    for text in lines[start:]:
+        if not text.startswith("#  "):
+            break
+        block.append(text[1:])
+    text = SAMPLE.replace("retention:", "integrations:\n" + "\n".join(block) + "\nretention:", 1)
+    config = parse_config(text, Path("/repo/qms.yaml")).config
+    assert config.integrations.jira.statuses["effectiveness_check"] == "In Review"
+    assert config.integrations.outbox.park_after == 5

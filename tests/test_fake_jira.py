@@ -915,3 +915,19 @@ def test_reset_forgets_everything(fake: FakeJira, client: JIRA) -> None:
     assert (fake.calls, fake.issues) == ([], {})
     assert calls is fake.calls and issues is fake.issues
     assert create(client).key == "QMS-1"  # keys start again; the injection is gone
+
+
+def test_a_site_whose_workflow_lacks_a_status() -> None:
+    with FakeJira(statuses=("To Do", "In Progress", "Done")) as site:
+        jira = make_client(site)
+        issue = create(jira)
+        assert {t["to"]["name"] for t in jira.transitions(issue)} == {"In Progress", "Done"}
+        with pytest.raises(JIRAError) as info:
+            jira.transition_issue(issue, "21")  # "Review" leads to In Review, which this site does not have
+        assert info.value.status_code == 400
+        assert [s.name for s in jira.statuses()] == ["To Do", "In Progress", "Done"]
+        with pytest.raises(ValueError, match="In Review"):
+            site.set_status(issue.key, "In Review")
+        jira.close()
+    with pytest.raises(ValueError, match="To Do"):
+        FakeJira(statuses=("In Progress", "Done"))

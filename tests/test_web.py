@@ -14,7 +14,7 @@ from qmsflow.context import QmsContext
 from qmsflow.services import accounts, approvals, contents
 from qmsflow.services.sync import sync_config
 from qmsflow.store import UnitOfWork, trail
-from qmsflow.store.tables import ApprovalRequestRow, SignatureRow
+from qmsflow.store.tables import ApprovalRequestRow, OutboxRow, SignatureRow
 from qmsflow.web.app import create_app
 from qmsflow.web.dashboard import COOKIE
 
@@ -26,6 +26,7 @@ PAGES = [
     "/capas",
     "/trail",
     "/trail?actor=qmsflow",
+    "/outbox",
     "/charts/capa-ageing.svg",
     "/charts/overdue.svg",
     "/charts/approval-lead-time.svg",
@@ -276,3 +277,53 @@ def test_user_rules(web: tuple) -> None:
     with UnitOfWork(ctx.db, "ana") as uow:
         with pytest.raises(Exception, match="not a person"):
             accounts.add_user(uow, "x", "nobody", "viewer", "long-enough-password")
+
+
+def park(ctx: QmsContext, record: str, error: str) -> int:
+    """A Jira message that Jira refused until it was parked."""
+    from sqlalchemy import update
+
+    from qmsflow.services import outbox
+
+    with UnitOfWork(ctx.db, "qmsflow") as uow:
+        row = outbox.enqueue(uow, f"jira:{record}:create", "jira", "create", f"jira:{record}", {"record": record})
+        uow.commit()
+        message_id = row.id
+    with ctx.db.session() as s, s.begin():
+        s.execute(
+            update(OutboxRow)
+            .where(OutboxRow.id == message_id)
+            .values(status="parked", failures=5, attempts=5, last_error=error)
+        )
+    return message_id
+
+
+def test_outbox_page_shows_parked_messages_and_admins_retry_or_drop_them(web: tuple) -> None:
+    ctx, client = web
+    error = "integrations.jira.issue_types.capa is 'Tsk', and Jira refused POST issue (HTTP 400)"
+    first, second = park(ctx, "CAPA-2026-0001", error), park(ctx, "CAPA-2026-0002", error)
+    sign_in(client, "dev")  # a viewer sees them, with their error, but has no buttons
+    page = client.get("/outbox").text
+    assert "create the Jira issue of CAPA-2026-0001" in page and "issue_types.capa is &#39;Tsk&#39;" in page
+    assert page.count('"pill bad">parked<') == 2 and "/retry" not in page
+    assert "Jira: 2 message(s) parked, 0 failing" in client.get("/").text
+    refused = client.post(f"/outbox/{first}/retry", data={"csrf": csrf_of(client, "/outbox")})
+    assert refused.status_code == 403 and "only admins may retry or drop" in refused.text
+    with ctx.db.read() as s:
+        assert [e.action for e in trail.events_for(s, "user:dev")][-1] == "web.refused"
+
+    sign_in(client, "ana")
+    csrf = csrf_of(client, "/outbox")
+    assert f'action="/outbox/{first}/retry"' in client.get("/outbox").text
+    assert client.post(f"/outbox/{first}/retry", data={"csrf": "forged"}).status_code == 403
+    assert client.post(f"/outbox/{first}/retry", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+    assert client.post(f"/outbox/{second}/drop", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+    with ctx.db.read() as s:
+        assert [s.get(OutboxRow, i).status for i in (first, second)] == ["pending", "dropped"]
+        assert [(e.actor, e.action) for e in trail.events_for(s, f"outbox:{first}")] == [("ana", "outbox.retried")]
+        assert [(e.actor, e.action) for e in trail.events_for(s, f"outbox:{second}")] == [("ana", "outbox.dropped")]
+    again = client.post(f"/outbox/{second}/drop", data={"csrf": csrf})
+    assert again.status_code == 409 and "is dropped" in again.text
+    assert client.post("/outbox/999/retry", data={"csrf": csrf}).status_code == 404
+    assert client.post(f"/outbox/{first}/explode", data={"csrf": csrf}).status_code == 404
+    assert client.post("/outbox/abc/retry", data={"csrf": csrf}).status_code == 422

@@ -1,9 +1,14 @@
-"""Jira adapter on the ``jira`` library: delivers outbox rows for CAPAs, searches for reconciliation.
+"""Jira adapter on the ``jira`` library: the REST calls qmsflow makes, and the settings that switch it on.
 
-Calls go through the library's session; creates, updates, transitions and comments use the REST
-endpoints directly (one call each) instead of helpers that read the issue first. Idempotency: every
-issue carries the label ``qms-<record id>`` and a remote link with globalId ``qmsflow:<record id>``;
-a create that is retried looks for the label first, so a lost response never makes a duplicate.
+Calls go through the library's session, one REST call each (no helper that reads the issue first).
+Conventions that make every call idempotent: each issue of a record carries the labels ``qms`` and
+``qms-<record id>`` and one remote link with globalId ``qmsflow:<record id>`` (Jira upserts remote
+links by globalId). What to send (which status a stage means, which issue type, which link) is
+decided at delivery by ``qmsflow.services.jira_outbox`` from the configuration of that moment.
+
+Failures are classified for the outbox (see ``adapters.base``): a 4xx answer is ``JiraRejected``
+(with Jira's field errors, so the caller can name the setting at fault); 401, 408, 409, 5xx and
+connection problems are ``Unavailable``; 429 and Retry-After are ``RetryLater``.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..domain.organisation import JiraIntegration, QmsConfig
-from .base import DeliveryError, Resolver, RetryLater
+from .base import DeliveryError, RetryLater, Unavailable
 
 TARGET = "jira"
+TRANSIENT = frozenset({401, 408, 409, 423, 425})
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,36 @@ def make_client(s: JiraSettings, max_retries: int = 0):  # noqa: ANN201
     return JIRA(options=options, max_retries=max_retries, timeout=20, get_server_info=False, **auth)
 
 
+def label_of(record: str) -> str:
+    return f"qms-{record}"
+
+
+def global_id_of(record: str) -> str:
+    return f"qmsflow:{record}"
+
+
+class JiraRejected(DeliveryError):
+    """Jira answered 4xx: ``errors`` maps fields to Jira's messages (e.g. ``issuetype``)."""
+
+    def __init__(self, message: str, status: int, errors: dict[str, str], messages: list[str]):
+        super().__init__(message)
+        self.status = status
+        self.errors = errors
+        self.messages = messages
+
+
+class NoTransition(DeliveryError):
+    """The issue's workflow offers no transition to the status (and the issue is not in it)."""
+
+    def __init__(self, key: str, status: str, current: str | None, offered: list[str]):
+        super().__init__(
+            f"{key} is in {current!r} and Jira offers no transition to {status!r} "
+            f"(offered: {', '.join(offered) or 'none'})"
+        )
+        self.current = current
+        self.offered = offered
+
+
 @dataclass
 class JiraAdapter:
     client: Any
@@ -76,94 +112,74 @@ class JiraAdapter:
     calls: int = 0
     _transition_ids: dict[str, str] = field(default_factory=dict)
 
-    # -------------------------------------------------------------- outbox handler
+    # -------------------------------------------------------------- writes
 
-    def __call__(self, action: str, payload: dict[str, Any], resolve: Resolver) -> dict[str, Any]:
-        from jira.exceptions import JIRAError
-        from requests.exceptions import RequestException
+    def create_issue(self, record: str, fields: dict[str, Any], link: dict[str, str], look_first: bool) -> dict:
+        """The record's issue with its remote link. ``look_first`` (a retry): an issue with the record's
+        label, made by an attempt whose answer was lost, is taken instead of a second one; it gets its
+        remote link too."""
+        existing = self.find(record) if look_first else None
+        if existing:
+            result: dict[str, Any] = {"key": existing, "found": True}
+        else:
+            labels = ["qms", label_of(record)]
+            created = self._request("POST", "issue", body={"fields": {**fields, "labels": labels}})
+            result = {"key": created["key"], "id": created["id"]}  # the raw endpoint answers both: no read-back
+        self.link(result["key"], record, link)
+        return result
 
-        try:
-            if action == "create":
-                return self._create(payload)
-            key = self._key(payload, resolve)
-            if action == "transition":
-                self._transition(key, payload["status"])
-            elif action == "comment":
-                self._post(f"issue/{key}/comment", {"body": payload["body"]})
-            elif action == "update":
-                self._put(f"issue/{key}", {"fields": payload["fields"]})
-            else:
-                raise DeliveryError(f"unknown Jira action {action!r}")
-            return {"key": key}
-        except JIRAError as exc:
-            # exc.headers are the request's; Retry-After is on the response
-            headers = exc.response.headers if exc.response is not None else {}
-            retry = headers.get("Retry-After")
-            if exc.status_code in (429, 503) or retry:
-                raise RetryLater(f"Jira answered {exc.status_code}", float(retry or 30)) from None
-            raise DeliveryError(f"Jira {action} failed: HTTP {exc.status_code}: {exc.text}") from None
-        except RequestException as exc:
-            raise DeliveryError(f"Jira {action}: {exc.__class__.__name__}: {exc}") from None
-
-    def _key(self, payload: dict[str, Any], resolve: Resolver) -> str:
-        created = resolve(payload["create_key"])
-        if created:
-            return created["key"]
-        found = self.find(payload["record"])
-        if found is None:
-            raise DeliveryError(f"no Jira issue for {payload['record']} yet")
-        return found
-
-    def _create(self, payload: dict[str, Any]) -> dict[str, Any]:
-        record = payload["record"]
-        if payload.get("_attempt", 0) > 0:  # a retry: the first attempt may have created it
-            existing = self.find(record)
-            if existing:
-                return {"key": existing, "found": True}
-        created = self._post(
-            "issue",
-            {
-                "fields": {
-                    "project": {"key": self.s.cfg.project},
-                    "summary": payload["summary"],
-                    "description": payload["description"],
-                    "issuetype": {"name": payload["issue_type"]},
-                    "labels": payload["labels"],
-                }
-            },
-        )  # one call: the raw endpoint answers id and key, no read-back needed
-        issue_key, issue_id = created["key"], created["id"]
-        self._post(
-            f"issue/{issue_key}/remotelink",
-            {
-                "globalId": f"qmsflow:{record}",
-                "relationship": "system of record",
-                "object": {
-                    "url": f"{os.environ.get('QMS_WEB_URL', 'http://127.0.0.1:8000')}/capas#{record}",
-                    "title": f"qmsflow {record}",
-                },
-            },
+    def link(self, key: str, record: str, link: dict[str, str]) -> None:
+        """Create or update (same globalId) the issue's link back to qmsflow."""
+        self._request(
+            "POST",
+            f"issue/{key}/remotelink",
+            body={"globalId": global_id_of(record), "relationship": "system of record", "object": link},
         )
-        return {"key": issue_key, "id": issue_id}
 
-    def _transition(self, key: str, status: str) -> None:
-        if status not in self._transition_ids:
-            self.calls += 1
-            for t in self._get(f"issue/{key}/transitions")["transitions"]:
-                self._transition_ids[t["to"]["name"]] = t["id"]
-        transition = self._transition_ids.get(status)
-        if transition is None:
-            raise DeliveryError(f"Jira offers no transition to {status!r} (check integrations.jira.statuses)")
-        self._post(f"issue/{key}/transitions", {"transition": {"id": transition}})
+    def move(self, key: str, status: str) -> str:
+        """Put the issue in ``status``: "moved", or "already" when it is there. Raises ``NoTransition``.
+
+        Transition ids are cached by target status (one lookup per pass when the workflow's transitions
+        are global); a cached id the issue's status does not offer is looked up again for that issue.
+        """
+        cached = self._transition_ids.get(status)
+        if cached is not None:
+            try:
+                self._request("POST", f"issue/{key}/transitions", body={"transition": {"id": cached}})
+                return "moved"
+            except JiraRejected as exc:
+                if exc.status != 400:
+                    raise
+        offered = self.transitions(key)
+        if status in offered:
+            self._request("POST", f"issue/{key}/transitions", body={"transition": {"id": offered[status]}})
+            return "moved"
+        current = self.status_of(key)
+        if current == status:
+            return "already"
+        raise NoTransition(key, status, current, sorted(offered))
+
+    def comment(self, key: str, body: str) -> None:
+        self._request("POST", f"issue/{key}/comment", body={"body": body})
 
     # -------------------------------------------------------------- reads
 
+    def transitions(self, key: str) -> dict[str, str]:
+        """Target status name -> transition id, as the issue's current status offers them."""
+        offered = {t["to"]["name"]: t["id"] for t in self._request("GET", f"issue/{key}/transitions")["transitions"]}
+        self._transition_ids.update(offered)
+        return offered
+
+    def status_of(self, key: str) -> str | None:
+        issue = self._request("GET", f"issue/{key}", params={"fields": "status"})
+        return ((issue.get("fields") or {}).get("status") or {}).get("name")
+
     def find(self, record: str) -> str | None:
-        self.calls += 1
-        result = self._get(
+        result = self._request(
+            "GET",
             "search/jql",
             params={
-                "jql": f'project = {self.s.cfg.project} AND labels = "qms-{record}"',
+                "jql": f'project = {self.s.cfg.project} AND labels = "{label_of(record)}"',
                 "maxResults": 1,
                 "fields": "key",
             },
@@ -176,11 +192,10 @@ class JiraAdapter:
         jql = f'project = {self.s.cfg.project} AND labels = "qms" AND updated >= "{since}" ORDER BY updated ASC'
         out, token = [], None
         while True:
-            self.calls += 1
             params: dict[str, Any] = {"jql": jql, "maxResults": 100, "fields": "labels,status,updated"}
             if token:
                 params["nextPageToken"] = token
-            page = self._get("search/jql", params=params)
+            page = self._request("GET", "search/jql", params=params)
             out.extend(page.get("issues", []))
             token = page.get("nextPageToken")
             if not token or page.get("isLast"):
@@ -188,18 +203,42 @@ class JiraAdapter:
 
     # -------------------------------------------------------------- raw REST
 
-    def _url(self, path: str) -> str:
-        return f"{self.s.url.rstrip('/')}/rest/api/2/{path}"
+    def _request(self, method: str, path: str, params: dict | None = None, body: dict | None = None) -> Any:
+        from jira.exceptions import JIRAError
+        from requests.exceptions import RequestException
 
-    def _get(self, path: str, params: dict | None = None) -> dict:
-        response = self.client._session.get(self._url(path), params=params)
-        return response.json()
-
-    def _post(self, path: str, body: dict) -> dict | None:
         self.calls += 1
-        response = self.client._session.post(self._url(path), data=json.dumps(body))
+        url = f"{self.s.url.rstrip('/')}/rest/api/2/{path}"
+        try:
+            response = self.client._session.request(
+                method, url, params=params, data=None if body is None else json.dumps(body)
+            )
+        except JIRAError as exc:
+            raise _classify(exc, f"{method} {path}") from None
+        except RequestException as exc:
+            raise Unavailable(f"Jira {method} {path}: {exc.__class__.__name__}: {exc}") from None
         return response.json() if response.content else None
 
-    def _put(self, path: str, body: dict) -> None:
-        self.calls += 1
-        self.client._session.put(self._url(path), data=json.dumps(body))
+
+def _classify(exc: Any, what: str) -> Exception:
+    status = exc.status_code
+    response = exc.response
+    retry = response.headers.get("Retry-After") if response is not None else None  # exc.headers: the request's
+    if status == 429 or retry:
+        try:
+            seconds = float(retry or 30)
+        except ValueError:
+            seconds = 30.0
+        return RetryLater(f"Jira answered {status} to {what}", seconds)
+    if status is None or status >= 500 or status in TRANSIENT:
+        return Unavailable(f"Jira answered {status} to {what}: {exc.text}")
+    errors: dict[str, str] = {}
+    messages: list[str] = []
+    try:
+        body = response.json() if response is not None else {}
+        errors = {str(k): str(v) for k, v in (body.get("errors") or {}).items()}
+        messages = [str(m) for m in body.get("errorMessages") or []]
+    except (ValueError, AttributeError):
+        pass
+    detail = "; ".join([*messages, *(f"{k}: {v}" for k, v in errors.items())]) or str(exc.text)
+    return JiraRejected(f"Jira refused {what} (HTTP {status}): {detail}", status, errors, messages)

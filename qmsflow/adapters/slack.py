@@ -12,12 +12,28 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..domain.organisation import QmsConfig, SlackIntegration
-from .base import DeliveryError, Resolver, RetryLater
+from .base import DeliveryError, Resolver, RetryLater, Unavailable
 
 if TYPE_CHECKING:  # slack_sdk is imported when a client is made: flows that send nothing start faster
     from slack_sdk import WebClient
 
 TARGET = "slack"
+# Slack errors about the app or the workspace, not about the message: retried, never parked
+UNAVAILABLE = frozenset(
+    {
+        "invalid_auth",
+        "not_authed",
+        "account_inactive",
+        "token_revoked",
+        "token_expired",
+        "team_access_not_granted",
+        "fatal_error",
+        "internal_error",
+        "service_unavailable",
+        "request_timeout",
+        "ratelimited",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -94,20 +110,24 @@ class SlackAdapter:
                 )
                 return {"channel": sent["channel"], "ts": sent["ts"]}
             if action == "update":
-                original = resolve(payload["ref"])
-                if original is None:
-                    raise DeliveryError(f"the message {payload['ref']} was not delivered (yet)")
+                original = resolve(payload["ref"])  # raises Waiting while that message is queued or parked
+                if original is None:  # the message was dropped: there is nothing to update
+                    return {"skipped": f"{payload['ref']} was never sent"}
                 self.client.chat_update(
                     channel=original["channel"], ts=original["ts"], text=payload["text"], blocks=payload.get("blocks")
                 )
                 return {"channel": original["channel"], "ts": original["ts"]}
         except SlackApiError as exc:
             status = exc.response.status_code
-            if status in (429, 503):
-                retry = exc.response.headers.get("Retry-After") or exc.response.headers.get("retry-after") or 30
-                raise RetryLater(f"Slack answered {status}", float(retry)) from None
+            retry = exc.response.headers.get("Retry-After") or exc.response.headers.get("retry-after")
+            if status == 429 or (status == 503 and retry):
+                raise RetryLater(f"Slack answered {status}", _seconds(retry)) from None
             error = exc.response.get("error") if isinstance(exc.response.data, dict) else exc.response.data
+            if status >= 500 or error in UNAVAILABLE:
+                raise Unavailable(f"Slack {action}: {error} (HTTP {status})") from None
             raise DeliveryError(f"Slack {action} failed: {error} (HTTP {status})") from None
+        except OSError as exc:  # connection refused or reset, timeout: the outbox backs off
+            raise Unavailable(f"Slack {action}: {exc.__class__.__name__}: {exc}") from None
         raise DeliveryError(f"unknown Slack action {action!r}")
 
     def user_id(self, email: str) -> str:
@@ -117,6 +137,13 @@ class SlackAdapter:
 
     def open_view(self, trigger_id: str, view: dict[str, Any]) -> None:
         self.client.views_open(trigger_id=trigger_id, view=view)
+
+
+def _seconds(value: str | None) -> float:
+    try:
+        return float(value) if value else 30.0
+    except ValueError:
+        return 30.0
 
 
 def template_env():  # noqa: ANN201

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from . import limits
 from .aspects import ASPECTS
+from .capa import STAGES as CAPA_STAGES
 from .limits import Text
 
 SLUG = r"^[a-z0-9][a-z0-9._-]*$"
@@ -172,7 +173,14 @@ DEFAULT_JIRA_STATUSES = {
 }
 
 
+DEFAULT_JIRA_INBOUND = {"In Progress": "implementation", "Done": "closed", "In Review": "effectiveness_check"}
+DEFAULT_JIRA_ISSUE_TYPES = {"capa": "Task"}
+JiraName = Annotated[str, Field(min_length=1, max_length=255)]
+
+
 class JiraIntegration(_NoSecrets):
+    """The Jira site of the team. The three maps **merge** with their defaults: name only what differs."""
+
     enabled: bool = True
     url: str = Field(pattern=r"^https?://")
     project: str = Field(pattern=r"^[A-Z][A-Z0-9_]+$")
@@ -180,16 +188,41 @@ class JiraIntegration(_NoSecrets):
     email_env: str = "JIRA_EMAIL"
     token_env: str = "JIRA_API_TOKEN"
     webhook_secret_env: str = "JIRA_WEBHOOK_SECRET"
-    issue_types: dict[str, str] = Field(default_factory=lambda: {"capa": "Task"})
+    # record kind -> Jira issue type name
+    issue_types: dict[str, JiraName] = Field(default_factory=lambda: dict(DEFAULT_JIRA_ISSUE_TYPES))
     # QMS stage -> Jira status name; several stages may share a status
-    statuses: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_JIRA_STATUSES))
-    # Jira status name -> the QMS stage a move to it asks for (default: the first stage mapped to it)
-    inbound: dict[str, str] = Field(
-        default_factory=lambda: {"In Progress": "implementation", "Done": "closed", "In Review": "effectiveness_check"}
-    )
+    statuses: dict[str, JiraName] = Field(default_factory=lambda: dict(DEFAULT_JIRA_STATUSES))
+    # Jira status name -> the QMS stage a move to it asks for (else: the first stage mapped to it)
+    inbound: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_JIRA_INBOUND))
     on_refused: Literal["revert", "comment"] = "revert"
     # a webhook whose signed timestamp is older is ignored (Jira retries for up to 30 minutes)
     webhook_window_minutes: int = Field(default=60, ge=5, le=24 * 60)
+
+    @field_validator("issue_types")
+    @classmethod
+    def _issue_types_merge(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = [k for k in value if k not in DEFAULT_JIRA_ISSUE_TYPES]
+        if unknown:
+            raise ValueError(
+                f"unknown record kind {', '.join(map(repr, unknown))} (allowed: {', '.join(DEFAULT_JIRA_ISSUE_TYPES)})"
+            )
+        return {**DEFAULT_JIRA_ISSUE_TYPES, **value}
+
+    @field_validator("statuses")
+    @classmethod
+    def _statuses_merge(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = [k for k in value if k not in CAPA_STAGES]
+        if unknown:
+            raise ValueError(f"unknown CAPA stage {', '.join(map(repr, unknown))} (allowed: {', '.join(CAPA_STAGES)})")
+        return {**DEFAULT_JIRA_STATUSES, **value}
+
+    @field_validator("inbound")
+    @classmethod
+    def _inbound_merge(cls, value: dict[str, str]) -> dict[str, str]:
+        wrong = [f"{status!r}: {stage!r}" for status, stage in value.items() if stage not in CAPA_STAGES]
+        if wrong:
+            raise ValueError(f"{', '.join(wrong)} is not a CAPA stage (allowed: {', '.join(CAPA_STAGES)})")
+        return {**DEFAULT_JIRA_INBOUND, **value}
 
 
 class SlackIntegration(_NoSecrets):
@@ -202,9 +235,15 @@ class SlackIntegration(_NoSecrets):
     base_url: str | None = Field(default=None, pattern=r"^https?://")
 
 
+class OutboxSettings(Strict):
+    # a message the target refuses this many times in a row is parked (outages never park a message)
+    park_after: int = Field(default=5, ge=1, le=100)
+
+
 class Integrations(Strict):
     jira: JiraIntegration | None = None
     slack: SlackIntegration | None = None
+    outbox: OutboxSettings = OutboxSettings()
 
 
 class ApprovalSettings(Strict):

@@ -17,12 +17,11 @@ from ..domain.capa import SEVERITIES, SIGNED_STAGES, SOURCES, STAGE_TITLES, Capa
 from ..domain.errors import DomainError, InvalidTransition
 from ..domain.organisation import QmsConfig
 from ..domain.refs import capa_step
-from ..store.tables import ApprovalRequestRow, OutboxRow, RecordRow
+from ..store.tables import ApprovalRequestRow, RecordRow
 from ..store.uow import UnitOfWork
-from . import contents
+from . import contents, jira_outbox
 from .approvals import notify, open_request
 from .common import row_values
-from .outbox import enqueue
 from .reactions import on_decided
 from .records import NotFound, create_record, update_record
 
@@ -275,76 +274,55 @@ def escalate_overdue(uow: UnitOfWork, config: QmsConfig, today: date, manager_af
 
 
 def jira_sync(uow: UnitOfWork, config: QmsConfig, row: RecordRow, what: str, previous: str | None = None) -> None:
-    """Queue the Jira side of a change: the issue (create) or its status (transition, when it differs)."""
+    """Queue the Jira side of a change as an intent: "create the issue" or "should be in stage X" (the
+    status is resolved from the configuration at delivery; a stage change that keeps the status sends
+    nothing then). ``previous`` is not needed any more: kept for the callers."""
     from ..adapters import jira
 
-    settings = jira.settings(config)
-    if settings is None:
+    if jira.settings(config) is None:
         return
     if what == "create":
-        jira_enqueue(
-            uow,
-            config,
-            row,
-            "create",
-            "create",
-            {
-                "summary": f"{row.id} {row.title}"[:250],
-                "description": _description(config, row),
-                "issue_type": settings.issue_type("capa"),
-                "labels": ["qms", f"qms-{row.id}"],
-            },
-        )
-    status = settings.status_for(row.status)
-    if what == "transition" and status and status != settings.status_for(previous or ""):
-        jira_enqueue(
-            uow,
-            config,
-            row,
-            f"status:{row.status}:{len(row.data.get('stages', {}))}",
-            "transition",
-            {"status": status, "stage": row.status},
-        )
+        jira_outbox.enqueue_create(uow, row)
+    elif what == "transition":
+        jira_outbox.enqueue_stage(uow, row.id, row.status)
 
 
 def jira_enqueue(
     uow: UnitOfWork, config: QmsConfig, row: RecordRow, suffix: str, action: str, payload: dict[str, Any]
 ) -> None:
+    """Queue a comment (``action`` "comment", ``payload`` {"body"}) on the record's issue."""
     from ..adapters import jira
 
     if jira.settings(config) is None:
         return
-    enqueue(
-        uow,
-        f"jira:{row.id}:{suffix}",
-        jira.TARGET,
-        action,
-        f"jira:{row.id}",
-        {"record": row.id, "create_key": f"jira:{row.id}:create", **payload},
-    )
-
-
-def _description(config: QmsConfig, row: RecordRow) -> str:
-    return (
-        f"{row.data.get('description', '')}\n\nQMS record {row.id} (source {row.data.get('source')}, severity "
-        f"{row.data.get('severity')}, owner {row.owner}). qmsflow is the system of record: stage changes are "
-        f"checked there. {config.web.base_url.rstrip('/')}/capas"
-    )
+    if action != "comment":
+        raise ValueError(f"jira_enqueue queues comments; use jira_sync for {action!r}")
+    jira_outbox.enqueue_comment(uow, row.id, suffix, payload["body"])
 
 
 def on_jira_status(uow: UnitOfWork, config: QmsConfig, capa_id: str, jira_status: str, source: str) -> str:
-    """A status change made in Jira: apply it when the QMS allows it, else refuse, explain and revert."""
+    """A status seen in Jira (webhook or reconciliation): apply it when the QMS allows it, else refuse,
+    explain, revert and record.
+
+    Not news: the status of the QMS stage, or the status qmsflow last set or saw there (our own change
+    echoed back, a repeat). Deferred: while a stage intent of ours is genuinely in flight (queued, not
+    refused by Jira), which will overwrite the status; it knows Jira shows this status, so it does send.
+    A parked or failing intent defers nothing: the move is judged like any other.
+    """
     from ..adapters import jira
 
     settings = jira.settings(config)
     row, capa = load(uow, capa_id)
-    if settings is None or jira_status == settings.status_for(row.status):
-        return "unchanged"  # Jira shows the stage the QMS has (e.g. our own transition echoed back)
-    in_flight = uow.session.scalar(
-        select(OutboxRow.id).where(OutboxRow.stream == f"jira:{capa_id}", OutboxRow.status != "sent").limit(1)
-    )
-    if in_flight is not None:
-        return "deferred"  # our newer change is still on its way to Jira; it will overwrite this status
+    if settings is None:
+        return "unchanged"
+    known = jira_outbox.known_status(uow.session, capa_id)
+    shows_stage = jira_status == settings.status_for(row.status)
+    if jira_status != known and not (known is None and shows_stage):  # (nothing known: no stage intent skips)
+        jira_outbox.remember_status(uow.session, capa_id, jira_status)
+    if shows_stage or jira_status == known:
+        return "unchanged"
+    if jira_outbox.stage_in_flight(uow.session, capa_id):
+        return "deferred"
     target = settings.stage_for(jira_status)
     if target is None or target == row.status:
         return "unchanged"
@@ -359,29 +337,23 @@ def on_jira_status(uow: UnitOfWork, config: QmsConfig, capa_id: str, jira_status
     if reason is None:
         _apply(uow, config, row, capa, target, {**stage_data, "via": f"jira:{source}"})
         return "applied"
-    uow.record(
+    event = uow.record(
         "capa.jira-transition-refused",
         f"record:{capa_id}",
         None,
         {"jira_status": jira_status, "stage": row.status, "reason": reason, "via": source},
         actor="jira",
     )
-    attempt = len([k for k in row.data.get("jira_refusals", [])])
-    row.data = {**row.data, "jira_refusals": [*row.data.get("jira_refusals", []), jira_status]}
-    jira_enqueue(
+    revert = settings.on_refused == "revert" and settings.status_for(row.status)
+    jira_outbox.enqueue_comment(
         uow,
-        config,
-        row,
-        f"refusal:{attempt}:comment",
-        "comment",
-        {
-            "body": f"qmsflow refused the move to '{jira_status}': {reason}. The QMS keeps {capa_id} in "
-            f"'{row.status}'" + (" and reverts the Jira status." if settings.on_refused == "revert" else ".")
-        },
+        capa_id,
+        f"refusal:{event.seq}:comment",
+        f"qmsflow refused the move to '{jira_status}': {reason}. The QMS keeps {capa_id} in "
+        f"'{row.status}'" + (" and reverts the Jira status." if revert else "."),
     )
-    back = settings.status_for(row.status)
-    if settings.on_refused == "revert" and back:
-        jira_enqueue(uow, config, row, f"refusal:{attempt}:revert", "transition", {"status": back, "stage": row.status})
+    if revert:
+        jira_outbox.enqueue_stage(uow, capa_id, row.status, suffix=f"refusal:{event.seq}:revert")
     return "refused"
 
 

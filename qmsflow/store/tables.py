@@ -293,6 +293,9 @@ class OutboxRow(Base):
     """Messages to Slack/Jira, written in the same transaction as the change that causes them.
 
     Delivered in id order per ``stream`` (e.g. one approval request); an outage delays, never loses.
+    ``status``: pending, sending, sent, parked (refused ``failures`` times in a row; needs a person or a
+    configuration change), superseded (a newer intent of its stream replaced it) or dropped (by a
+    person). ``config_sha``: fingerprint of the target's configuration when it last failed.
     """
 
     __tablename__ = "outbox"
@@ -305,8 +308,10 @@ class OutboxRow(Base):
     payload: Mapped[dict] = mapped_column(JSON, default=dict)
     status: Mapped[str] = mapped_column(String(20))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
+    config_sha: Mapped[str | None] = mapped_column(String(64))
     result: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import AfterValidator
@@ -22,8 +22,10 @@ from ..context import QmsContext
 from ..domain import limits
 from ..domain.approvals import AlreadyDecided, Decision, Method, NotAuthorized
 from ..domain.capa import STAGE_TITLES
+from ..domain.errors import DomainError
 from ..paths import templates_dir
-from ..services import accounts, approvals, dashboard
+from ..services import accounts, approvals, dashboard, outbox
+from ..services.delivery import deliver
 from ..services.records import NotFound
 from ..services.status import process_status
 from ..store.tables import ApprovalRequestRow, DocumentRow, SignatureRow
@@ -137,7 +139,14 @@ def build_router(ctx: QmsContext, prefect_ui: str | None = None) -> APIRouter:
             mine = len(dashboard.inbox(session, user.person))
         processes = process_status(db)
         return page(
-            request, "overview.html", user, processes=processes, verification=verification, pending=pending, mine=mine
+            request,
+            "overview.html",
+            user,
+            processes=processes,
+            verification=verification,
+            pending=pending,
+            mine=mine,
+            backlog=outbox.backlog(db),
         )
 
     @router.get("/approvals", response_class=HTMLResponse)
@@ -336,6 +345,40 @@ def build_router(ctx: QmsContext, prefect_ui: str | None = None) -> APIRouter:
             else:
                 raise HTTPException(404, f"no chart {name}")
         return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "private, max-age=60"})
+
+    # ------------------------------------------------------------------ outbox (messages to Slack and Jira)
+
+    @router.get("/outbox", response_class=HTMLResponse)
+    def outbox_page(request: Request, user: User) -> HTMLResponse:
+        return page(request, "outbox.html", user, messages=outbox.messages(db), may_act=user.may("admin"))
+
+    @router.post("/outbox/{message_id}/{act}")
+    def outbox_act(
+        message_id: int,
+        act: str,
+        user: User,
+        background: BackgroundTasks,
+        csrf: Annotated[str, Form(max_length=200)] = "",
+    ) -> Response:
+        check_csrf(user, csrf)
+        if act not in ("retry", "drop"):
+            raise HTTPException(404, f"no outbox action {act!r} (retry, drop)")
+        if not user.may("admin"):
+            refuse(
+                user,
+                f"{act} outbox message #{message_id}",
+                f"{user.username} is not an admin: only admins may retry or drop outbox messages",
+            )
+        try:
+            with UnitOfWork(db, user.person) as uow:
+                (outbox.retry if act == "retry" else outbox.drop)(uow, message_id)
+        except NotFound as exc:
+            raise HTTPException(404, str(exc)) from None
+        except DomainError as exc:
+            raise HTTPException(409, str(exc)) from None
+        if act == "retry":
+            background.add_task(deliver, db, ctx.config)
+        return RedirectResponse("/outbox", status_code=303)
 
     @router.get("/ping", response_class=HTMLResponse)
     def ping(request: Request, user: User) -> HTMLResponse:

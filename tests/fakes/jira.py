@@ -37,6 +37,8 @@ Workflow: statuses To Do (id 1, category new), In Progress (3), In Review (4), D
 resolution "Done"). Global transitions to every status but the current one: 11 "Start" -> In Progress,
 21 "Review" -> In Review, 31 "Done" -> Done, 41 "Reopen" -> To Do. Issue types Task, Bug, Story, Epic,
 Subtask; one project (``project``, id 10000). Issue ids count from 10000, keys from ``<project>-1``.
+``FakeJira(statuses=("To Do", "In Progress", "Done"))`` gives a site whose workflow lacks the others (here
+In Review): no transition leads there, ``GET status`` and JQL do not know it, ``set_status`` refuses it.
 
 JQL (``search/jql``): clauses joined by AND, then optionally ``ORDER BY f ASC|DESC[, ...]`` (f: updated,
 created, key, id; the direction is required by the fake). Clauses: ``project``, ``status``, ``issuetype``
@@ -265,10 +267,21 @@ class FakeJira(LocalHTTPFake):
     project_id = "10000"
     server_title = "Fake Jira"
 
-    def __init__(self, email: str = "qms@example.com", token: str = "jira-token", project: str = "QMS") -> None:
+    def __init__(
+        self,
+        email: str = "qms@example.com",
+        token: str = "jira-token",
+        project: str = "QMS",
+        statuses: tuple[str, ...] | None = None,
+    ) -> None:
         super().__init__(_Handler)
         if not re.fullmatch(r"[A-Z][A-Z0-9_]+", project):
             raise ValueError(f"FakeJira project key {project!r} is not Jira-shaped ([A-Z][A-Z0-9_]+)")
+        workflow = tuple(statuses or _STATUSES)
+        unknown = [s for s in workflow if s not in _STATUSES]
+        if unknown or "To Do" not in workflow:
+            raise ValueError(f"FakeJira statuses must include 'To Do' and come from {sorted(_STATUSES)}: {unknown}")
+        self.workflow = workflow
         self.email = email
         self.token = token
         self.project = project
@@ -354,8 +367,8 @@ class FakeJira(LocalHTTPFake):
     def set_status(self, key: str, status_name: str) -> None:
         """A human moves the issue to ``status_name`` in Jira (bumps ``updated``, records the changelog, sets or
         clears the resolution). Nothing happens when the issue already has that status, as in Jira."""
-        if status_name not in _STATUSES:
-            raise ValueError(f"unknown status {status_name!r}; FakeJira knows {sorted(_STATUSES)}")
+        if status_name not in self.workflow:
+            raise ValueError(f"unknown status {status_name!r}; this FakeJira knows {list(self.workflow)}")
         with self._lock:
             issue = self._issue_or_keyerror(key)
             self._change_status(issue, status_name, actor="human")
@@ -365,8 +378,8 @@ class FakeJira(LocalHTTPFake):
     ) -> dict:
         """The JSON body Jira Cloud posts to a webhook for ``event`` on the issue (see the module docstring)."""
         for name in (from_status, to_status):
-            if name is not None and name not in _STATUSES:
-                raise ValueError(f"unknown status {name!r}; FakeJira knows {sorted(_STATUSES)}")
+            if name is not None and name not in self.workflow:
+                raise ValueError(f"unknown status {name!r}; this FakeJira knows {list(self.workflow)}")
         with self._lock:
             issue = self._issue_or_keyerror(key)
             now = self.clock()
@@ -772,7 +785,7 @@ class FakeJira(LocalHTTPFake):
                 "isLooped": False,
             }
             for tid, name, target in _TRANSITIONS
-            if target != issue["fields"]["status"] and transition_id in (None, tid)
+            if target != issue["fields"]["status"] and target in self.workflow and transition_id in (None, tid)
         ]
 
     def _remote_link_json(self, issue: dict, link: dict) -> dict:
@@ -964,7 +977,7 @@ class FakeJira(LocalHTTPFake):
         return 200, [self._issuetype_json(n) for n in _ISSUE_TYPES]
 
     def _ep_statuses(self, query: dict, body: Any) -> tuple[int, Any]:
-        return 200, [self._status_json(n) for n in _STATUSES]
+        return 200, [self._status_json(n) for n in self.workflow]
 
     def _ep_project(self, query: dict, body: Any, project: str) -> tuple[int, Any]:
         if project.upper() != self.project and project != self.project_id:
@@ -1079,7 +1092,7 @@ class FakeJira(LocalHTTPFake):
             raise _ApiError(400, ["Missing 'transition' identifier"])
         tid = str(transition["id"])
         target = next((t for i, _, t in _TRANSITIONS if i == tid), None)
-        if target is None or target == found["fields"]["status"]:
+        if target is None or target == found["fields"]["status"] or target not in self.workflow:
             raise _ApiError(400, [f"Transition id '{tid}' is not valid for this issue."])
         extra_fields, update = body.get("fields") or {}, body.get("update") or {}
         if extra_fields or update:
@@ -1298,7 +1311,14 @@ class FakeJira(LocalHTTPFake):
                 return self.project
             raise _jql_error(f"The value '{value}' does not exist for the field 'project'.")
         if field_name == "status":
-            found = next((n for n, s in _STATUSES.items() if n.lower() == value.lower() or s[0] == value), None)
+            found = next(
+                (
+                    n
+                    for n, s in _STATUSES.items()
+                    if n in self.workflow and (n.lower() == value.lower() or s[0] == value)
+                ),
+                None,
+            )
             if found is None:
                 raise _jql_error(f"The value '{value}' does not exist for the field 'status'.")
             return found
