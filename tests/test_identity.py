@@ -543,3 +543,30 @@ def test_demo_is_in_trusted_mode_with_ready_sign_ins(
         with ctx.db.read() as s:
             opened = s.scalars(select(TrailEventRow).where(TrailEventRow.action == "capa.created")).one()
         assert opened.actor == "chloe"
+
+
+def test_two_first_admins_at_once_make_one(store: QmsContext) -> None:
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def add(username: str, person: str) -> None:
+        barrier.wait()
+        try:
+            with UnitOfWork(store.db, f"bootstrap:{username}") as uow:
+                accounts.add_first_admin(uow, username, person, f"{username}-password-123")
+            outcomes.append("created")
+        except DomainError as exc:
+            outcomes.append(str(exc))
+
+    threads = [threading.Thread(target=add, args=args) for args in (("ana", "ana"), ("mallory", "dev"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert (
+        sorted(outcomes)[0]
+        == "accounts exist already: only an admin can add users (sign in as an admin with 'qms login')"
+    )
+    assert outcomes.count("created") == 1
+    with store.db.read() as s:
+        assert len(s.scalars(select(UserRow)).all()) == 1
