@@ -110,3 +110,22 @@ def pg_ctx(repo: Path, pg_schema_url: str, monkeypatch: pytest.MonkeyPatch) -> I
     context = open_context(repo / "qms.yaml", migrate=True)
     yield context
     context.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def synced_ctx(request: pytest.FixtureRequest, repo: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[QmsContext]:
+    """The scaffolded repo, synced, on SQLite or (via QMS_DATABASE_URL) a fresh PostgreSQL schema: CLI
+    commands run in-process see the same store."""
+    from qmsflow.services.sync import sync_config
+    from qmsflow.store.uow import UnitOfWork
+
+    monkeypatch.delenv("QMS_DATABASE_URL", raising=False)
+    monkeypatch.delenv("QMS_CONFIG", raising=False)
+    if request.param == "postgresql":
+        monkeypatch.setenv("QMS_DATABASE_URL", request.getfixturevalue("pg_schema_url"))
+    context = open_context(repo / "qms.yaml", migrate=True)
+    with UnitOfWork(context.db, "qmsflow") as uow:
+        sync_config(uow, context.config, context.root)
+        uow.commit()
+    yield context
+    context.close()

@@ -8,38 +8,49 @@ import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from identityutil import account, password_of, token
 from sqlalchemy import select, update
 
-from qmsflow.context import QmsContext, open_context
+from qmsflow.context import QmsContext
 from qmsflow.services import accounts, approvals
-from qmsflow.services.sync import sync_config
 from qmsflow.store import UnitOfWork
-from qmsflow.store.tables import ApiTokenRow, TrailEventRow, UserRow, WebSessionRow
+from qmsflow.store.tables import ApiTokenRow, ApprovalRequestRow, TrailEventRow, UserRow, WebSessionRow
 from qmsflow.web.app import create_app
 from qmsflow.web.dashboard import COOKIE, LOGIN_FORM_COOKIE
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def site(
-    request: pytest.FixtureRequest, repo: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[QmsContext, TestClient]]:
-    monkeypatch.delenv("QMS_DATABASE_URL", raising=False)
+@pytest.fixture
+def site(synced_ctx: QmsContext, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[QmsContext, TestClient]]:
     monkeypatch.delenv("SLACK_BOT_TOKEN", raising=False)
-    if request.param == "postgresql":
-        monkeypatch.setenv("QMS_DATABASE_URL", request.getfixturevalue("pg_schema_url"))
-    ctx = open_context(repo / "qms.yaml", migrate=True)
-    with UnitOfWork(ctx.db, "qmsflow") as uow:
-        sync_config(uow, ctx.config, ctx.root)
+    account(synced_ctx.db, "ben")
+    with TestClient(create_app(synced_ctx), base_url="http://testserver") as client:
+        yield synced_ctx, client
+
+
+def open_request(ctx: QmsContext, key: str) -> str:
+    """A request that ben may sign (chloe is the author)."""
+    with UnitOfWork(ctx.db, "chloe") as uow:
+        row, _ = approvals.open_request(
+            uow,
+            ctx.config,
+            key=key,
+            subject="document-version:SOP-DES-001@1.0",
+            title="SOP-DES-001 v1.0",
+            content_sha256="ab" * 32,
+            approvers=["ben"],
+            meaning="approve SOP-DES-001 v1.0",
+            author="chloe",
+        )
         uow.commit()
-    account(ctx.db, "ben")
-    with TestClient(create_app(ctx), base_url="http://testserver") as client:
-        yield ctx, client
-    ctx.close()
+        return row.id
+
+
+def status_of(ctx: QmsContext, request_id: str) -> str:
+    with ctx.db.read() as s:
+        return s.get(ApprovalRequestRow, request_id).status
 
 
 def form_token(client: TestClient) -> str:
@@ -162,20 +173,7 @@ def test_an_admins_first_password_must_be_changed_before_anything_else(site: tup
 
 def test_the_approvals_api_honours_expiry_and_revocation(site: tuple) -> None:
     ctx, client = site
-    with UnitOfWork(ctx.db, "chloe") as uow:
-        row, _ = approvals.open_request(
-            uow,
-            ctx.config,
-            key="api-expiry",
-            subject="document-version:SOP-DES-001@1.0",
-            title="SOP-DES-001 v1.0",
-            content_sha256="ab" * 32,
-            approvers=["ben"],
-            meaning="approve SOP-DES-001 v1.0",
-            author="chloe",
-        )
-        uow.commit()
-        request_id = row.id
+    request_id = open_request(ctx, "api-expiry")
     value = token(ctx.db, "ben")
     url = f"/api/approvals/{request_id}/decision"
     with ctx.db.session() as s, s.begin():
@@ -192,9 +190,9 @@ def test_the_approvals_api_honours_expiry_and_revocation(site: tuple) -> None:
         tokens.revoke(uow, newest, "ben", by_admin=False)
     revoked = client.post(url, json={"decision": "approve"}, headers={"Authorization": f"Bearer {value}"})
     assert revoked.status_code == 401 and "revoked" in revoked.json()["detail"]
+    assert status_of(ctx, request_id) == "pending"
     with ctx.db.read() as s:
         refused = s.scalars(select(TrailEventRow).where(TrailEventRow.action == "token.refused")).all()
-        assert s.get(type(row), request_id).status == "pending"
     assert [e.actor for e in refused] == ["api:testclient"]  # two refusals from one client: one event
     ok = client.post(url, json={"decision": "approve"}, headers={"Authorization": f"Bearer {token(ctx.db, 'ben')}"})
     assert ok.status_code == 200 and ok.json()["signer"] == "Ben Brandt"
@@ -203,20 +201,7 @@ def test_the_approvals_api_honours_expiry_and_revocation(site: tuple) -> None:
 def test_the_signing_password_is_throttled_like_a_sign_in(site: tuple) -> None:
     """A stolen session is no password oracle: wrong signing passwords lock like wrong sign-ins."""
     ctx, client = site
-    with UnitOfWork(ctx.db, "chloe") as uow:
-        row, _ = approvals.open_request(
-            uow,
-            ctx.config,
-            key="sign-throttle",
-            subject="document-version:SOP-DES-001@1.0",
-            title="SOP-DES-001 v1.0",
-            content_sha256="ab" * 32,
-            approvers=["ben"],
-            meaning="approve SOP-DES-001 v1.0",
-            author="chloe",
-        )
-        uow.commit()
-        request_id = row.id
+    request_id = open_request(ctx, "sign-throttle")
     post_login(client, "ben", password_of("ben"))
     page = client.get(f"/approvals/{request_id}").text
     csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
@@ -231,5 +216,4 @@ def test_the_signing_password_is_throttled_like_a_sign_in(site: tuple) -> None:
         f"/approvals/{request_id}", data={"decision": "approve", "password": password_of("ben"), "csrf": csrf}
     )
     assert right.status_code == 429 and "nothing was signed" in right.text and right.headers["retry-after"]
-    with ctx.db.read() as s:
-        assert s.get(type(row), request_id).status == "pending"
+    assert status_of(ctx, request_id) == "pending"

@@ -76,7 +76,10 @@ TokenFileOpt = Annotated[
     ),
 ]
 PasswordStdinOpt = Annotated[
-    bool, typer.Option("--password-stdin", help="Read the password(s) from standard input, one per line.")
+    bool,
+    typer.Option(
+        "--password-stdin", help="Read the password(s) from standard input, one per line, without confirmation."
+    ),
 ]
 
 
@@ -629,7 +632,7 @@ def login(
 
     The token (with an expiry) is kept in $XDG_CONFIG_HOME/qmsflow/credentials.json (mode 0600); commands
     that act in your name use it. An account whose password must be changed asks for the new one first
-    (with --password-stdin: the current password on the first line, the new one on the next two).
+    (with --password-stdin: the current password on the first line, the new one on the second).
     """
     import socket
 
@@ -1085,7 +1088,10 @@ def user_password(
     ] = None,
     password_stdin: PasswordStdinOpt = False,
 ) -> None:
-    """Change your own password (the current one, then the new one twice); your web sessions end."""
+    """Change your own password (asks the current one, then the new one); your web sessions end.
+
+    With --password-stdin: the current password on the first line, the new one on the second.
+    """
     from ..services.accounts import change_password, end_other_sessions
     from ..store.uow import UnitOfWork
 
