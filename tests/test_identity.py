@@ -558,3 +558,69 @@ def test_two_first_admins_at_once_make_one(store: QmsContext) -> None:
     assert outcomes.count("created") == 1
     with store.db.read() as s:
         assert len(s.scalars(select(UserRow)).all()) == 1
+
+
+def test_stale_throttle_rows_are_cleaned_up_and_busy_rows_kept(
+    store: QmsContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = datetime.now(UTC)
+    with store.db.session() as s, s.begin():
+        s.add_all(
+            [
+                SignInThrottleRow(key="user:old", window_start=now - timedelta(hours=1), failures=3, refused=0),
+                SignInThrottleRow(
+                    key="user:was-locked",
+                    window_start=now - timedelta(hours=1),
+                    failures=10,
+                    refused=4,
+                    locked_until=now - timedelta(minutes=1),
+                ),
+                SignInThrottleRow(
+                    key="user:locked",
+                    window_start=now - timedelta(minutes=15),
+                    failures=10,
+                    refused=0,
+                    locked_until=now + timedelta(minutes=5),
+                ),
+                SignInThrottleRow(key="user:recent", window_start=now - timedelta(minutes=2), failures=1, refused=0),
+            ]
+        )
+    monkeypatch.setattr(throttle, "_last_cleanup", [datetime.min.replace(tzinfo=UTC)])
+    throttle.note(store.db, "x", actor="test", action="test.note", ref="security:test", detail={})
+    with store.db.read() as s:
+        keys = set(s.scalars(select(SignInThrottleRow.key)))
+    assert keys == {"user:locked", "user:recent", "note:x"}
+
+
+def test_concurrent_failures_on_shared_rows_never_deadlock(store: QmsContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Known and unknown names, shared addresses, cleanup on every call: every attempt ends in a refusal
+    a user can read, never a database error (PostgreSQL would abort one side of a lock cycle)."""
+    account(store.db, "ben")
+    monkeypatch.setattr(accounts, "check_password", lambda db, username, password: None)
+    monkeypatch.setattr(throttle, "_CLEANUP_EVERY", timedelta(0))
+    barrier = threading.Barrier(24)
+    problems: list[BaseException] = []
+
+    def attempt(n: int) -> None:
+        barrier.wait()
+        for round_ in range(6):
+            try:
+                accounts.sign_in(
+                    store.db,
+                    "ben" if n % 3 == 0 else f"ghost{n % 5}",
+                    "x" * 12,
+                    address=f"10.2.0.{(n + round_) % 3}",
+                    channel="web",
+                )
+            except (accounts.SignInFailed, accounts.TooManyAttempts):
+                pass
+            except BaseException as exc:  # noqa: BLE001 - what the test is looking for
+                problems.append(exc)
+
+    threads = [threading.Thread(target=attempt, args=(n,)) for n in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert problems == []
+    assert verify(store.db, store.anchors_file).ok

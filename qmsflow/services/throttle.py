@@ -43,6 +43,7 @@ MAX_FAILURES = 10
 WINDOW = timedelta(minutes=10)
 LOCK = timedelta(minutes=10)
 GLOBAL_REF = "security:sign-in"  # aggregated notes about unknown names and locked addresses
+_UNKNOWN, _ADDRESS_LOCKED = "sign-in:unknown-user", "sign-in:address-locked"
 
 
 class TooManyAttempts(DomainError):
@@ -92,13 +93,6 @@ def _rows(session: Session, keys: list[str], now: datetime) -> dict[str, SignInT
     created if missing, windows rolled over when over."""
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     keys = sorted(set(keys))  # one order for everyone: no deadlock between two attempts
-    session.execute(
-        delete(SignInThrottleRow).where(
-            SignInThrottleRow.key.not_in(keys),
-            SignInThrottleRow.window_start < now - WINDOW,
-            or_(SignInThrottleRow.locked_until.is_(None), SignInThrottleRow.locked_until < now),
-        )
-    )
     for key in keys:
         session.execute(
             insert(SignInThrottleRow.__table__)
@@ -123,6 +117,28 @@ def _rows(session: Session, keys: list[str], now: datetime) -> dict[str, SignInT
     return rows
 
 
+_CLEANUP_EVERY = timedelta(minutes=1)
+_last_cleanup = [datetime.min.replace(tzinfo=UTC)]
+
+
+def _cleanup(db: Database, now: datetime) -> None:
+    """Delete rows whose window and lock are over, at most once a minute per process, in a transaction
+    of its own that skips rows someone holds (so it never waits for, nor blocks, an attempt)."""
+    if now - _last_cleanup[0] < _CLEANUP_EVERY:
+        return
+    _last_cleanup[0] = now
+    stale = (
+        select(SignInThrottleRow.key)
+        .where(
+            SignInThrottleRow.window_start < now - WINDOW,
+            or_(SignInThrottleRow.locked_until.is_(None), SignInThrottleRow.locked_until < now),
+        )
+        .with_for_update(skip_locked=True)
+    )
+    with db.session() as session, session.begin():
+        session.execute(delete(SignInThrottleRow).where(SignInThrottleRow.key.in_(stale)))
+
+
 def _blocked_until(row: SignInThrottleRow, now: datetime) -> datetime | None:
     if row.locked_until is not None and row.locked_until > now:
         return row.locked_until
@@ -135,6 +151,7 @@ def reserve(db: Database, account: str, address: str, *, known: bool, actor: str
     """Count an attempt before its password is checked; ``TooManyAttempts`` when a key is locked."""
     attempt = Attempt(account, known, address, _now())
     now = attempt.at
+    _cleanup(db, now)
     with UnitOfWork(db, actor) as uow:
         rows = _rows(uow.session, list(attempt.keys), now)
         blocked = {key: until for key, row in rows.items() if (until := _blocked_until(row, now)) is not None}
@@ -176,7 +193,10 @@ def failed(db: Database, attempt: Attempt, *, actor: str, detail: dict[str, Any]
     """
     now = _now()
     with UnitOfWork(db, actor) as uow:
-        rows = _rows(uow.session, list(attempt.keys), now)
+        # every row this may touch is locked at once, in one order, before any trail event (which takes
+        # the trail lock): no two transactions can wait for each other
+        rows = _rows(uow.session, [*attempt.keys, f"note:{_UNKNOWN}", f"note:{_ADDRESS_LOCKED}"], now)
+        notes = {key: rows.pop(key) for key in (f"note:{_UNKNOWN}", f"note:{_ADDRESS_LOCKED}")}
         locked = {}
         for key, row in rows.items():
             if row.failures >= MAX_FAILURES and row.locked_until is None:
@@ -191,9 +211,9 @@ def failed(db: Database, attempt: Attempt, *, actor: str, detail: dict[str, Any]
             uow.record("sign-in.failed", attempt.ref, None, about)
             recorded = True
         elif not attempt.known:
-            _note(uow, "sign-in:unknown-user", "sign-in.failed-unknown-user", GLOBAL_REF, about)
+            _count(uow, notes[f"note:{_UNKNOWN}"], "sign-in.failed-unknown-user", GLOBAL_REF, about)
         if locked and not recorded:
-            _note(uow, "sign-in:address-locked", "sign-in.address-locked", GLOBAL_REF, about)
+            _count(uow, notes[f"note:{_ADDRESS_LOCKED}"], "sign-in.address-locked", GLOBAL_REF, about)
         uow.commit()
 
 
@@ -219,7 +239,11 @@ def refund(db: Database, attempt: Attempt) -> None:
 
 
 def _note(uow: UnitOfWork, key: str, action: str, ref: str, detail: dict[str, Any]) -> None:
-    row = _rows(uow.session, [f"note:{key}"], uow.now())[f"note:{key}"]
+    """Count one occurrence under ``note:<key>``; call it after every other throttle row is locked."""
+    _count(uow, _rows(uow.session, [f"note:{key}"], uow.now())[f"note:{key}"], action, ref, detail)
+
+
+def _count(uow: UnitOfWork, row: SignInThrottleRow, action: str, ref: str, detail: dict[str, Any]) -> None:
     row.refused += 1
     if _milestone(row.refused):
         uow.record(
@@ -229,6 +253,7 @@ def _note(uow: UnitOfWork, key: str, action: str, ref: str, detail: dict[str, An
 
 def note(db: Database, key: str, *, actor: str, action: str, ref: str, detail: dict[str, Any]) -> None:
     """Record an unauthenticated refusal, aggregated: events at the 1st, 10th, 100th ... per key and window."""
+    _cleanup(db, _now())
     with UnitOfWork(db, actor) as uow:
         _note(uow, key, action, ref, detail)
         uow.commit()
