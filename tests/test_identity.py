@@ -624,3 +624,17 @@ def test_concurrent_failures_on_shared_rows_never_deadlock(store: QmsContext, mo
         t.join(timeout=300)
     assert problems == []
     assert verify(store.db, store.anchors_file).ok
+
+
+def test_qms_login_is_throttled_like_the_dashboard(qms, store: QmsContext) -> None:  # noqa: ANN001
+    account(store.db, "ben")
+    for _ in range(10):
+        code, _, err = qms("login", "--user", "ben", "--password-stdin", stdin="wrong-password-x\n")
+        assert code == 1 and "unknown user or wrong password" in err
+    code, _, err = qms("login", "--user", "ben", "--password-stdin", stdin=password_of("ben") + "\n")
+    assert code == 1 and "too many failed sign-ins: try again in 10 minutes" in err
+    assert not credentials.path().exists() or store.db.safe_url not in credentials.path().read_text()
+    assert [e.action for e in events(store) if e.record == "security:sign-in:ben"] == [
+        "sign-in.failed",
+        "sign-in.locked",
+    ]
