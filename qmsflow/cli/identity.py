@@ -13,7 +13,6 @@ sign in. Tokens are never taken from a command-line option: those show in ``ps``
 
 from __future__ import annotations
 
-import getpass
 import os
 import sys
 from dataclasses import dataclass
@@ -58,9 +57,12 @@ class Actor:
 
 
 def os_user() -> str:
+    """The operating-system account running the command, from the uid (not $USER, which anyone sets)."""
+    import pwd
+
     try:
-        return getpass.getuser()
-    except (KeyError, OSError):
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
         return f"uid{os.getuid()}"
 
 

@@ -188,6 +188,7 @@ def set_disabled(uow: UnitOfWork, username: str, disabled: bool) -> list[int]:
     """Admin: disable (sessions ended, tokens revoked) or enable an account. The last admin stays."""
     from .tokens import revoke_all_of
 
+    uow.trail.lock()  # serialised: two admins disabling each other cannot leave none
     row = _load(uow, username)
     if disabled and row.role == "admin" and _admins_left(uow, username) == 0:
         raise DomainError(f"{username} is the last active admin: make another admin first")
