@@ -51,12 +51,12 @@ def login_form_token(client: TestClient) -> str:
     return re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
 
 
-def sign_in(client: TestClient, username: str, password: str | None = None) -> str:
+def sign_in(client: TestClient, username: str) -> str:
     response = client.post(
         "/login",
         data={
             "username": username,
-            "password": password or f"{username}-password-123",
+            "password": f"{username}-password-123",
             "next": "/",
             "csrf": login_form_token(client),
         },
