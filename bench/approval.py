@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 from fakes.slack import FakeSlack  # noqa: E402
+from identityutil import token  # noqa: E402
 from stackutil import start_stack  # noqa: E402
 
 from qmsflow.adapters import prefect_api  # noqa: E402
@@ -121,6 +122,7 @@ def main() -> int:
         try:
             # the baseline runner polls as often as qmsflow's runner (qms up sets 2 s)
             env = {**stack.env, "PREFECT_API_URL": stack.api_url, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+            submit_env = {**env, "QMS_TOKEN": token(db, "ana", role="admin")}  # ana submits, signed in
             baseline_runner = subprocess.Popen(
                 [sys.executable, str(ROOT / "bench" / "bare_flow.py")],
                 env=env,
@@ -142,12 +144,10 @@ def main() -> int:
                         "document",
                         "submit",
                         doc,
-                        "--as",
-                        "ana",
                         "-c",
                         str(repo / "qms.yaml"),
                     ],
-                    env=env,
+                    env=submit_env,
                     capture_output=True,
                     text=True,
                 )

@@ -7,6 +7,7 @@ its own schema. When CI is set, an unreachable PostgreSQL fails the tests instea
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,10 @@ import pytest
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# never read or write the developer's own 'qms login' credentials, nor act with their token
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="qms-test-config-")
+for _name in ("QMS_TOKEN", "QMS_ACTOR"):
+    os.environ.pop(_name, None)
 
 from qmsflow.context import QmsContext, open_context  # noqa: E402
 from qmsflow.services.scaffold import scaffold  # noqa: E402
@@ -58,6 +63,12 @@ def require_pg() -> None:
     if os.environ.get("CI"):
         pytest.fail(message + " — CI is set, so this is a failure, not a skip")
     pytest.skip(message)
+
+
+@pytest.fixture(autouse=True)
+def _own_credentials_folder(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test keeps 'qms login' credentials in a folder of its own."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
 
 
 @pytest.fixture
@@ -111,5 +122,24 @@ def ctx(repo: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[QmsContext]:
 def pg_ctx(repo: Path, pg_schema_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[QmsContext]:
     monkeypatch.setenv("QMS_DATABASE_URL", pg_schema_url)
     context = open_context(repo / "qms.yaml", migrate=True)
+    yield context
+    context.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def synced_ctx(request: pytest.FixtureRequest, repo: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[QmsContext]:
+    """The scaffolded repo, synced, on SQLite or (via QMS_DATABASE_URL) a fresh PostgreSQL schema: CLI
+    commands run in-process see the same store."""
+    from qmsflow.services.sync import sync_config
+    from qmsflow.store.uow import UnitOfWork
+
+    monkeypatch.delenv("QMS_DATABASE_URL", raising=False)
+    monkeypatch.delenv("QMS_CONFIG", raising=False)
+    if request.param == "postgresql":
+        monkeypatch.setenv("QMS_DATABASE_URL", request.getfixturevalue("pg_schema_url"))
+    context = open_context(repo / "qms.yaml", migrate=True)
+    with UnitOfWork(context.db, "qmsflow") as uow:
+        sync_config(uow, context.config, context.root)
+        uow.commit()
     yield context
     context.close()

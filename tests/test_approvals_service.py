@@ -10,11 +10,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fakes.slack import FakeSlack
 from fastapi.testclient import TestClient
+from identityutil import token
 from sqlalchemy import select
 
 from qmsflow.context import QmsContext
 from qmsflow.domain.approvals import AlreadyDecided, Decision, Method, NotAuthorized
-from qmsflow.services import approvals, contents, tokens
+from qmsflow.services import approvals, contents
 from qmsflow.services.delivery import deliver
 from qmsflow.services.outbox import backlog
 from qmsflow.services.sync import sync_config
@@ -192,10 +193,7 @@ def test_refusals_are_recorded_with_who_and_why(synced: QmsContext) -> None:
 
 def test_approvals_api_with_tokens(synced: QmsContext) -> None:
     request_id = open_request(synced)
-    with UnitOfWork(synced.db, "ana") as uow:
-        ana = tokens.create_token(uow, "ana")
-    with UnitOfWork(synced.db, "ana") as uow:
-        chloe = tokens.create_token(uow, "chloe")
+    ana, chloe = token(synced.db, "ana"), token(synced.db, "chloe")
     client = TestClient(create_app(synced))
     url = f"/api/approvals/{request_id}/decision"
     assert client.post(url, json={"decision": "approve"}).status_code == 401

@@ -234,9 +234,14 @@ def test_escalation_goes_to_owner_then_manager_once(synced: QmsContext) -> None:
         assert [e.action for e in trail.events_for(s, f"record:{capa_id}")].count("capa.escalated") == 2
 
 
-def test_cli_errors_name_the_missing_field(synced: QmsContext, capsys: pytest.CaptureFixture) -> None:
+def test_cli_errors_name_the_missing_field(
+    synced: QmsContext, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from identityutil import token
+
     from qmsflow.cli.main import run
 
+    monkeypatch.setenv("QMS_TOKEN", token(synced.db, "ana"))  # the CLI acts as the signed-in person
     cfg = str(synced.loaded.path)
     assert run(["capa", "open", "-c", cfg, "--title", "Drift", "--source", "pms", "--owner", "dev"]) == 0
     capa_id = capsys.readouterr().out.split()[0]

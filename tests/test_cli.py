@@ -60,7 +60,7 @@ def test_init_check_sync_verify_anchor_status(qms, tmp_path: Path) -> None:  # n
     assert code == 0 and "aspects covered: 13/13" in out
     code, out, _ = qms("init", str(repo), "--no-git")
     assert code == 1
-    code, out, _ = qms("sync", "-c", cfg, "--as", "ana")
+    code, out, _ = qms("sync", "-c", cfg, "--as", "qmsflow")
     assert code == 0 and "34 change(s) recorded" in out
     code, out, _ = qms("sync", "-c", cfg)
     assert "already in sync" in out
@@ -77,8 +77,8 @@ def test_init_check_sync_verify_anchor_status(qms, tmp_path: Path) -> None:  # n
     assert code == 0 and "document-control" in out and "Ana Alves" in out
     code, out, _ = qms("records", "list", "-c", cfg, "--kind", "document-review-due")
     assert code == 0 and "DRD-" in out
-    code, out, _ = qms("trail", "show", "-c", cfg, "--actor", "ana", "--limit", "3")
-    assert code == 0 and "person.created" in out or "document" in out
+    code, out, _ = qms("trail", "show", "-c", cfg, "--actor", "qmsflow", "--limit", "3")
+    assert code == 0 and "document-review-due.created" in out
 
 
 def test_bad_config_is_one_clear_error(qms, repo: Path) -> None:  # noqa: ANN001
@@ -122,10 +122,15 @@ def test_verify_exits_1_and_names_the_seq_after_tampering(qms, repo: Path) -> No
     assert "the first 6 events verify" in err
 
 
-def test_retention_refusal_via_cli(qms, repo: Path) -> None:  # noqa: ANN001
+def test_retention_refusal_via_cli(qms, repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
     cfg = str(repo / "qms.yaml")
     qms("sync", "-c", cfg)
-    code, _, err = qms("document", "delete-version", "SOP-DOC-001", "1.0", "-c", cfg, "--as", "dev")
+    from identityutil import token
+
+    from qmsflow.store.db import Database
+
+    monkeypatch.setenv("QMS_TOKEN", token(Database(f"sqlite:///{repo / '.qms' / 'qms.db'}"), "dev", role="viewer"))
+    code, _, err = qms("document", "delete-version", "SOP-DOC-001", "1.0", "-c", cfg)
     assert code == 1 and "must be kept" in err
     code, out, _ = qms("trail", "show", "-c", cfg, "--actor", "dev")
     assert "document-version.delete-refused" in out
@@ -151,19 +156,25 @@ def test_console_script_runs(tmp_path: Path) -> None:
     assert "no qms.yaml found" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_user_add_and_token_on_a_fresh_repo(qms, repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+def test_first_admin_then_login_and_a_ci_token_on_a_fresh_repo(
+    qms, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: ANN001
     import io
 
     cfg = str(repo / "qms.yaml")
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    code, _, err = qms("user", "add", "ana", "--person", "ana", "--role", "admin", "--password-stdin", "-c", cfg)
+    assert code == 1 and "at least 12 characters" in err
     monkeypatch.setattr("sys.stdin", io.StringIO("a-long-password-123\n"))
     code, out, err = qms("user", "add", "ana", "--person", "ana", "--role", "admin", "--password-stdin", "-c", cfg)
     assert code == 0, err
-    assert "user ana (admin) created" in out
-    code, out, err = qms("token", "create", "ben", "-c", cfg)
-    assert code == 0 and out.strip().startswith("qms_")
-    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
-    code, _, err = qms("user", "add", "x", "--person", "ana", "--password-stdin", "-c", cfg)
-    assert code == 1 and "at least 12 characters" in err
+    assert "first admin ana created" in out
+    monkeypatch.setattr("sys.stdin", io.StringIO("a-long-password-123\n"))
+    code, out, err = qms("token", "create", "--user", "ana", "--name", "ci", "--password-stdin", "-c", cfg)
+    assert code == 0, err
+    assert out.strip().startswith("qms_") and "valid until" in err
+    code, _, err = qms("token", "create", "ben", "-c", cfg)  # a token for someone else: no such usage
+    assert code == 2 and "unexpected extra argument" in err.lower()
 
 
 def test_identifiers_are_printed_whole_in_a_narrow_terminal(qms, repo: Path) -> None:  # noqa: ANN001
@@ -172,7 +183,7 @@ def test_identifiers_are_printed_whole_in_a_narrow_terminal(qms, repo: Path) -> 
     import re
 
     cfg = str(repo / "qms.yaml")
-    assert qms("sync", "-c", cfg, "--as", "ana")[0] == 0
+    assert qms("sync", "-c", cfg)[0] == 0
     assert qms("document", "scan", "-c", cfg)[0] == 0
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QMS_", "PREFECT_"))}
     listed = subprocess.run(

@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 from fakes.slack import FakeSlack
+from identityutil import account, password_of, token
 from sqlalchemy import func, select
 from stackutil import QMS, RunningStack, start_stack
 
@@ -45,16 +46,33 @@ class World:
         self.repo, self.slack, self.env = repo, slack, env
         self.stack: RunningStack | None = None
         self.db = Database(f"sqlite:///{repo / '.qms' / 'qms.db'}")
+        self.tokens: dict[str, str] = {}
 
     def start(self, port: int | None = None, web_port: int | None = None) -> RunningStack:
         self.stack = start_stack(self.repo, self.env, port=port, web_port=web_port)
         return self.stack
 
-    def qms(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    def qms(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        input: str | None = None,  # noqa: A002
+    ) -> subprocess.CompletedProcess:
         full = {**self.stack.env, "PREFECT_API_URL": self.stack.api_url, **(env or {})}
         return subprocess.run(
-            [QMS, *args, "-c", str(self.repo / "qms.yaml")], env=full, capture_output=True, text=True, timeout=120
+            [QMS, *args, "-c", str(self.repo / "qms.yaml")],
+            env=full,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            input=input,
         )
+
+    def token(self, who: str) -> str:
+        """A personal token of ``who`` (ana is an admin), issued with their password as 'qms login' does."""
+        if who not in self.tokens:
+            self.tokens[who] = token(self.db, who, role="admin" if who == "ana" else "approver")
+        return self.tokens[who]
 
     def edit(self, relpath: str, line: str) -> None:
         path = self.repo / relpath
@@ -63,7 +81,7 @@ class World:
 
     def submit(self, doc_id: str, *args: str, who: str = "ana") -> ApprovalRequestRow:
         before = self.request_ids()
-        done = self.qms("document", "submit", doc_id, "--as", who, *args)
+        done = self.qms("document", "submit", doc_id, *args, env={"QMS_TOKEN": self.token(who)})
         assert done.returncode == 0, done.stderr
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -287,7 +305,7 @@ def test_a_submission_that_cannot_be_reviewed_is_refused_before_a_run_starts(wor
         (["SOP-AUD-001", "--still-valid"], "SOP-AUD-001 has no effective version"),
         (["SOP-NOPE-001"], "'SOP-NOPE-001' is not a registered document"),
     ):
-        refused = world.qms("document", "submit", *args, "--as", "ana")
+        refused = world.qms("document", "submit", *args, env={"QMS_TOKEN": world.token("ana")})
         assert refused.returncode == 1 and message in refused.stderr, refused.stderr
     assert world.request_ids() == before
     assert httpx.post(f"{world.stack.api_url}/flow_runs/count", json=REVIEW_RUNS, timeout=10).json() == runs
@@ -361,13 +379,14 @@ def test_restart_while_suspended_then_click_completes_without_duplicates(world: 
 
 
 def test_cli_approval_with_a_personal_token_and_a_still_valid_review(world: World) -> None:
-    created = world.qms("token", "create", "ben", "--as", "ana")
+    account(world.db, "ben")
+    created = world.qms("token", "create", "--user", "ben", "--password-stdin", input=password_of("ben") + "\n")
     assert created.returncode == 0, created.stderr
     token = created.stdout.strip()
     request = world.submit("SOP-DOC-001", "--still-valid", who="ana")
     assert request.author is None and request.subject == "document-version:SOP-DOC-001@1.0"
     bad = world.qms("approve", request.id, "--decision", "approve", env={"QMS_TOKEN": "qms_forged"})
-    assert bad.returncode == 1 and "unknown or revoked" in bad.stderr
+    assert bad.returncode == 1 and "the API token is unknown" in bad.stderr and "qms login" in bad.stderr
     done = world.qms("approve", request.id, "--decision", "approve", env={"QMS_TOKEN": token})
     assert done.returncode == 0, done.stderr
     assert "signed by Ben Brandt" in done.stdout
@@ -385,24 +404,17 @@ def test_browser_approval_from_the_inbox(world: World) -> None:
 
     artifacts = Path(__file__).resolve().parents[1] / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
-    added = subprocess.run(
-        [
-            QMS,
-            "user",
-            "add",
-            "ben",
-            "--person",
-            "ben",
-            "--role",
-            "approver",
-            "--password-stdin",
-            "-c",
-            str(world.repo / "qms.yaml"),
-        ],
-        input="ben-browser-password\n",
-        text=True,
-        capture_output=True,
-        env=world.stack.env,
+    added = world.qms(  # an admin creates the account; its first password must be changed at first sign-in
+        "user",
+        "add",
+        "ben-web",
+        "--person",
+        "ben",
+        "--role",
+        "approver",
+        "--password-stdin",
+        input="first-password-from-ana\n",
+        env={"QMS_TOKEN": world.token("ana")},
     )
     assert added.returncode == 0, added.stderr
     world.edit("procedures/SOP-AUD-001-internal-audit.md", "Audits are announced two weeks ahead.")
@@ -423,9 +435,18 @@ def test_browser_approval_from_the_inbox(world: World) -> None:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(f"{world.stack.web_url}/")
         assert "/login" in page.url
-        page.fill("input[name=username]", "ben")
-        page.fill("input[name=password]", "ben-browser-password")
+        page.fill("input[name=username]", "ben-web")
+        page.fill("input[name=password]", "first-password-from-ana")
         page.click("button[type=submit]")
+        page.wait_for_selector("h1:has-text('Change your password')")  # before anything else
+        page.goto(f"{world.stack.web_url}/approvals")
+        assert "/account/password" in page.url
+        page.fill("input[name=current]", "first-password-from-ana")
+        page.fill("input[name=new]", "ben-browser-password")
+        page.fill("input[name=confirm]", "ben-browser-password")
+        page.click("main button[type=submit]")
+        page.wait_for_selector("h1:has-text('Waiting for your signature')")  # back where it interrupted
+        page.goto(f"{world.stack.web_url}/")
         page.wait_for_selector("h1:has-text('QMS processes')")
         page.screenshot(path=str(artifacts / "overview.png"), full_page=True)
         widths = page.eval_on_selector_all(".charts img", "imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")

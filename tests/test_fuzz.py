@@ -5,11 +5,14 @@ Run signed in (a session cookie, with its CSRF token) and anonymous, and with an
 
 from __future__ import annotations
 
+import re
+
 import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
+from identityutil import password_of, token
 
-from qmsflow.services import accounts, approvals, contents, tokens
+from qmsflow.services import approvals, contents
 from qmsflow.services.sync import sync_config
 from qmsflow.store import UnitOfWork
 from qmsflow.web.app import create_app
@@ -35,10 +38,7 @@ def _build_app():  # noqa: ANN202
     with UnitOfWork(ctx.db, "qmsflow") as uow:
         sync_config(uow, ctx.config, ctx.root)
         uow.commit()
-    with UnitOfWork(ctx.db, "admin") as uow:
-        accounts.add_user(uow, "ben", "ben", "approver", "ben-password-123")
-    with UnitOfWork(ctx.db, "ben") as uow:
-        state["token"] = tokens.create_token(uow, "ben")
+    state["token"] = token(ctx.db, "ben")
     with UnitOfWork(ctx.db, "chloe") as uow:
         approvals.open_request(
             uow,
@@ -55,7 +55,9 @@ def _build_app():  # noqa: ANN202
         uow.commit()
     application = create_app(ctx)
     client = TestClient(application)
-    client.post("/login", data={"username": "ben", "password": "ben-password-123", "next": "/"})
+    form = client.get("/login").text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form).group(1)
+    client.post("/login", data={"username": "ben", "password": password_of("ben"), "next": "/", "csrf": csrf})
     state["cookie"] = client.cookies[COOKIE]
     return application
 

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import identityutil
 import pytest
 import uvicorn
 from conftest import TEST_SUBJECT, require_pg
@@ -23,7 +24,7 @@ from stackutil import free_port
 
 from qmsflow.context import QmsContext, open_context
 from qmsflow.domain.errors import DomainError
-from qmsflow.services import accounts, approvals, capa, contents, tokens
+from qmsflow.services import approvals, capa, contents
 from qmsflow.services.sync import sync_config
 from qmsflow.store import UnitOfWork
 from qmsflow.store.tables import ApprovalRequestRow, RecordRow, SignatureRow, TrailEventRow
@@ -123,8 +124,7 @@ def api_post(base: str, request_id: str, token: str, decision: str) -> Callable[
 
 
 def token_for(ctx: QmsContext, person: str) -> str:
-    with UnitOfWork(ctx.db, person) as uow:
-        return tokens.create_token(uow, person)
+    return identityutil.token(ctx.db, person)
 
 
 def test_twenty_api_attempts_by_one_signer_store_one_signature(store: QmsContext, server: str) -> None:
@@ -148,13 +148,14 @@ def test_two_signers_with_opposite_decisions_make_one_decision(store: QmsContext
 
 def test_twenty_dashboard_posts_store_one_signature(store: QmsContext, server: str) -> None:
     request_id = open_request(store)
-    for username, role in (("ana", "approver"), ("ben", "approver")):
-        with UnitOfWork(store.db, "qmsflow") as uow:
-            accounts.add_user(uow, username, username, role, f"{username}-password-123")
+    for username in ("ana", "ben"):
+        identityutil.account(store.db, username)
     sessions = {}
     for username in ("ana", "ben"):
         client = httpx.Client(base_url=server, timeout=60)
-        client.post("/login", data={"username": username, "password": f"{username}-password-123", "next": "/"})
+        form = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
+        data = {"username": username, "password": f"{username}-password-123", "next": "/", "csrf": form}
+        client.post("/login", data=data)
         page = client.get(f"/approvals/{request_id}").text
         sessions[username] = (client, re.search(r'name="csrf" value="([^"]+)"', page).group(1))
 

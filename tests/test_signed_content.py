@@ -10,15 +10,17 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import identityutil
 import pytest
 from fakes.slack import FakeSlack
 from fastapi.testclient import TestClient
 from sqlalchemy import select, text
+from test_web import sign_in
 
 from qmsflow.context import QmsContext, open_context
 from qmsflow.domain.approvals import AlreadyDecided, Decision, Method, NotAuthorized
 from qmsflow.domain.errors import DomainError
-from qmsflow.services import accounts, approvals, capa, contents, review
+from qmsflow.services import approvals, capa, contents, review
 from qmsflow.services.scaffold import render_document, scaffold
 from qmsflow.services.sync import sync_config
 from qmsflow.services.verify import verify
@@ -121,10 +123,9 @@ def test_the_signed_text_is_kept_shown_and_rendered_from_the_store(gitrepo: QmsC
     with gitrepo.db.read() as s:
         stored = contents.load(s, request.content_sha256)
     assert stored is not None and "Uncommitted wording under review." in stored.text
-    with UnitOfWork(gitrepo.db, "qmsflow") as uow:
-        accounts.add_user(uow, "chloe", "chloe", "approver", "chloe-password-123")
+    identityutil.account(gitrepo.db, "chloe")
     with TestClient(create_app(gitrepo)) as client:
-        client.post("/login", data={"username": "chloe", "password": "chloe-password-123", "next": "/"})
+        sign_in(client, "chloe")
         page = client.get(f"/approvals/{request.id}").text
         assert "Uncommitted wording under review." in page and "something else entirely" not in page
         assert 'name="password"' in page  # the Sign form, with the content it signs
@@ -152,10 +153,9 @@ def test_a_request_whose_content_is_not_in_the_store_cannot_be_signed_on_the_web
         )
         uow.commit()
         request_id = row.id
-    with UnitOfWork(gitrepo.db, "qmsflow") as uow:
-        accounts.add_user(uow, "ben", "ben", "approver", "ben-password-123")
+    identityutil.account(gitrepo.db, "ben")
     with TestClient(create_app(gitrepo)) as client:
-        client.post("/login", data={"username": "ben", "password": "ben-password-123", "next": "/"})
+        sign_in(client, "ben")
         page = client.get(f"/approvals/{request_id}").text
     assert "not in the records store" in page and 'name="password"' not in page
 
@@ -311,11 +311,8 @@ def test_reauth_mode_signs_only_in_the_dashboard(gitrepo: QmsContext, slack: Fak
 def test_submissions_through_the_api_are_made_in_the_token_holders_name(
     gitrepo: QmsContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from qmsflow.services import tokens
-
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # Prefect down: recorded, started later
-    with UnitOfWork(gitrepo.db, "dev") as uow:
-        token = tokens.create_token(uow, "dev")
+    token = identityutil.token(gitrepo.db, "dev")
     with TestClient(create_app(gitrepo)) as client:
         url = "/api/documents/SOP-DAT-001/submissions"
         assert client.post(url, json={}).status_code == 401

@@ -42,15 +42,25 @@ def web(ctx: QmsContext, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[QmsC
         uow.commit()
     for username, person, role in (("ana", "ana", "admin"), ("ben", "ben", "approver"), ("dev", "dev", "viewer")):
         with UnitOfWork(ctx.db, "admin") as uow:
-            accounts.add_user(uow, username, person, role, f"{username}-password-123")
+            accounts.add_user(uow, username, person, role, f"{username}-password-123", must_change=False)
     with TestClient(create_app(ctx), base_url="http://testserver") as client:
         yield ctx, client
+
+
+def login_form_token(client: TestClient) -> str:
+    """GET /login sets the form's cookie and returns the hidden field's token (signed double-submit)."""
+    return re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
 
 
 def sign_in(client: TestClient, username: str) -> str:
     response = client.post(
         "/login",
-        data={"username": username, "password": f"{username}-password-123", "next": "/"},
+        data={
+            "username": username,
+            "password": f"{username}-password-123",
+            "next": "/",
+            "csrf": login_form_token(client),
+        },
         follow_redirects=False,
     )
     assert response.status_code == 303, response.text
@@ -125,18 +135,25 @@ def test_overview_counts_open_approvals_per_process(web: tuple) -> None:
 
 def test_sign_in_sets_a_safe_cookie_and_failures_are_recorded(web: tuple) -> None:
     ctx, client = web
-    bad = client.post("/login", data={"username": "ana", "password": "nope", "next": "/"})
+    bad = client.post(
+        "/login", data={"username": "ana", "password": "nope", "next": "/", "csrf": login_form_token(client)}
+    )
     assert bad.status_code == 401 and "Unknown user or wrong password" in bad.text
     ok = client.post(
         "/login",
-        data={"username": "ana", "password": "ana-password-123", "next": "//evil.example/"},
+        data={
+            "username": "ana",
+            "password": "ana-password-123",
+            "next": "//evil.example/",
+            "csrf": login_form_token(client),
+        },
         follow_redirects=False,
     )
     assert ok.headers["location"] == "/"  # no open redirect
     cookie = ok.headers["set-cookie"]
     assert "HttpOnly" in cookie and "samesite=lax" in cookie.lower()
     with ctx.db.read() as s:
-        assert [e.action for e in trail.events_for(s, "user:ana")][-1] == "web.sign-in-failed"
+        assert [e.action for e in trail.events_for(s, "security:sign-in:ana")] == ["sign-in.failed"]
 
 
 def test_security_headers(web: tuple) -> None:

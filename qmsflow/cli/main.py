@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import os
 import signal
 import sys
@@ -85,7 +84,23 @@ ConfigOpt = Annotated[
 ActorOpt = Annotated[
     Optional[str],
     typer.Option(
-        "--as", help="Who acts (person id); default QMS_ACTOR or cli:<os user>.", callback=_bounded(limits.NAME)
+        "--as",
+        callback=_bounded(limits.NAME),
+        help="Act as PERSON without a credential: only 'qmsflow' (system work) or, in trusted single-user mode "
+        "(security.trusted_single_user), any person. Otherwise your sign-in ('qms login', QMS_TOKEN) says who acts.",
+    ),
+]
+TokenFileOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--token-file",
+        help="Read your API token from this file ('-': standard input) instead of QMS_TOKEN or 'qms login'.",
+    ),
+]
+PasswordStdinOpt = Annotated[
+    bool,
+    typer.Option(
+        "--password-stdin", help="Read the password(s) from standard input, one per line, without confirmation."
     ),
 ]
 
@@ -96,12 +111,21 @@ class CliError(Exception):
         self.code = code
 
 
-def _actor(value: str | None) -> str:
-    actor = value or os.environ.get("QMS_ACTOR") or f"cli:{getpass.getuser()}"
-    problem = limits.text_problem(actor, limits.NAME)
-    if problem:
-        raise CliError(f"the actor ({'--as' if value else 'QMS_ACTOR'}): {problem}", code=2)
-    return actor
+def _who(ctx, as_option: str | None, token_file: Path | None = None, system: bool = False):  # noqa: ANN001, ANN202
+    """The authenticated actor of a command (see qmsflow/cli/identity.py)."""
+    from .identity import person_for_cli
+
+    return person_for_cli(ctx, as_option, token_file=token_file, system=system)
+
+
+def _secret(prompt: str, from_stdin: bool, confirm: bool = False) -> str:
+    """A password from standard input (one line) or a hidden prompt."""
+    if from_stdin:
+        line = sys.stdin.readline()
+        if not line:
+            raise CliError(f"{prompt.lower()}: nothing on standard input", code=2)
+        return line.rstrip("\r\n")
+    return typer.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
 
 
 def _ctx(config: Path | None, migrate: bool = False):  # noqa: ANN202
@@ -119,12 +143,18 @@ def init(
     org: Annotated[str, typer.Option(help="Organisation name.", callback=_bounded(limits.NAME))] = "Example AI GmbH",
     force: Annotated[bool, typer.Option(help="Overwrite an existing qms.yaml and documents.")] = False,
     git: Annotated[bool, typer.Option(help="git init and commit, unless already in a git repo.")] = True,
+    admin: Annotated[
+        Optional[str],
+        typer.Option(help="Create the first admin account for this person (user name = person id); password asked."),
+    ] = None,
+    password_stdin: PasswordStdinOpt = False,
+    trusted_single_user: Annotated[bool, typer.Option(hidden=True)] = False,
 ) -> None:
     """Scaffold a compliance repo: qms.yaml, the ten procedures of a minimum QMS, docs/adr."""
     from ..services.scaffold import ScaffoldError, scaffold
 
     try:
-        report = scaffold(directory, org_name=org, force=force, git=git)
+        report = scaffold(directory, org_name=org, force=force, git=git, trusted_single_user=trusted_single_user)
     except ScaffoldError as exc:
         raise CliError(str(exc)) from None
     out.print(f"Scaffolded {len(report.written)} files in {report.root}")
@@ -132,7 +162,27 @@ def init(
         out.print(f"  {path.relative_to(report.root)}")
     if report.git_initialised:
         out.print("Initialised a git repo with a first commit.")
-    out.print(f"Next: cd {directory} && qms check && qms up")
+    if admin:
+        _first_admin(report.root / "qms.yaml", admin, password_stdin)
+        out.print(f"Next: cd {directory} && qms login --user {admin} && qms up")
+    elif not trusted_single_user:
+        out.print(f"Next: cd {directory} && qms check && qms user add NAME --person ID --role admin && qms up")
+
+
+def _first_admin(config: Path, person: str, password_stdin: bool) -> None:
+    from ..services import accounts
+    from ..store.uow import UnitOfWork
+    from .identity import os_user
+
+    ctx = _ctx(config, migrate=True)
+    _sync_people(ctx)
+    if person not in {p.id for p in ctx.config.people}:
+        people = ", ".join(p.id for p in ctx.config.people)
+        raise CliError(f"--admin {person!r} is not a person in qms.yaml (people: {people})", code=2)
+    password = _secret(f"Password for {person}", password_stdin, confirm=True)
+    with UnitOfWork(ctx.db, f"bootstrap:{os_user()}") as uow:
+        accounts.add_first_admin(uow, person, person, password)
+    out.print(f"First admin {person} created (dashboard and 'qms login').")
 
 
 @app.command()
@@ -215,7 +265,7 @@ def sync(config: ConfigOpt = None, actor: ActorOpt = None) -> None:
     from ..store.uow import UnitOfWork
 
     ctx = _ctx(config, migrate=True)
-    with UnitOfWork(ctx.db, _actor(actor)) as uow:
+    with UnitOfWork(ctx.db, _who(ctx, actor, system=True).id) as uow:
         report = sync_config(uow, ctx.config, ctx.root)
         uow.commit()
     for change in report.changes:
@@ -352,13 +402,15 @@ def records_list(
 
 
 @records_app.command("delete")
-def records_delete(record_id: str, config: ConfigOpt = None, actor: ActorOpt = None) -> None:
+def records_delete(
+    record_id: str, config: ConfigOpt = None, actor: ActorOpt = None, token_file: TokenFileOpt = None
+) -> None:
     """Delete a record: refused (and the attempt recorded) before its retention end (Art. 18)."""
     from ..services.records import delete_record
     from ..store.uow import UnitOfWork
 
     ctx = _ctx(config)
-    with UnitOfWork(ctx.db, _actor(actor)) as uow:
+    with UnitOfWork(ctx.db, _who(ctx, actor, token_file).id) as uow:
         delete_record(uow, ctx.config, record_id, datetime.now(UTC).date())
     out.print(f"deleted {record_id} (recorded in the trail)")
 
@@ -442,13 +494,15 @@ def document_render(
 
 
 @document_app.command("delete-version")
-def document_delete_version(doc_id: str, version: str, config: ConfigOpt = None, actor: ActorOpt = None) -> None:
+def document_delete_version(
+    doc_id: str, version: str, config: ConfigOpt = None, actor: ActorOpt = None, token_file: TokenFileOpt = None
+) -> None:
     """Delete a document version: refused (and recorded) before its retention end."""
     from ..services.records import delete_document_version
     from ..store.uow import UnitOfWork
 
     ctx = _ctx(config)
-    with UnitOfWork(ctx.db, _actor(actor)) as uow:
+    with UnitOfWork(ctx.db, _who(ctx, actor, token_file).id) as uow:
         delete_document_version(uow, ctx.config, doc_id, version, datetime.now(UTC).date())
     out.print(f"deleted {doc_id} version {version} (recorded in the trail)")
 
@@ -496,20 +550,20 @@ def document_submit(
             help="What changed and why (shown to approvers).", callback=_bounded(limits.COMMENT, multiline=True)
         ),
     ] = None,
+    token_file: TokenFileOpt = None,
 ) -> None:
     """Start a document review: keep DOC_ID's text as submitted, request signed approval, wait (Slack, web or CLI).
 
-    The approvers see the text kept now, whatever happens to the file afterwards. Nobody who authored the
-    change (you, and the git authors of the commits since the last approved version) may approve it.
+    The submitter is the signed-in person ('qms login', QMS_TOKEN). The approvers see the text kept now,
+    whatever happens to the file afterwards. Nobody who authored the change (you, and the git authors of
+    the commits since the last approved version) may approve it.
     """
     from ..adapters import prefect_api
     from ..services.review import submit_document
     from ..store.uow import UnitOfWork
 
     ctx = _ctx(config)
-    who = _actor(actor)
-    if who not in {p.id for p in ctx.config.people}:
-        raise CliError(f"--as {who!r} is not a person in qms.yaml: say who submits (e.g. --as ana or QMS_ACTOR=ana)")
+    who = _who(ctx, actor, token_file).id
     with UnitOfWork(ctx.db, who) as uow:  # refused now, before any run starts
         submission = submit_document(
             uow,
@@ -617,15 +671,13 @@ def approve(
         Optional[str],
         typer.Option(help="Required for reject and changes.", callback=_bounded(limits.COMMENT, multiline=True)),
     ] = None,
-    token: Annotated[
-        Optional[str], typer.Option(help="Personal API token (else QMS_TOKEN).", envvar="QMS_TOKEN", show_envvar=True)
-    ] = None,
+    token_file: TokenFileOpt = None,
+    actor: ActorOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Sign an approval request from the command line, authenticated by your personal API token."""
+    """Sign an approval request from the command line as the signed-in person ('qms login', QMS_TOKEN)."""
     from ..domain.approvals import Decision, Method
     from ..services.approvals import after_decision, decide
-    from ..services.tokens import authenticate
     from ..store.uow import UnitOfWork
 
     try:
@@ -633,9 +685,10 @@ def approve(
     except ValueError:
         raise CliError(f"--decision {decision!r} is not allowed (allowed: approve, reject, changes)", code=2) from None
     ctx = _ctx(config)
-    person = authenticate(ctx.db, token)
+    who = _who(ctx, actor, token_file)
+    person = who.id
     with UnitOfWork(ctx.db, person) as uow:
-        result = decide(uow, ctx.config, request_id, person, choice, comment, Method.CLI, claimed=f"token:{person}")
+        result = decide(uow, ctx.config, request_id, person, choice, comment, Method.CLI, claimed=who.claimed)
     after_decision(ctx, result)
     out.print(
         f"{request_id}: signed by {result.signature.printed_name} at {result.signature.at:%Y-%m-%d %H:%M:%S} UTC "
@@ -643,49 +696,222 @@ def approve(
     )
 
 
-@token_app.command("create")
-def token_create(
-    person: str,
-    name: Annotated[str, typer.Option(help="What the token is for.", callback=_bounded(limits.TOKEN_NAME))] = "cli",
-    config: ConfigOpt = None,
-    actor: ActorOpt = None,
-) -> None:
-    """Create a personal API token for PERSON; it is shown once and stored only as a hash."""
-    from ..services.tokens import create_token
+# ------------------------------------------------------------------ identity: sign-in, tokens, accounts
+
+
+def _sign_in(ctx, username: str, password: str):  # noqa: ANN001, ANN202
+    """Check a dashboard user name and password, throttled like the dashboard's sign-in."""
+    from ..services.accounts import sign_in
+    from .identity import os_user
+
+    return sign_in(ctx.db, username, password, address=f"cli:{os_user()}", channel="cli")
+
+
+def _change_password_now(ctx, account, from_stdin: bool) -> None:  # noqa: ANN001
+    from ..services.accounts import change_password, end_other_sessions
     from ..store.uow import UnitOfWork
 
-    ctx = _ctx(config, migrate=True)
-    _sync_people(ctx)
-    with UnitOfWork(ctx.db, _actor(actor)) as uow:
-        token = create_token(uow, person, name)
+    err.print(f"{account.username} must choose a new password now (12+ characters), before anything else.")
+    new = _secret("New password", from_stdin, confirm=True)
+    with UnitOfWork(ctx.db, account.person) as uow:
+        change_password(uow, account.username, new)
+    end_other_sessions(ctx.db, account.username, None)
+    err.print("password changed")
+
+
+def _default_username(ctx) -> str | None:  # noqa: ANN001
+    from . import credentials
+    from .identity import store_key
+
+    try:
+        entry = credentials.load(store_key(ctx))
+    except credentials.CredentialsError:
+        return None
+    return entry.get("username") if entry else None
+
+
+DaysOpt = Annotated[
+    Optional[int],
+    typer.Option(help="Days until the token expires (default security.token_days in qms.yaml, at most 365)."),
+]
+
+
+@app.command()
+def login(
+    config: ConfigOpt = None,
+    user: Annotated[Optional[str], typer.Option("--user", "-u", help="Dashboard user name (else asked).")] = None,
+    password_stdin: PasswordStdinOpt = False,
+    days: DaysOpt = None,
+) -> None:
+    """Sign in with your dashboard user name and password; keeps a personal token for this records store.
+
+    The token (with an expiry) is kept in $XDG_CONFIG_HOME/qmsflow/credentials.json (mode 0600); commands
+    that act in your name use it. An account whose password must be changed asks for the new one first
+    (with --password-stdin: the current password on the first line, the new one on the second).
+    """
+    import socket
+
+    from ..services import tokens
+    from ..store.uow import UnitOfWork
+    from . import credentials
+    from .identity import os_user, store_key
+
+    ctx = _ctx(config)
+    username = user or typer.prompt("User name", default=_default_username(ctx) or None)
+    account = _sign_in(ctx, username, _secret("Password", password_stdin))
+    if account.must_change_password:
+        _change_password_now(ctx, account, password_stdin)
+    key = store_key(ctx)
+    try:
+        previous = credentials.load(key)
+    except credentials.CredentialsError as exc:
+        raise CliError(str(exc)) from None
+    with UnitOfWork(ctx.db, account.person) as uow:
+        token, row = tokens.issue(
+            uow, account, f"qms login {os_user()}@{socket.gethostname()}"[:100], days or ctx.config.security.token_days
+        )
+        if previous:  # the token of the previous sign-in to this store ends
+            tokens.revoke_value(uow, previous["token"])
+            uow.commit()
+    try:
+        saved = credentials.save(
+            key,
+            {
+                "token": token,
+                "token_id": row.id,
+                "username": account.username,
+                "person": account.person,
+                "expires_at": row.expires_at.isoformat(),
+                "repo": str(ctx.root),
+            },
+        )
+    except (OSError, credentials.CredentialsError) as exc:
+        with UnitOfWork(ctx.db, account.person) as uow:
+            tokens.revoke_value(uow, token)
+            uow.commit()
+        raise CliError(f"cannot keep the token ({exc}); it was revoked again") from None
+    out.print(
+        f"signed in as {account.username} ({account.person}, {account.role}) to {key}; "
+        f"token {row.id} valid until {row.expires_at:%Y-%m-%d %H:%M} UTC, kept in {saved}"
+    )
+    if os.environ.get("QMS_TOKEN"):
+        err.print("[yellow]note:[/] QMS_TOKEN is set in this shell and wins over this sign-in: unset it to use it")
+
+
+@app.command()
+def logout(config: ConfigOpt = None) -> None:
+    """Revoke the token 'qms login' keeps for this records store, and forget it."""
+    from ..services import tokens
+    from ..store.uow import UnitOfWork
+    from . import credentials
+    from .identity import store_key
+
+    ctx = _ctx(config)
+    key = store_key(ctx)
+    try:
+        entry = credentials.load(key)
+    except credentials.CredentialsError as exc:
+        raise CliError(str(exc)) from None
+    if entry is None:
+        out.print(f"not signed in to {key}")
+    else:
+        with UnitOfWork(ctx.db, entry.get("person") or "qmsflow") as uow:
+            revoked = tokens.revoke_value(uow, entry["token"])
+            uow.commit()
+        credentials.remove(key)
+        out.print(f"signed out of {key}" + (f"; token {revoked} revoked" if revoked else ""))
+    if os.environ.get("QMS_TOKEN"):
+        err.print("[yellow]note:[/] QMS_TOKEN is still set in this shell: unset it too")
+
+
+@app.command()
+def whoami(config: ConfigOpt = None, actor: ActorOpt = None, token_file: TokenFileOpt = None) -> None:
+    """Who commands act as: the signed-in person, their account, role and token expiry."""
+    ctx = _ctx(config)
+    who = _who(ctx, actor, token_file)
+    line = f"{who.id} ({who.name})" if who.name else who.id
+    if who.username:
+        line += f", account {who.username} ({who.role})"
+    elif who.role:
+        line += f", role {who.role}"
+    line += f"; via {who.via}"
+    if who.expires_at:
+        line += f"; expires {who.expires_at:%Y-%m-%d %H:%M} UTC"
+    out.print(line)
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option(help="What the token is for, e.g. ci.")] = "ci",
+    days: DaysOpt = None,
+    user: Annotated[
+        Optional[str], typer.Option("--user", "-u", help="Your dashboard user name (default: the signed-in one).")
+    ] = None,
+    password_stdin: PasswordStdinOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Create a personal API token for yourself (e.g. for CI), with your password; printed once.
+
+    Tokens are issued only to the person of the account whose password is given.
+    """
+    from ..services import tokens
+    from ..store.uow import UnitOfWork
+
+    ctx = _ctx(config)
+    username = user or _default_username(ctx) or typer.prompt("User name")
+    account = _sign_in(ctx, username, _secret(f"Password of {username}", password_stdin))
+    with UnitOfWork(ctx.db, account.person) as uow:
+        token, row = tokens.issue(uow, account, name, days or ctx.config.security.token_days)
     out.print(token)
-    err.print(f"token for {person} created; store it now (e.g. export QMS_TOKEN=…): it cannot be shown again")
+    err.print(
+        f"token {row.id} ({name}) for {account.person} valid until {row.expires_at:%Y-%m-%d %H:%M} UTC; "
+        "store it now (e.g. as the CI secret QMS_TOKEN): it cannot be shown again"
+    )
 
 
 @token_app.command("list")
-def token_list(config: ConfigOpt = None) -> None:
-    """Tokens by person: id, name, created, last used, revoked (never the token itself)."""
-    from ..services.tokens import list_tokens
+def token_list(
+    config: ConfigOpt = None,
+    person: Annotated[Optional[str], typer.Option("--person", help="Only the tokens of this person.")] = None,
+) -> None:
+    """Tokens: id, person, account, name, created, expires, last used, state (never the token itself)."""
+    from ..services.tokens import list_tokens, status_of
 
     ctx = _ctx(config)
-    table = _table("id", "person", "name", "created", "last used", "revoked")
-    for t in list_tokens(ctx.db):
-        fmt = lambda d: f"{d:%Y-%m-%d %H:%M}" if d else ""  # noqa: E731
-        table.add_row(str(t.id), t.person, t.name, fmt(t.created_at), fmt(t.last_used_at), fmt(t.revoked_at))
+    table = _table("id", "person", "account", "name", "created", "expires", "last used", "state")
+
+    def fmt(d: datetime | None) -> str:
+        return f"{d:%Y-%m-%d %H:%M}" if d else ""
+
+    for t in list_tokens(ctx.db, person):
+        table.add_row(
+            str(t.id),
+            t.person,
+            t.username or "",
+            escape(t.name),
+            fmt(t.created_at),
+            fmt(t.expires_at),
+            fmt(t.last_used_at),
+            status_of(t),
+        )
     out.print(table)
 
 
 @token_app.command("revoke")
 def token_revoke(
-    token_id: Annotated[int, typer.Argument(**_count(limits.INT_MAX))], config: ConfigOpt = None, actor: ActorOpt = None
+    token_id: Annotated[int, typer.Argument(**_count(limits.INT_MAX))],
+    config: ConfigOpt = None,
+    actor: ActorOpt = None,
+    token_file: TokenFileOpt = None,
 ) -> None:
-    """Revoke a token by its id (see 'qms token list')."""
+    """Revoke a token by its id (see 'qms token list'): your own, or any as an admin."""
     from ..services.tokens import revoke
     from ..store.uow import UnitOfWork
 
     ctx = _ctx(config)
-    with UnitOfWork(ctx.db, _actor(actor)) as uow:
-        revoke(uow, token_id)
+    who = _who(ctx, actor, token_file)
+    with UnitOfWork(ctx.db, who.id) as uow:
+        revoke(uow, token_id, who.id, who.is_admin)
     out.print(f"token {token_id} revoked")
 
 
@@ -702,6 +928,7 @@ def capa_open(
     system: Annotated[Optional[list[str]], typer.Option(help="AI system concerned (repeatable).")] = None,
     config: ConfigOpt = None,
     actor: ActorOpt = None,
+    token_file: TokenFileOpt = None,
 ) -> None:
     """Open a CAPA (CAPA-YYYY-NNNN); with Jira on, an issue is created for it."""
     from ..services import capa
@@ -709,7 +936,7 @@ def capa_open(
     from ..store.uow import UnitOfWork
 
     ctx = _ctx(config)
-    with UnitOfWork(ctx.db, _actor(actor)) as uow:
+    with UnitOfWork(ctx.db, _who(ctx, actor, token_file).id) as uow:
         row = capa.open_capa(
             uow,
             ctx.config,
@@ -747,6 +974,7 @@ def capa_advance(
     ] = None,
     config: ConfigOpt = None,
     actor: ActorOpt = None,
+    token_file: TokenFileOpt = None,
 ) -> None:
     """Move a CAPA to its next stage with the data that stage needs; errors name the missing field.
 
@@ -776,7 +1004,7 @@ def capa_advance(
                 f"--field {name.strip()}: JSON nested deeper than {limits.JSON_DEPTH} levels", code=2
             ) from None
     ctx = _ctx(config)
-    with UnitOfWork(ctx.db, _actor(actor)) as uow:
+    with UnitOfWork(ctx.db, _who(ctx, actor, token_file).id) as uow:
         result = capa.advance(uow, ctx.config, capa_id, to, fields)
         uow.commit()
     deliver(ctx.db, ctx.config)
@@ -906,6 +1134,7 @@ def outbox_retry(
     parked: Annotated[bool, typer.Option("--parked", help="Every parked message.")] = False,
     config: ConfigOpt = None,
     actor: ActorOpt = None,
+    token_file: TokenFileOpt = None,
 ) -> None:
     """Send parked or failing messages again, now (recorded in the audit trail in your name)."""
     from ..services import outbox
@@ -921,9 +1150,10 @@ def outbox_retry(
             out.print("no parked message")
             return
         raise CliError("name the message ids to retry, or --parked for every parked one", code=2)
+    who = _who(ctx, actor, token_file).id
     keys = {}
     for message_id in chosen:
-        with UnitOfWork(ctx.db, _actor(actor)) as uow:
+        with UnitOfWork(ctx.db, who) as uow:
             keys[outbox.retry(uow, message_id).key] = message_id
     report = deliver(ctx.db, ctx.config)
     failed = dict(report.failed)
@@ -941,13 +1171,14 @@ def outbox_drop(
     message_id: Annotated[int, typer.Argument(help="Message id (see 'qms outbox list').")],
     config: ConfigOpt = None,
     actor: ActorOpt = None,
+    token_file: TokenFileOpt = None,
 ) -> None:
     """Give up a queued or parked message: it is never sent (recorded in the audit trail in your name)."""
     from ..services import outbox
     from ..store.uow import UnitOfWork
 
     ctx = _ctx(config)
-    with UnitOfWork(ctx.db, _actor(actor)) as uow:
+    with UnitOfWork(ctx.db, _who(ctx, actor, token_file).id) as uow:
         message = outbox.drop(uow, message_id)
     out.print(f"#{message_id} dropped: {escape(message.about)}")
 
@@ -957,44 +1188,137 @@ def user_add(
     username: Annotated[str, typer.Argument(callback=_bounded(limits.ID))],
     person: Annotated[str, typer.Option(help="The person of qms.yaml this account signs as.")],
     role: Annotated[str, typer.Option(help="viewer (read), approver (read and sign) or admin.")] = "viewer",
-    password_stdin: Annotated[bool, typer.Option(help="Read the password from standard input.")] = False,
+    password_stdin: PasswordStdinOpt = False,
     config: ConfigOpt = None,
     actor: ActorOpt = None,
+    token_file: TokenFileOpt = None,
 ) -> None:
-    """Create a dashboard account; the password (12+ characters) is asked for, and stored argon2-hashed."""
-    from ..services.accounts import add_user
+    """Create a dashboard account (admins only); its first password must be changed at first sign-in.
+
+    On a store without accounts, the first account may be created without a credential: it must be an
+    admin, and its password is the person's own (no change needed).
+    """
+    from ..services import accounts
     from ..store.uow import UnitOfWork
+    from .identity import os_user, require_admin
 
     ctx = _ctx(config, migrate=True)
     _sync_people(ctx)
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-    else:
-        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    with UnitOfWork(ctx.db, _actor(actor)) as uow:
-        add_user(uow, username, person, role, password)
-    out.print(f"user {username} ({role}) created for {person}")
+    if not accounts.any_users(ctx.db):
+        if role != "admin":
+            raise CliError(f"the first account must be an admin: run again with --role admin (not {role})", code=2)
+        password = _secret(f"Password for {username}", password_stdin, confirm=True)
+        with UnitOfWork(ctx.db, f"bootstrap:{os_user()}") as uow:
+            accounts.add_first_admin(uow, username, person, password)
+        out.print(f"first admin {username} created for {person}; sign in with 'qms login'")
+        return
+    who = _who(ctx, actor, token_file)
+    require_admin(ctx, who, f"add the account {username}", username)
+    password = _secret(f"First password for {username}", password_stdin, confirm=True)
+    with UnitOfWork(ctx.db, who.id) as uow:
+        accounts.add_user(uow, username, person, role, password)
+    out.print(f"user {username} ({role}) created for {person}; they must change the password at first sign-in")
 
 
 @user_app.command("list")
 def user_list(config: ConfigOpt = None) -> None:
-    """Accounts: user name, person, role, created, disabled."""
-    from sqlalchemy import select
-
-    from ..store.tables import UserRow
+    """Accounts: user name, person, role, created, must change password, disabled."""
+    from ..services.accounts import list_users
 
     ctx = _ctx(config)
-    table = _table("user", "person", "role", "created", "disabled")
-    with ctx.db.read() as session:
-        for u in session.scalars(select(UserRow).order_by(UserRow.username)):
-            table.add_row(
-                u.username,
-                u.person,
-                u.role,
-                f"{u.created_at:%Y-%m-%d}",
-                f"{u.disabled_at:%Y-%m-%d}" if u.disabled_at else "",
-            )
+    table = _table("user", "person", "role", "created", "password", "disabled")
+    for u in list_users(ctx.db):
+        table.add_row(
+            escape(u.username),
+            u.person,
+            u.role,
+            f"{u.created_at:%Y-%m-%d}",
+            "must change" if u.must_change_password else "",
+            f"{u.disabled_at:%Y-%m-%d}" if u.disabled_at else "",
+        )
     out.print(table)
+
+
+def _admin_on_account(username: str, config, actor, token_file, what: str):  # noqa: ANN001, ANN202
+    from .identity import require_admin
+
+    ctx = _ctx(config)
+    who = _who(ctx, actor, token_file)
+    require_admin(ctx, who, f"{what} the account {username}", username)
+    return ctx, who
+
+
+@user_app.command("disable")
+def user_disable(
+    username: str, config: ConfigOpt = None, actor: ActorOpt = None, token_file: TokenFileOpt = None
+) -> None:
+    """Disable an account (admins only): its sessions end and its tokens are revoked."""
+    from ..services.accounts import set_disabled
+    from ..store.uow import UnitOfWork
+
+    ctx, who = _admin_on_account(username, config, actor, token_file, "disable")
+    with UnitOfWork(ctx.db, who.id) as uow:
+        revoked = set_disabled(uow, username, True)
+    out.print(f"user {username} disabled; {len(revoked)} token(s) revoked")
+
+
+@user_app.command("enable")
+def user_enable(
+    username: str, config: ConfigOpt = None, actor: ActorOpt = None, token_file: TokenFileOpt = None
+) -> None:
+    """Enable a disabled account again (admins only)."""
+    from ..services.accounts import set_disabled
+    from ..store.uow import UnitOfWork
+
+    ctx, who = _admin_on_account(username, config, actor, token_file, "enable")
+    with UnitOfWork(ctx.db, who.id) as uow:
+        set_disabled(uow, username, False)
+    out.print(f"user {username} enabled")
+
+
+@user_app.command("reset-password")
+def user_reset_password(
+    username: str,
+    password_stdin: PasswordStdinOpt = False,
+    config: ConfigOpt = None,
+    actor: ActorOpt = None,
+    token_file: TokenFileOpt = None,
+) -> None:
+    """Set a new first password (admins only): it must be changed at the next sign-in; sessions end, tokens
+    are revoked, a sign-in lock of the account is lifted."""
+    from ..services.accounts import reset_password
+    from ..store.uow import UnitOfWork
+
+    ctx, who = _admin_on_account(username, config, actor, token_file, "reset the password of")
+    password = _secret(f"New first password for {username}", password_stdin, confirm=True)
+    with UnitOfWork(ctx.db, who.id) as uow:
+        revoked = reset_password(uow, username, password)
+    out.print(f"password of {username} reset: they must change it at the next sign-in; {len(revoked)} token(s) revoked")
+
+
+@user_app.command("password")
+def user_password(
+    config: ConfigOpt = None,
+    user: Annotated[
+        Optional[str], typer.Option("--user", "-u", help="Your dashboard user name (default: the signed-in one).")
+    ] = None,
+    password_stdin: PasswordStdinOpt = False,
+) -> None:
+    """Change your own password (asks the current one, then the new one); your web sessions end.
+
+    With --password-stdin: the current password on the first line, the new one on the second.
+    """
+    from ..services.accounts import change_password, end_other_sessions
+    from ..store.uow import UnitOfWork
+
+    ctx = _ctx(config)
+    username = user or _default_username(ctx) or typer.prompt("User name")
+    account = _sign_in(ctx, username, _secret("Current password", password_stdin))
+    new = _secret("New password", password_stdin, confirm=True)
+    with UnitOfWork(ctx.db, account.person) as uow:
+        change_password(uow, account.username, new)
+    end_other_sessions(ctx.db, account.username, None)
+    out.print(f"password of {account.username} changed")
 
 
 @app.command()
@@ -1089,7 +1413,7 @@ def demo(
         _demo_large(directory)
         return
     if not (directory / "qms.yaml").exists():
-        init(directory, org="Demo AI GmbH", force=False, git=True)
+        init(directory, org="Demo AI GmbH", force=False, git=True, admin=None, trusted_single_user=True)
     ctx = _ctx(directory / "qms.yaml", migrate=True)
     summary = seed(ctx)
     out.print(summary)

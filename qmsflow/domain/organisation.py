@@ -267,6 +267,18 @@ class WebSettings(Strict):
     max_request_kib: int = Field(default=limits.REQUEST_BYTES // 1024, ge=64, le=64 * 1024)
 
 
+MAX_TOKEN_DAYS = 365
+
+
+class SecuritySettings(Strict):
+    """Identity on the command line. Tokens expire; ``trusted_single_user`` is for demos and evaluation."""
+
+    # --as PERSON (and QMS_ACTOR) accepted for every command: whoever has a shell on this repo is
+    # trusted to act as anyone. Never for a QMS whose records must hold up in an audit.
+    trusted_single_user: bool = False
+    token_days: int = Field(default=30, ge=1, le=MAX_TOKEN_DAYS)
+
+
 class QmsConfig(Strict):
     version: Literal[1] = 1
     organisation: Organisation
@@ -278,6 +290,7 @@ class QmsConfig(Strict):
     approvals: ApprovalSettings = ApprovalSettings()
     web: WebSettings = WebSettings()
     integrations: Integrations = Integrations()
+    security: SecuritySettings = SecuritySettings()
 
     def person(self, person_id: str) -> Person:
         return next(p for p in self.people if p.id == person_id)

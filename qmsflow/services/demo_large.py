@@ -76,7 +76,9 @@ def write_config(root: Path, systems: int = 50, people: int = 40, seed: int = 7)
 
     rng = random.Random(seed)
     yaml = YAML()
-    base = yaml.load(environment().get_template("scaffold/qms.yaml.j2").render(org_name="Large Demo AI SE"))
+    base = yaml.load(
+        environment().get_template("scaffold/qms.yaml.j2").render(org_name="Large Demo AI SE", trusted_single_user=True)
+    )
     staff = []
     for i in range(people):
         first, last = FIRST[i % len(FIRST)], LAST[(i // len(FIRST) + i) % len(LAST)]

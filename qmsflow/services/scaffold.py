@@ -83,15 +83,24 @@ def render_document(config: QmsConfig, doc_id: str) -> str:
     return environment().get_template(f"documents/{doc_id}.md.j2").render(**document_context(config, doc_id))
 
 
-def scaffold(target: Path, org_name: str = "Example AI GmbH", force: bool = False, git: bool = True) -> ScaffoldReport:
-    """Write qms.yaml, the ten procedures, docs/adr and a .gitignore into ``target``."""
+def scaffold(
+    target: Path,
+    org_name: str = "Example AI GmbH",
+    force: bool = False,
+    git: bool = True,
+    trusted_single_user: bool = False,
+) -> ScaffoldReport:
+    """Write qms.yaml, the ten procedures, docs/adr and a .gitignore into ``target``.
+
+    ``trusted_single_user`` (``qms demo``) writes ``security.trusted_single_user: true``.
+    """
     target = target.resolve()
     config_path = target / CONFIG_NAME
     if config_path.exists() and not force:
         raise ScaffoldError(f"{config_path} already exists: not overwriting it (use --force to overwrite)")
     env = environment()
     report = ScaffoldReport(target)
-    text = env.get_template("scaffold/qms.yaml.j2").render(org_name=org_name)
+    text = env.get_template("scaffold/qms.yaml.j2").render(org_name=org_name, trusted_single_user=trusted_single_user)
     loaded = parse_config(text, config_path)  # the sample must itself be valid
 
     def write(rel: str, content: str) -> None:

@@ -116,7 +116,7 @@ def create_app(ctx: QmsContext) -> FastAPI:
 
     @app.exception_handler(LoginRequired)
     async def _to_login(request: Request, exc: LoginRequired) -> Response:
-        return RedirectResponse(f"/login?next={quote(exc.next_url, safe='')}", status_code=303)
+        return RedirectResponse(f"{exc.page}?next={quote(exc.next_url, safe='')}", status_code=303)
 
     @app.exception_handler(StarletteHTTPException)
     async def _errors(request: Request, exc: StarletteHTTPException) -> Response:
@@ -202,7 +202,7 @@ def create_app(ctx: QmsContext) -> FastAPI:
         "/api/approvals/{request_id}/decision",
         response_model=DecisionOut,
         responses={
-            401: {"description": "missing or unknown token"},
+            401: {"description": "missing, unknown, revoked or expired token"},
             403: {"description": "refused"},
             404: {"description": "no such request"},
             409: {"description": "already decided"},
@@ -211,14 +211,20 @@ def create_app(ctx: QmsContext) -> FastAPI:
     def api_decide(
         request_id: Annotated[str, Path(max_length=limits.RECORD_ID)],
         body: DecisionIn,
+        request: Request,
         authorization: Annotated[str | None, Header(max_length=1000)] = None,
     ) -> DecisionOut:
         """Sign an approval request with a personal API token (``Authorization: Bearer qms_…``)."""
         token = authorization.removeprefix("Bearer ").strip() if authorization else None
+        if not token:
+            raise HTTPException(401, "no API token: send 'Authorization: Bearer qms_…'", {"WWW-Authenticate": "Bearer"})
         try:
-            person = tokens.authenticate(ctx.db, token)
+            identity = tokens.authenticate(
+                ctx.db, token, source=f"api:{request.client.host if request.client else 'unknown'}"
+            )
         except NotAuthorized as exc:
-            raise HTTPException(401, str(exc)) from None
+            raise HTTPException(401, str(exc), {"WWW-Authenticate": "Bearer"}) from None
+        person = identity.person
         try:
             with UnitOfWork(ctx.db, person) as uow:
                 result = approvals.decide(
@@ -229,7 +235,7 @@ def create_app(ctx: QmsContext) -> FastAPI:
                     body.decision,
                     body.comment,
                     Method.WEB,
-                    claimed=f"token:{person}",
+                    claimed=f"token:{identity.token_id}",
                 )
         except NotFound as exc:
             raise HTTPException(404, str(exc)) from None
@@ -253,7 +259,10 @@ def create_app(ctx: QmsContext) -> FastAPI:
         responses={401: {"description": "missing or unknown token"}, 409: {"description": "cannot be reviewed now"}},
     )
     def api_submit(
-        document_id: str, body: SubmissionIn, authorization: Annotated[str | None, Header()] = None
+        document_id: Annotated[str, Path(max_length=limits.ID)],
+        body: SubmissionIn,
+        request: Request,
+        authorization: Annotated[str | None, Header(max_length=1000)] = None,
     ) -> SubmissionOut:
         """Submit a document for review in the name of the token's person (e.g. from CI after a merge).
 
@@ -264,10 +273,14 @@ def create_app(ctx: QmsContext) -> FastAPI:
         from ..services import review
 
         token = authorization.removeprefix("Bearer ").strip() if authorization else None
+        if not token:
+            raise HTTPException(401, "no API token: send 'Authorization: Bearer qms_…'", {"WWW-Authenticate": "Bearer"})
         try:
-            person = tokens.authenticate(ctx.db, token)
+            person = tokens.authenticate(
+                ctx.db, token, source=f"api:{request.client.host if request.client else 'unknown'}"
+            ).person
         except NotAuthorized as exc:
-            raise HTTPException(401, str(exc)) from None
+            raise HTTPException(401, str(exc), {"WWW-Authenticate": "Bearer"}) from None
         try:
             with UnitOfWork(ctx.db, person) as uow:
                 row = review.submit_document(

@@ -1,8 +1,11 @@
 """The dashboard: signed-in, server-rendered pages over the records store.
 
-Sign-in with local accounts (argon2), an opaque session cookie (HttpOnly, SameSite=Lax), a CSRF
-token in every form, roles viewer < approver < admin, and the password asked again to sign
-(21 CFR Part 11 §11.200 as the reference). Refusals are answered 403 and recorded in the trail.
+Sign-in with local accounts (argon2), throttled per account and client address (429 with
+Retry-After), a signed double-submit CSRF token on the sign-in form, a fresh opaque session cookie
+(HttpOnly, SameSite=Lax) at every sign-in, a CSRF token in every form, a password change before
+anything else when the account must change it, roles viewer < approver < admin, and the password
+asked again to sign (21 CFR Part 11 §11.200 as the reference). Refusals are answered 403 and
+recorded in the trail.
 """
 
 import mimetypes
@@ -24,7 +27,7 @@ from ..domain.approvals import AlreadyDecided, Decision, Method, NotAuthorized
 from ..domain.capa import STAGE_TITLES
 from ..domain.errors import DomainError
 from ..paths import templates_dir
-from ..services import accounts, approvals, dashboard, outbox
+from ..services import accounts, approvals, dashboard, outbox, throttle
 from ..services.delivery import deliver
 from ..services.records import NotFound
 from ..services.status import process_status
@@ -33,13 +36,27 @@ from ..store.uow import UnitOfWork
 from . import charts
 
 COOKIE = "qms_session"
+LOGIN_FORM_COOKIE = "qms_login_form"
+PASSWORD_PAGE = "/account/password"
 
 
 class LoginRequired(Exception):
     """Raised by the auth dependency; the app answers with a redirect to /login."""
 
+    page = "/login"
+
     def __init__(self, next_url: str):
         self.next_url = next_url
+
+
+class PasswordChangeRequired(LoginRequired):
+    """Signed in, but the account must change its password before anything else."""
+
+    page = PASSWORD_PAGE
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
 
 def _env() -> Environment:
@@ -66,14 +83,24 @@ def build_router(ctx: QmsContext, prefect_ui: str | None = None) -> APIRouter:
         )
         return HTMLResponse(html, status_code=status)
 
-    def current_user(request: Request) -> accounts.SignedIn:
+    def any_user(request: Request) -> accounts.SignedIn:
+        """Signed in, whether or not the password must be changed first."""
         user = accounts.session_user(db, request.cookies.get(COOKIE))
         if user is None:
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             raise LoginRequired(target)
         return user
 
+    def current_user(request: Request) -> accounts.SignedIn:
+        user = any_user(request)
+        if user.must_change_password:
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            raise PasswordChangeRequired(target)
+        return user
+
     User = Annotated[accounts.SignedIn, Depends(current_user)]
+    AnyUser = Annotated[accounts.SignedIn, Depends(any_user)]
+    form_key = accounts.login_form_key(db)
 
     def check_csrf(user: accounts.SignedIn, token: str) -> None:
         import hmac
@@ -89,27 +116,24 @@ def build_router(ctx: QmsContext, prefect_ui: str | None = None) -> APIRouter:
 
     # ------------------------------------------------------------------ sign-in
 
-    @router.get("/login", response_class=HTMLResponse)
-    def login_form(request: Request, next: str = "/") -> HTMLResponse:  # noqa: A002
-        return page(request, "login.html", None, next=_safe_next(next), error=None)
+    def login_page(request: Request, next_url: str, error: str | None, status: int = 200, **headers: str) -> Response:
+        """The sign-in form with a fresh signed double-submit token (cookie + hidden field)."""
+        token = accounts.new_login_form_token(form_key)
+        response = page(request, "login.html", None, status=status, next=_safe_next(next_url), error=error, csrf=token)
+        response.set_cookie(
+            LOGIN_FORM_COOKIE,
+            token,
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            max_age=int(accounts.LOGIN_FORM_MAX_AGE.total_seconds()),
+            path="/login",
+        )
+        for name, value in headers.items():
+            response.headers[name.replace("_", "-")] = value
+        return response
 
-    @router.post("/login")
-    def login(
-        request: Request,
-        username: Annotated[str, Form(max_length=limits.ID), AfterValidator(limits.validator(limits.ID))],
-        password: Annotated[str, Form(max_length=1024)],
-        next: Annotated[str, Form(max_length=2000)] = "/",  # noqa: A002
-    ) -> Response:
-        user = accounts.check_password(db, username, password)
-        if user is None:
-            with UnitOfWork(db, f"web:{username[:64]}") as uow:
-                uow.record("web.sign-in-failed", f"user:{username[:64]}", None, {"username": username[:64]})
-                uow.commit()
-            return page(
-                request, "login.html", None, status=401, next=_safe_next(next), error="Unknown user or wrong password."
-            )
-        cookie = accounts.start_session(db, user.username)
-        response = RedirectResponse(_safe_next(next), status_code=303)
+    def set_session(request: Request, response: Response, cookie: str) -> Response:
         response.set_cookie(
             COOKIE,
             cookie,
@@ -121,8 +145,95 @@ def build_router(ctx: QmsContext, prefect_ui: str | None = None) -> APIRouter:
         )
         return response
 
+    @router.get("/login", response_class=HTMLResponse)
+    def login_form(request: Request, next: str = "/") -> Response:  # noqa: A002
+        return login_page(request, next, None)
+
+    @router.post("/login")
+    def login(
+        request: Request,
+        username: Annotated[str, Form(max_length=limits.ID), AfterValidator(limits.validator(limits.ID))],
+        password: Annotated[str, Form(max_length=accounts.MAX_PASSWORD)],
+        next: Annotated[str, Form(max_length=2000)] = "/",  # noqa: A002
+        csrf: Annotated[str, Form(max_length=200)] = "",
+    ) -> Response:
+        address = client_address(request)
+        if not accounts.login_form_token_ok(form_key, request.cookies.get(LOGIN_FORM_COOKIE), csrf):
+            throttle.note(
+                db,
+                f"login-form:{address}",
+                actor=f"web:{address}",
+                action="sign-in.form-refused",
+                ref=f"security:address:{address}",
+                detail={"address": address, "username": username[:64], "reason": "no valid sign-in form token"},
+            )
+            return login_page(
+                request,
+                next,
+                "The sign-in form has expired or did not come from this site. Please sign in again.",
+                status=403,
+            )
+        try:
+            user = accounts.sign_in(db, username, password, address=address, channel="web")
+        except accounts.TooManyAttempts as exc:
+            return login_page(request, next, f"Not signed in: {exc}.", status=429, retry_after=str(exc.retry_after))
+        except accounts.Busy as exc:
+            return login_page(request, next, f"Not signed in: {exc}.", status=503, retry_after=str(exc.retry_after))
+        except accounts.SignInFailed:
+            return login_page(request, next, "Unknown user or wrong password.", status=401)
+        # a fresh session id at every sign-in; the session this browser presented (if any) ends
+        cookie = accounts.start_session(db, user.username, replaces=request.cookies.get(COOKIE))
+        target = _safe_next(next)
+        if user.must_change_password:
+            target = f"{PASSWORD_PAGE}?next={quote(target, safe='')}"
+        response = set_session(request, RedirectResponse(target, status_code=303), cookie)
+        response.delete_cookie(LOGIN_FORM_COOKIE, path="/login")
+        return response
+
+    @router.get(PASSWORD_PAGE, response_class=HTMLResponse)
+    def password_form(request: Request, user: AnyUser, next: str = "/") -> HTMLResponse:  # noqa: A002
+        return page(request, "password.html", user, next=_safe_next(next), error=None)
+
+    @router.post(PASSWORD_PAGE)
+    def password_change(
+        request: Request,
+        user: AnyUser,
+        current: Annotated[str, Form(max_length=accounts.MAX_PASSWORD)],
+        new: Annotated[str, Form(max_length=accounts.MAX_PASSWORD)],
+        confirm: Annotated[str, Form(max_length=accounts.MAX_PASSWORD)],
+        csrf: Annotated[str, Form(max_length=200)] = "",
+        next: Annotated[str, Form(max_length=2000)] = "/",  # noqa: A002
+    ) -> Response:
+        check_csrf(user, csrf)
+
+        def again(error: str, status: int, **headers: str) -> HTMLResponse:
+            response = page(request, "password.html", user, status=status, next=_safe_next(next), error=error)
+            for name, value in headers.items():
+                response.headers[name.replace("_", "-")] = value
+            return response
+
+        if new != confirm:
+            return again("The new password and its confirmation differ.", 400)
+        try:
+            accounts.sign_in(db, user.username, current, address=client_address(request), channel="web")
+        except accounts.TooManyAttempts as exc:
+            return again(f"Not changed: {exc}.", 429, retry_after=str(exc.retry_after))
+        except accounts.Busy as exc:
+            return again(f"Not changed: {exc}.", 503, retry_after=str(exc.retry_after))
+        except accounts.SignInFailed:
+            return again("The current password is wrong.", 401)
+        try:
+            with UnitOfWork(db, user.person) as uow:
+                accounts.change_password(uow, user.username, new)
+        except DomainError as exc:
+            return again(f"Not changed: {exc}.", 400)
+        # every other session of the user ends; this one continues under a fresh id
+        accounts.end_other_sessions(db, user.username, request.cookies.get(COOKIE))
+        cookie = accounts.start_session(db, user.username, replaces=request.cookies.get(COOKIE))
+        return set_session(request, RedirectResponse(_safe_next(next), status_code=303), cookie)
+
     @router.post("/logout")
-    def logout(request: Request, user: User, csrf: Annotated[str, Form()] = "") -> Response:
+    def logout(request: Request, user: AnyUser, csrf: Annotated[str, Form()] = "") -> Response:
         check_csrf(user, csrf)
         accounts.end_session(db, request.cookies.get(COOKIE))
         response = RedirectResponse("/login", status_code=303)
@@ -197,7 +308,14 @@ def build_router(ctx: QmsContext, prefect_ui: str | None = None) -> APIRouter:
             choice = Decision(decision)
         except ValueError:
             raise HTTPException(400, f"decision {decision!r} is not allowed (approve, reject, changes)") from None
-        if accounts.check_password(db, user.username, password) is None:  # both components again (§11.200)
+        try:  # both components again (§11.200), throttled like a sign-in
+            confirmed = accounts.confirm_password(
+                db, user.username, password, address=client_address(request), channel="web-sign"
+            )
+        except (accounts.TooManyAttempts, accounts.Busy) as exc:
+            status = 429 if isinstance(exc, accounts.TooManyAttempts) else 503
+            raise HTTPException(status, f"nothing was signed: {exc}", {"Retry-After": str(exc.retry_after)}) from None
+        if not confirmed:
             refuse(user, f"sign {request_id}", "the password given to sign was wrong; nothing was signed")
         try:
             with UnitOfWork(db, user.person) as uow:

@@ -1,0 +1,31 @@
+"""Accounts and tokens for tests, made through the same services as `qms user add` and `qms login`."""
+
+from __future__ import annotations
+
+from qmsflow.services import accounts, tokens
+from qmsflow.store.db import Database
+from qmsflow.store.tables import UserRow
+from qmsflow.store.uow import UnitOfWork
+
+
+def password_of(username: str) -> str:
+    return f"{username}-password-123"
+
+
+def account(db: Database, username: str, person: str | None = None, role: str = "approver") -> str:
+    """An account whose password is already the person's own (no change needed); returns the password."""
+    with db.read() as session:
+        exists = session.get(UserRow, username) is not None
+    if not exists:
+        with UnitOfWork(db, "test-setup") as uow:
+            accounts.add_user(uow, username, person or username, role, password_of(username), must_change=False)
+    return password_of(username)
+
+
+def token(db: Database, username: str, person: str | None = None, role: str = "approver", days: int = 30) -> str:
+    """A personal token of ``username`` (account created if missing), issued with its password."""
+    password = account(db, username, person, role)
+    user = accounts.sign_in(db, username, password, address="test", channel="test")
+    with UnitOfWork(db, user.person) as uow:
+        value, _ = tokens.issue(uow, user, "test", days)
+    return value
