@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import identityutil
 import pytest
 from fakes.jira import FakeJira
 from fastapi.testclient import TestClient
@@ -398,6 +399,14 @@ def qms(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch):  # noqa
     monkeypatch.setenv("COLUMNS", "250")
 
     def call(site: World, *args: str) -> tuple[int, str, str]:
+        args = list(args)
+        if "--as" in args:  # act as that person the way a person does: with their own token
+            at = args.index("--as")
+            person = args[at + 1]
+            del args[at : at + 2]
+            ctx = open_context(site.repo / "qms.yaml")
+            monkeypatch.setenv("QMS_TOKEN", identityutil.token(ctx.db, person))
+            ctx.close()
         code = run([*args, "--config", str(site.repo / "qms.yaml")])
         captured = capsys.readouterr()
         return code, captured.out, captured.err

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import identityutil
 import pytest
 from sqlalchemy import func, select
 
@@ -53,7 +54,7 @@ def records(ctx) -> int:  # noqa: ANN001
 
 
 def open_args(cfg: str, title: str) -> list[str]:
-    return ["capa", "open", "-c", cfg, "--title", title, "--source", "audit", "--owner", "dev", "--as", "ana"]
+    return ["capa", "open", "-c", cfg, "--title", title, "--source", "audit", "--owner", "dev"]
 
 
 @pytest.mark.parametrize(
@@ -77,7 +78,8 @@ def test_numbers_out_of_range_are_usage_errors(qms, store, args: list[str], expe
     assert expected in " ".join(err.split()) and "Traceback" not in err
 
 
-def test_a_title_longer_than_its_column_is_refused_on_both_stores(qms, store) -> None:  # noqa: ANN001
+def test_a_title_longer_than_its_column_is_refused_on_both_stores(qms, store, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setenv("QMS_TOKEN", identityutil.token(store.db, "ana"))
     cfg = str(store.loaded.path)
     code, out, err = qms(*open_args(cfg, "T" * 100_000))
     assert code == 2 and "100,000 characters long, at most 500 allowed" in " ".join(err.split())
@@ -106,7 +108,8 @@ def test_the_service_refuses_what_the_column_cannot_hold(store) -> None:  # noqa
     assert records(store) == 0
 
 
-def test_stage_data_is_bounded(qms, store) -> None:  # noqa: ANN001
+def test_stage_data_is_bounded(qms, store, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setenv("QMS_TOKEN", identityutil.token(store.db, "ana"))
     cfg = str(store.loaded.path)
     assert qms(*open_args(cfg, "Label drift"))[0] == 0
     with store.db.read() as session:

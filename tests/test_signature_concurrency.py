@@ -165,7 +165,9 @@ def test_twenty_dashboard_posts_store_one_signature(store: QmsContext, server: s
         return lambda: client.post(f"/approvals/{request_id}", data=data, follow_redirects=False).status_code
 
     codes = at_once([sign("ana", "approve") for _ in range(10)] + [sign("ben", "reject") for _ in range(10)])
-    assert codes.count(303) == 1 and codes.count(409) == ATTEMPTS - 1, codes
+    # one signature; every other attempt is refused: already decided (409), or turned away before its
+    # password is checked because the password checks are throttled (429/503: argon2 is bounded)
+    assert codes.count(303) == 1 and all(c in (409, 429, 503) for c in codes if c != 303), codes
     signatures, decided, _ = decisions_of(store, request_id)
     assert (signatures, decided) == (1, 1)
     for client, _ in sessions.values():

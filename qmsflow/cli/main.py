@@ -115,6 +115,11 @@ def _who(ctx, as_option: str | None, token_file: Path | None = None, system: boo
     """The authenticated actor of a command (see qmsflow/cli/identity.py)."""
     from .identity import person_for_cli
 
+    claimed = os.environ.get("QMS_ACTOR")
+    problem = limits.text_problem(claimed, limits.NAME) if claimed and not as_option else None
+    if problem:
+        raise CliError(f"the actor (QMS_ACTOR): {problem}", code=2)
+
     return person_for_cli(ctx, as_option, token_file=token_file, system=system)
 
 
