@@ -425,7 +425,7 @@ def document_list(config: ConfigOpt = None) -> None:
     """Registered documents with their current version, status and next review date."""
     from sqlalchemy import select
 
-    from ..domain.documents import review_state
+    from ..domain.documents import review_due, review_state
     from ..store.tables import DocumentRow, DocumentVersionRow
 
     ctx = _ctx(config)
@@ -440,7 +440,7 @@ def document_list(config: ConfigOpt = None) -> None:
             ).all()
             current = next((v for v in versions if v.status == "effective"), versions[0] if versions else None)
             nxt = current.next_review_date if current and current.status == "effective" else None
-            state = review_state(nxt, today)
+            state = review_state(review_due(nxt, versions[-1].created_at.date() if versions else today), today)
             shown = nxt.isoformat() if nxt else "never approved"
             shown = f"[red]{shown}[/]" if state == "overdue" else f"[yellow]{shown}[/]" if state else shown
             table.add_row(

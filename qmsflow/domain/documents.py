@@ -9,6 +9,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .records import is_overdue
 from .stages import Move, Stage, StageMachine
 
 REVIEW_WINDOW_DAYS = 30
@@ -91,16 +92,17 @@ def add_months(day: date, months: int) -> date:
     return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
 
 
-def review_state(next_review: date | None, today: date, window_days: int = REVIEW_WINDOW_DAYS) -> str | None:
-    """``"overdue"``, ``"due-soon"`` (within ``window_days``) or ``None`` (not due yet).
+def review_due(next_review: date | None, registered_on: date) -> date:
+    """When a document's review is due: its effective version's next review date; a document never
+    approved has been due for approval since it was registered."""
+    return next_review if next_review is not None else registered_on
 
-    A document that was never made effective has no review date and is always due:
-    it has never been approved.
-    """
-    if next_review is None:
+
+def review_state(due: date, today: date, window_days: int = REVIEW_WINDOW_DAYS) -> str | None:
+    """``"overdue"`` (the due date has passed: the one definition of overdue, ``records.is_overdue``),
+    ``"due-soon"`` (due within ``window_days``, today included) or ``None`` (not due yet)."""
+    if is_overdue(due, today):
         return "overdue"
-    if next_review < today:
-        return "overdue"
-    if (next_review - today).days <= window_days:
+    if (due - today).days <= window_days:
         return "due-soon"
     return None

@@ -27,6 +27,12 @@ CLOSED_STATUSES = frozenset({"closed", "cancelled", "done", "superseded"})
 _HUMAN_ID = re.compile(r"^([A-Z]+)-(\d{4})-(\d{4,})$")
 
 
+def is_overdue(due: date | None, today: date, status: str | None = None) -> bool:
+    """The one definition of overdue, for every surface (CLI, dashboard, status, scans, export): an open
+    item whose due date has passed; due today is not overdue yet."""
+    return due is not None and due < today and (status is None or status not in CLOSED_STATUSES)
+
+
 def prefix_for(kind: str) -> str:
     try:
         return KIND_PREFIXES[kind]
@@ -65,4 +71,4 @@ class QmsRecord(BaseModel):
         return self.status not in CLOSED_STATUSES
 
     def is_overdue(self, today: date) -> bool:
-        return self.is_open and self.due_date is not None and self.due_date < today
+        return is_overdue(self.due_date, today, self.status)

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from ..domain.approvals import RequestStatus
 from ..domain.capa import AGE_BUCKETS, STAGES
-from ..domain.documents import review_state
+from ..domain.documents import review_due, review_state
 from ..domain.records import CLOSED_STATUSES
 from ..store.tables import (
     ApprovalRequestRow,
@@ -75,6 +75,18 @@ def pending_count(session: Session) -> int:
     )
 
 
+def registered_on(session: Session, doc_ids: list[str]) -> dict[str, date]:
+    """When each document was registered (its first version): a document never approved is due since."""
+    if not doc_ids:
+        return {}
+    rows = session.execute(
+        select(DocumentVersionRow.document_id, func.min(DocumentVersionRow.created_at))
+        .where(DocumentVersionRow.document_id.in_(doc_ids))
+        .group_by(DocumentVersionRow.document_id)
+    ).all()
+    return {doc: (first.date() if hasattr(first, "date") else first) for doc, first in rows if first is not None}
+
+
 def documents(session: Session, today: date, page: int) -> tuple[Page, dict[str, DocumentVersionRow]]:
     docs = paged(session, select(DocumentRow).where(DocumentRow.active.is_(True)).order_by(DocumentRow.id), page)
     ids = [d[0].id for d in docs.rows]
@@ -102,10 +114,10 @@ def effective(session: Session, doc_id: str) -> DocumentVersionRow | None:
     )
 
 
-def review_flag(version: DocumentVersionRow | None, today: date) -> str | None:
-    if version is None or version.status != "effective":
-        return "overdue"
-    return review_state(version.next_review_date, today)
+def review_flag(version: DocumentVersionRow | None, registered: date | None, today: date) -> str | None:
+    """The review state the register shows: the same rule as the due scan (``domain.documents``)."""
+    effective = version.next_review_date if version is not None and version.status == "effective" else None
+    return review_state(review_due(effective, registered or today), today)
 
 
 def document_history(session: Session, doc_id: str, page: int) -> tuple[Page, dict[str, list[SignatureRow]]]:

@@ -7,7 +7,7 @@ from datetime import date
 
 from sqlalchemy import select
 
-from ..domain.documents import REVIEW_WINDOW_DAYS, DocStatus, DocumentVersion, review_state
+from ..domain.documents import REVIEW_WINDOW_DAYS, DocStatus, DocumentVersion, review_due, review_state
 from ..store.tables import DocumentRow, DocumentVersionRow, RecordRow
 from ..store.uow import UnitOfWork
 from .common import row_values
@@ -84,12 +84,12 @@ def scan_due_reviews(
     for doc in docs:
         current = effective_version(uow, doc.id)
         next_review = current.next_review_date if current else None
-        state = review_state(next_review, today, window_days)
+        due = review_due(next_review, next_review or _registered_on(uow, doc.id, today))
+        state = review_state(due, today, window_days)
         key = f"review-due:{doc.id}:{next_review.isoformat() if next_review else 'never-approved'}"
         _close_superseded(uow, doc.id, key)
         if state is None:
             continue
-        due = next_review or _registered_on(uow, doc.id, today)
         title = (
             f"Review of {doc.id} {doc.title} due {due.isoformat()}"
             if current

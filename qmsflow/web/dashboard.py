@@ -343,7 +343,11 @@ def build_router(ctx: QmsContext, prefect_ui: str | None = None) -> APIRouter:
         with db.read() as session:
             docs, current = dashboard.documents(session, today, page_no)
             people = dashboard.names(session)
-        rows = [(d[0], current.get(d[0].id), dashboard.review_flag(current.get(d[0].id), today)) for d in docs.rows]
+            registered = dashboard.registered_on(session, [d[0].id for d in docs.rows])
+        rows = [
+            (d[0], current.get(d[0].id), dashboard.review_flag(current.get(d[0].id), registered.get(d[0].id), today))
+            for d in docs.rows
+        ]
         return page(request, "documents.html", user, rows=rows, pager=docs, people=people)
 
     @router.get("/documents/{doc_id}", response_class=HTMLResponse)

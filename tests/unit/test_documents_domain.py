@@ -4,7 +4,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from qmsflow.domain.documents import DocStatus, DocumentVersion, add_months, next_version, review_state
+from qmsflow.domain.documents import DocStatus, DocumentVersion, add_months, next_version, review_due, review_state
 from qmsflow.domain.errors import InvalidTransition
 
 
@@ -61,7 +61,8 @@ def test_review_state_window() -> None:
     assert review_state(date(2026, 11, 26), today) == "due-soon"
     assert review_state(date(2026, 12, 26), today) == "due-soon"
     assert review_state(date(2026, 12, 27), today) is None
-    assert review_state(None, today) == "overdue"
+    assert review_due(None, date(2026, 11, 26)) == date(2026, 11, 26)  # never approved: due since registered
+    assert review_due(date(2027, 1, 1), date(2026, 11, 26)) == date(2027, 1, 1)
 
 
 def test_versions_count_up() -> None:
