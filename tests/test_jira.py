@@ -18,7 +18,7 @@ from qmsflow.adapters import jira as jira_adapter
 from qmsflow.adapters.base import Unavailable
 from qmsflow.context import QmsContext, open_context
 from qmsflow.domain.approvals import Decision, Method
-from qmsflow.services import approvals, capa, delivery, jira_sync
+from qmsflow.services import approvals, capa, delivery, jira_sync, mirror
 from qmsflow.services.sync import sync_config
 from qmsflow.store import UnitOfWork, trail
 from qmsflow.store.tables import InboundEventRow, OutboxRow, RecordRow
@@ -482,7 +482,7 @@ def test_a_parked_message_holds_back_nothing_and_people_list_retry_and_drop_it(s
     [(key, error)] = report.parked
     assert "integrations.jira.statuses.effectiveness_check is 'QA Review'" in error
     with UnitOfWork(ctx.db, "qmsflow") as uow:  # a later message of the same record is not held back
-        capa.jira_enqueue(uow, ctx.config, uow.session.get(RecordRow, capa_id), "note", "comment", {"body": "hello"})
+        mirror.comment(uow, ctx.config, uow.session.get(RecordRow, capa_id), "note", "hello")
         uow.commit()
     assert len(deliver(ctx, later=3600).sent) == 1
     assert issue_of(fake, capa_id)["comments"][-1]["body"] == "hello"

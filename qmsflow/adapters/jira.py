@@ -36,16 +36,25 @@ class JiraSettings:
     def url(self) -> str:
         return os.environ.get("QMS_JIRA_URL") or self.cfg.url
 
+    def mirrors(self, kind: str | None) -> bool:
+        """Whether records of ``kind`` become Jira issues (``integrations.jira.kinds``; CAPA by default)."""
+        return kind is not None and self.cfg.kind(kind) is not None
+
     def issue_type(self, kind: str) -> str:
-        return self.cfg.issue_types.get(kind, "Task")
+        resolved = self.cfg.kind(kind)
+        return resolved.issue_type if resolved else "Task"
 
-    def status_for(self, stage: str) -> str | None:
-        return self.cfg.statuses.get(stage)
+    def status_for(self, stage: str, kind: str = "capa") -> str | None:
+        resolved = self.cfg.kind(kind)
+        return resolved.statuses.get(stage) if resolved else None
 
-    def stage_for(self, status: str) -> str | None:
-        if status in self.cfg.inbound:
-            return self.cfg.inbound[status]
-        return next((stage for stage, name in self.cfg.statuses.items() if name == status), None)
+    def stage_for(self, status: str, kind: str = "capa") -> str | None:
+        resolved = self.cfg.kind(kind)
+        if resolved is None:
+            return None
+        if status in resolved.inbound:
+            return resolved.inbound[status]
+        return next((stage for stage, name in resolved.statuses.items() if name == status), None)
 
     @property
     def on_refused(self) -> str:

@@ -8,6 +8,7 @@ report locations as paths like ``("processes", 3, "owner")`` that the loader tur
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Literal
 
@@ -16,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from . import limits
 from .aspects import ASPECTS
-from .capa import STAGES as CAPA_STAGES
 from .limits import Text
+from .procedures import MACHINES
 
 SLUG = r"^[a-z0-9][a-z0-9._-]*$"
 DOC_ID = r"^[A-Z0-9][A-Z0-9._-]*$"
@@ -178,6 +179,30 @@ DEFAULT_JIRA_ISSUE_TYPES = {"capa": "Task"}
 JiraName = Annotated[str, Field(min_length=1, max_length=255)]
 
 
+class JiraKind(Strict):
+    """How the records of one kind are mirrored in Jira; each map merges with the kind's defaults."""
+
+    mirror: bool = True
+    issue_type: JiraName | None = None
+    # stage -> Jira status name; several stages may share a status
+    statuses: dict[str, JiraName] = Field(default_factory=dict)
+    # Jira status name -> the stage a move to it asks for (else: the first stage mapped to it)
+    inbound: dict[str, str] = Field(default_factory=dict)
+
+
+# the defaults of the mirrored kinds: which become Jira issues unless `kinds: {KIND: {mirror: false}}`
+DEFAULT_JIRA_KINDS: dict[str, dict] = {
+    "capa": {"issue_type": "Task", "statuses": DEFAULT_JIRA_STATUSES, "inbound": DEFAULT_JIRA_INBOUND},
+}
+
+
+@dataclass(frozen=True)
+class ResolvedJiraKind:
+    issue_type: str
+    statuses: dict[str, str]
+    inbound: dict[str, str]
+
+
 class JiraIntegration(_NoSecrets):
     """The Jira site of the team. The three maps **merge** with their defaults: name only what differs."""
 
@@ -194,6 +219,8 @@ class JiraIntegration(_NoSecrets):
     statuses: dict[str, JiraName] = Field(default_factory=lambda: dict(DEFAULT_JIRA_STATUSES))
     # Jira status name -> the QMS stage a move to it asks for (else: the first stage mapped to it)
     inbound: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_JIRA_INBOUND))
+    # record kind -> how its records are mirrored (issue type, status maps); CAPA is mirrored by default
+    kinds: dict[str, JiraKind] = Field(default_factory=dict)
     on_refused: Literal["revert", "comment"] = "revert"
     # a webhook whose signed timestamp is older is ignored (Jira retries for up to 30 minutes)
     webhook_window_minutes: int = Field(default=60, ge=5, le=24 * 60)
@@ -211,18 +238,54 @@ class JiraIntegration(_NoSecrets):
     @field_validator("statuses")
     @classmethod
     def _statuses_merge(cls, value: dict[str, str]) -> dict[str, str]:
-        unknown = [k for k in value if k not in CAPA_STAGES]
+        stages = MACHINES["capa"].keys
+        unknown = [k for k in value if k not in stages]
         if unknown:
-            raise ValueError(f"unknown CAPA stage {', '.join(map(repr, unknown))} (allowed: {', '.join(CAPA_STAGES)})")
+            raise ValueError(f"unknown CAPA stage {', '.join(map(repr, unknown))} (allowed: {', '.join(stages)})")
         return {**DEFAULT_JIRA_STATUSES, **value}
 
     @field_validator("inbound")
     @classmethod
     def _inbound_merge(cls, value: dict[str, str]) -> dict[str, str]:
-        wrong = [f"{status!r}: {stage!r}" for status, stage in value.items() if stage not in CAPA_STAGES]
+        stages = MACHINES["capa"].keys
+        wrong = [f"{status!r}: {stage!r}" for status, stage in value.items() if stage not in stages]
         if wrong:
-            raise ValueError(f"{', '.join(wrong)} is not a CAPA stage (allowed: {', '.join(CAPA_STAGES)})")
+            raise ValueError(f"{', '.join(wrong)} is not a CAPA stage (allowed: {', '.join(stages)})")
         return {**DEFAULT_JIRA_INBOUND, **value}
+
+    @field_validator("kinds")
+    @classmethod
+    def _kinds_known(cls, value: dict[str, JiraKind]) -> dict[str, JiraKind]:
+        for kind, settings in value.items():
+            machine = MACHINES.get(kind)
+            if machine is None:
+                raise ValueError(f"{kind!r} is not a record kind with stages (kinds: {', '.join(sorted(MACHINES))})")
+            wrong = [s for s in [*settings.statuses, *settings.inbound.values()] if s not in machine.keys]
+            if wrong:
+                raise ValueError(
+                    f"kinds.{kind}: {', '.join(map(repr, wrong))} is not a {kind} stage "
+                    f"(allowed: {', '.join(machine.keys)})"
+                )
+        return value
+
+    def kind(self, kind: str) -> ResolvedJiraKind | None:
+        """How records of ``kind`` are mirrored, or None when they are not. The CAPA shorthand at the top
+        (``issue_types``, ``statuses``, ``inbound``) and ``kinds.capa`` both merge with the defaults."""
+        given = self.kinds.get(kind)
+        defaults = DEFAULT_JIRA_KINDS.get(kind)
+        if (given is not None and not given.mirror) or (given is None and defaults is None):
+            return None
+        base = defaults or {"issue_type": "Task", "statuses": {}, "inbound": {}}
+        statuses, inbound = dict(base["statuses"]), dict(base["inbound"])
+        issue_type = self.issue_types.get(kind) or base["issue_type"]
+        if kind == "capa":
+            statuses.update(self.statuses)
+            inbound.update(self.inbound)
+        if given is not None:
+            statuses.update(given.statuses)
+            inbound.update(given.inbound)
+            issue_type = given.issue_type or issue_type
+        return ResolvedJiraKind(issue_type, statuses, inbound)
 
 
 class SlackIntegration(_NoSecrets):

@@ -40,6 +40,12 @@ def prefix_for(kind: str) -> str:
         raise ValueError(f"unknown record kind {kind!r} (kinds: {', '.join(sorted(KIND_PREFIXES))})") from None
 
 
+def kind_of(record_id: str) -> str | None:
+    """The kind of a record from its human id (``CAPA-2026-0007`` -> ``capa``), or None."""
+    prefix = record_id.split("-", 1)[0]
+    return next((kind for kind, known in KIND_PREFIXES.items() if known == prefix), None)
+
+
 def human_id(kind: str, year: int, number: int) -> str:
     return f"{prefix_for(kind)}-{year:04d}-{number:04d}"
 

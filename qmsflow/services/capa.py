@@ -13,13 +13,22 @@ from sqlalchemy import select
 
 from ..domain import limits
 from ..domain.approvals import Signature
-from ..domain.capa import SEVERITIES, SIGNED_STAGES, SOURCES, STAGE_TITLES, Capa, closure_signers, stage_due
+from ..domain.capa import (
+    MACHINE,
+    SEVERITIES,
+    SIGNED_STAGES,
+    SOURCES,
+    STAGE_TITLES,
+    Capa,
+    closure_signers,
+    stage_due,
+)
 from ..domain.errors import DomainError, InvalidTransition
 from ..domain.organisation import QmsConfig
 from ..domain.refs import capa_step
 from ..store.tables import ApprovalRequestRow, RecordRow
 from ..store.uow import UnitOfWork
-from . import contents, jira_outbox
+from . import contents, mirror
 from .approvals import notify, open_request
 from .common import row_values
 from .reactions import on_decided
@@ -104,7 +113,7 @@ def open_capa(
         },
     )
     if created:
-        jira_sync(uow, config, row, "create")
+        mirror.record_created(uow, config, row)
     return row
 
 
@@ -171,7 +180,6 @@ def advance(uow: UnitOfWork, config: QmsConfig, capa_id: str, target: str, field
 def _apply(
     uow: UnitOfWork, config: QmsConfig, row: RecordRow, capa: Capa, target: str, stage_data: dict[str, Any]
 ) -> None:
-    previous = row.status
     capa.apply(target, stage_data)
     today = uow.now().date()
     data = {**row.data, "stages": capa.data, "stage_since": today.isoformat()}
@@ -186,7 +194,7 @@ def _apply(
     else:
         due = stage_due(today, capa.severity)
     update_record(uow, row, "advanced", status=target, due_date=due, data=data)
-    jira_sync(uow, config, row, "transition", previous=previous)
+    mirror.stage_changed(uow, config, row)
 
 
 EFFECTIVENESS_DAYS = 30
@@ -263,7 +271,7 @@ def escalate_overdue(uow: UnitOfWork, config: QmsConfig, today: date, manager_af
                 text=text,
                 link=f"{config.web.base_url.rstrip('/')}/capas",
             )
-            jira_enqueue(uow, config, row, f"comment:{key}", "comment", {"body": f"qmsflow escalation: {text}"})
+            mirror.comment(uow, config, row, f"comment:{key}", f"qmsflow escalation: {text}")
             done.append((row.id, level, person))
         if len(sent) != len(row.data.get("escalations", [])):
             row.data = {**row.data, "escalations": sent}
@@ -273,88 +281,11 @@ def escalate_overdue(uow: UnitOfWork, config: QmsConfig, today: date, manager_af
 # ------------------------------------------------------------------ Jira
 
 
-def jira_sync(uow: UnitOfWork, config: QmsConfig, row: RecordRow, what: str, previous: str | None = None) -> None:
-    """Queue the Jira side of a change as an intent: "create the issue" or "should be in stage X" (the
-    status is resolved from the configuration at delivery; a stage change that keeps the status sends
-    nothing then). ``previous`` is not needed any more: kept for the callers."""
-    from ..adapters import jira
-
-    if jira.settings(config) is None:
-        return
-    if what == "create":
-        jira_outbox.enqueue_create(uow, row)
-    elif what == "transition":
-        jira_outbox.enqueue_stage(uow, row.id, row.status)
+def _apply_from_jira(uow: UnitOfWork, config: QmsConfig, row: RecordRow, target: str, data: dict[str, Any]) -> None:
+    _apply(uow, config, row, _capa(row), target, data)
 
 
-def jira_enqueue(
-    uow: UnitOfWork, config: QmsConfig, row: RecordRow, suffix: str, action: str, payload: dict[str, Any]
-) -> None:
-    """Queue a comment (``action`` "comment", ``payload`` {"body"}) on the record's issue."""
-    from ..adapters import jira
-
-    if jira.settings(config) is None:
-        return
-    if action != "comment":
-        raise ValueError(f"jira_enqueue queues comments; use jira_sync for {action!r}")
-    jira_outbox.enqueue_comment(uow, row.id, suffix, payload["body"])
-
-
-def on_jira_status(uow: UnitOfWork, config: QmsConfig, capa_id: str, jira_status: str, source: str) -> str:
-    """A status seen in Jira (webhook or reconciliation): apply it when the QMS allows it, else refuse,
-    explain, revert and record.
-
-    Not news: the status of the QMS stage, or the status qmsflow last set or saw there (our own change
-    echoed back, a repeat). Deferred: while a stage intent of ours is genuinely in flight (queued, not
-    refused by Jira), which will overwrite the status; it knows Jira shows this status, so it does send.
-    A parked or failing intent defers nothing: the move is judged like any other.
-    """
-    from ..adapters import jira
-
-    settings = jira.settings(config)
-    row, capa = load(uow, capa_id)
-    if settings is None:
-        return "unchanged"
-    known = jira_outbox.known_status(uow.session, capa_id)
-    shows_stage = jira_status == settings.status_for(row.status)
-    if jira_status != known and not (known is None and shows_stage):  # (nothing known: no stage intent skips)
-        jira_outbox.remember_status(uow.session, capa_id, jira_status)
-    if shows_stage or jira_status == known:
-        return "unchanged"
-    if jira_outbox.stage_in_flight(uow.session, capa_id):
-        return "deferred"
-    target = settings.stage_for(jira_status)
-    if target is None or target == row.status:
-        return "unchanged"
-    reason = None
-    if target in SIGNED_STAGES:
-        reason = f"{target} needs a signed approval in qmsflow"
-    else:
-        try:
-            stage_data = capa.check_advance(target, {})
-        except DomainError as exc:
-            reason = str(exc)
-    if reason is None:
-        _apply(uow, config, row, capa, target, {**stage_data, "via": f"jira:{source}"})
-        return "applied"
-    event = uow.record(
-        "capa.jira-transition-refused",
-        f"record:{capa_id}",
-        None,
-        {"jira_status": jira_status, "stage": row.status, "reason": reason, "via": source},
-        actor="jira",
-    )
-    revert = settings.on_refused == "revert" and settings.status_for(row.status)
-    jira_outbox.enqueue_comment(
-        uow,
-        capa_id,
-        f"refusal:{event.seq}:comment",
-        f"qmsflow refused the move to '{jira_status}': {reason}. The QMS keeps {capa_id} in "
-        f"'{row.status}'" + (" and reverts the Jira status." if revert else "."),
-    )
-    if revert:
-        jira_outbox.enqueue_stage(uow, capa_id, row.status, suffix=f"refusal:{event.seq}:revert")
-    return "refused"
+mirror.register("capa", MACHINE, _apply_from_jira)
 
 
 def show(uow: UnitOfWork, capa_id: str) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from ..adapters import jira
 from ..adapters.base import DeliveryError, Resolver
 from ..domain.organisation import QmsConfig
+from ..domain.records import kind_of
 from ..store.db import Database
 from ..store.tables import IntegrationStateRow, OutboxRow, RecordRow
 from ..store.uow import UnitOfWork
@@ -227,9 +228,11 @@ class JiraDelivery:
         return found
 
     def _stage(self, record: str, key: str, stage: str) -> dict[str, Any]:
-        status = self.settings.status_for(stage)
+        kind = kind_of(record) or "capa"
+        status = self.settings.status_for(stage, kind)
+        setting = "integrations.jira.statuses" if kind == "capa" else f"integrations.jira.kinds.{kind}.statuses"
         if not status:
-            raise DeliveryError(f"integrations.jira.statuses has no status for the stage {stage!r}. {_FIX}")
+            raise DeliveryError(f"{setting} has no status for the stage {stage!r}. {_FIX}")
         with self.db.read() as session:
             known = known_status(session, record)
         if known == status:
@@ -237,7 +240,7 @@ class JiraDelivery:
         try:
             how = self.adapter.move(key, status)
         except jira.NoTransition as exc:
-            raise DeliveryError(f"integrations.jira.statuses.{stage} is {status!r}, but {exc}. {_FIX}") from None
+            raise DeliveryError(f"{setting}.{stage} is {status!r}, but {exc}. {_FIX}") from None
         with self.db.session() as session, session.begin():
             remember_status(session, record, status)
         return {"key": key, "status": status, **({"already": True} if how == "already" else {})}

@@ -1,4 +1,4 @@
-"""Inbound Jira: webhooks and periodic reconciliation converge on ``capa.on_jira_status``.
+"""Inbound Jira: webhooks and periodic reconciliation converge on ``mirror.on_jira_status``.
 
 Reconciliation asks Jira once per cycle for qmsflow issues updated since the last cycle
 (``/search/jql`` with ``nextPageToken`` paging); a cycle with no change makes exactly that one call.
@@ -21,7 +21,7 @@ from ..context import QmsContext
 from ..domain import limits
 from ..store.tables import InboundEventRow, IntegrationStateRow, RecordRow
 from ..store.uow import UnitOfWork
-from . import capa
+from . import mirror
 
 STATE = "jira.reconciled_until"
 CLOCK_SKEW = timedelta(minutes=5)  # a signed timestamp may be this far ahead of our clock
@@ -133,10 +133,10 @@ def handle_webhook(
             return "not a qmsflow status change"
         record, status = change
         row = uow.session.get(RecordRow, record)
-        if row is None or row.kind != "capa":
+        if row is None or not mirror.mirrors(ctx.config, row.kind):
             uow.commit()
             return f"unknown record {record}"
-        outcome = capa.on_jira_status(uow, ctx.config, record, status, source="webhook")
+        outcome = mirror.on_jira_status(uow, ctx.config, record, status, source="webhook")
         uow.commit()
     return outcome
 
@@ -164,9 +164,9 @@ def reconcile(ctx: QmsContext, adapter: jira.JiraAdapter, now: datetime | None =
         report.seen += 1
         with UnitOfWork(ctx.db, "jira") as uow:
             row = uow.session.get(RecordRow, record)
-            if row is None or row.kind != "capa":
+            if row is None or not mirror.mirrors(ctx.config, row.kind):
                 continue
-            outcome = capa.on_jira_status(uow, ctx.config, record, status, source="reconciliation")
+            outcome = mirror.on_jira_status(uow, ctx.config, record, status, source="reconciliation")
             uow.commit()
         if outcome != "unchanged":  # our own changes come back from Jira too
             report.outcomes[record] = outcome
