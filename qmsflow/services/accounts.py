@@ -13,6 +13,7 @@ from sqlalchemy import delete, select
 
 from ..domain.errors import DomainError
 from ..store.db import Database
+from ..store.state import state_of
 from ..store.tables import PersonRow, UserRow, WebSessionRow
 from ..store.uow import UnitOfWork
 
@@ -44,10 +45,11 @@ def add_user(uow: UnitOfWork, username: str, person: str, role: str, password: s
         raise DomainError(f"{person!r} is not a person of this QMS (run 'qms sync' after editing qms.yaml)")
     if uow.session.get(UserRow, username) is not None:
         raise DomainError(f"user {username!r} exists already")
-    uow.session.add(
-        UserRow(username=username, person=person, role=role, password_hash=_hasher.hash(password), created_at=uow.now())
+    user = UserRow(
+        username=username, person=person, role=role, password_hash=_hasher.hash(password), created_at=uow.now()
     )
-    uow.record("user.created", f"user:{username}", None, {"username": username, "person": person, "role": role})
+    uow.session.add(user)
+    uow.record("user.created", f"user:{username}", None, state_of(user))  # the password hash only as a SHA-256
     uow.commit()
 
 

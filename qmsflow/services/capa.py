@@ -237,7 +237,7 @@ def escalate_overdue(uow: UnitOfWork, config: QmsConfig, today: date, manager_af
             jira_enqueue(uow, config, row, f"comment:{key}", "comment", {"body": f"qmsflow escalation: {text}"})
             done.append((row.id, level, person))
         if len(sent) != len(row.data.get("escalations", [])):
-            row.data = {**row.data, "escalations": sent}
+            update_record(uow, row, "escalations-recorded", data={**row.data, "escalations": sent})
     return done
 
 
@@ -337,7 +337,12 @@ def on_jira_status(uow: UnitOfWork, config: QmsConfig, capa_id: str, jira_status
         actor="jira",
     )
     attempt = len([k for k in row.data.get("jira_refusals", [])])
-    row.data = {**row.data, "jira_refusals": [*row.data.get("jira_refusals", []), jira_status]}
+    update_record(
+        uow,
+        row,
+        "jira-refusal-recorded",
+        data={**row.data, "jira_refusals": [*row.data.get("jira_refusals", []), jira_status]},
+    )
     jira_enqueue(
         uow,
         config,

@@ -225,7 +225,9 @@ def conclude_review(uow: UnitOfWork, config: QmsConfig, root: Path, request_id: 
                     before,
                     row_values(version, exclude=("id",)),
                 )
+                before = row_values(row)
                 row.data = {**data, "confirmed": today.isoformat()}
+                uow.record("approval.review-confirmed", f"approval:{row.id}", before, row_values(row))
         elif version.status == DocStatus.IN_REVIEW.value:
             for old in uow.session.scalars(
                 select(DocumentVersionRow).where(
@@ -363,5 +365,8 @@ def _render(
         config.organisation.name,
         out_dir,
     )
+    before = row_values(row)
     row.data = {**row.data, "pdf": str(rendered.pdf_path), "html": str(rendered.html_path)}
+    if row_values(row) != before:
+        uow.record("approval.copy-rendered", f"approval:{row.id}", before, row_values(row))
     return {"pdf": str(rendered.pdf_path), "html": str(rendered.html_path)}

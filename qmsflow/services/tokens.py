@@ -11,6 +11,7 @@ from sqlalchemy import select
 from ..domain.approvals import NotAuthorized
 from ..domain.errors import DomainError
 from ..store.db import Database
+from ..store.state import state_of
 from ..store.tables import ApiTokenRow, PersonRow
 from ..store.uow import UnitOfWork
 
@@ -29,7 +30,7 @@ def create_token(uow: UnitOfWork, person_id: str, name: str = "cli") -> str:
     row = ApiTokenRow(person=person_id, name=name, token_hash=_digest(token), created_at=uow.now())
     uow.session.add(row)
     uow.session.flush()
-    uow.record("token.created", f"person:{person_id}", None, {"token_id": row.id, "name": name, "person": person_id})
+    uow.record("token.created", f"token:{row.id}", None, state_of(row))
     uow.commit()
     return token
 
@@ -54,8 +55,9 @@ def revoke(uow: UnitOfWork, token_id: int) -> None:
     if row is None:
         raise DomainError(f"no token {token_id}")
     if row.revoked_at is None:
+        before = state_of(row)
         row.revoked_at = uow.now()
-        uow.record("token.revoked", f"person:{row.person}", None, {"token_id": token_id})
+        uow.record("token.revoked", f"token:{row.id}", before, state_of(row))
     uow.commit()
 
 

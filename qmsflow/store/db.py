@@ -17,7 +17,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ..domain.trail import canonical_json
+from . import state
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+GUARDS_REINSTALLED = "store.guards-reinstalled"
 
 
 def head_revision() -> str:
@@ -75,11 +79,16 @@ class Database:
             path = make_url(self.url).database
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.engine: Engine = create_engine(self.url, echo=echo, connect_args={"timeout": 60})
+            self.engine: Engine = create_engine(
+                self.url, echo=echo, connect_args={"timeout": 60}, json_serializer=canonical_json
+            )
             _sqlite_pragmas(self.engine)
         else:
-            self.engine = create_engine(self.url, echo=echo, pool_pre_ping=True)
+            self.engine = create_engine(self.url, echo=echo, pool_pre_ping=True, json_serializer=canonical_json)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._readers = sessionmaker(self.engine.execution_options(qms_readonly=True))
+        # JSON columns hold canonical JSON, so the state check compares them as stored
+        state.install((self._sessions, self._readers), self.engine)
 
     @property
     def dialect(self) -> str:
@@ -91,7 +100,7 @@ class Database:
     @contextmanager
     def read(self) -> Iterator[Session]:
         """A read-only session (no write lock on SQLite)."""
-        with Session(self.engine.execution_options(qms_readonly=True)) as session:
+        with self._readers() as session:
             yield session
 
     # ------------------------------------------------------------ migrations
@@ -117,6 +126,31 @@ class Database:
         except OperationalError as exc:
             raise StoreError(f"cannot migrate the records store at {self.safe_url}: {exc.orig}") from None
         return before, self.head_revision()
+
+    def repair_guards(self, actor: str = "qmsflow") -> list[str]:
+        """Reinstall every append-only trigger that is missing, disabled or altered, and trail that it did.
+
+        Returns what was repaired (empty when every guard is in place). Run by ``qms db upgrade`` and
+        by everything that migrates on start (``qms up``).
+        """
+        from sqlalchemy.exc import DBAPIError
+
+        from . import guards
+        from .uow import UnitOfWork
+
+        try:
+            with self.engine.begin() as conn:
+                repaired = [str(problem) for problem in guards.ensure(conn)]
+        except DBAPIError as exc:
+            raise StoreError(
+                f"cannot reinstall the audit trail's append-only triggers at {self.safe_url}: {exc.orig} "
+                "(run 'qms db upgrade' as the role that owns the schema)"
+            ) from None
+        if repaired:
+            with UnitOfWork(self, actor) as uow:
+                uow.record(GUARDS_REINSTALLED, "store:trail", None, {"reinstalled": repaired, "dialect": self.dialect})
+                uow.commit()
+        return repaired
 
     def current_revision(self) -> str | None:
         """The schema revision recorded by Alembic (read with plain SQL: no alembic import needed)."""

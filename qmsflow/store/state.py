@@ -1,0 +1,619 @@
+"""The record tables the audit trail vouches for: each row's ref and state, the state check, the commit guard.
+
+Every row of a tracked table has a ref (``record:CAPA-2026-0001``, ``document-version:SOP-DOC-001@1.2``,
+…) and a state: its columns as JSON-ready data, except surrogate ids and declared operational
+columns, with secrets only as a SHA-256. Every change of such a row is followed, in the same unit
+of work, by a *state event* on its ref whose ``after`` is the new state (``null`` once deleted).
+
+Two consumers:
+
+- ``StateGuard`` (installed on every session of a ``Database``): a unit of work refuses to commit
+  when a tracked row was inserted, changed or deleted without a matching full-state event, or when
+  a state event does not hold its row's state; a session outside a unit of work may not change a
+  tracked row at all (only operational columns). So no code path changes a record silently.
+- ``check_states`` (``qms verify``): replays the trail (``domain.trail.verify_chain``) and checks
+  that every table holds exactly the state the trail implies, field by field.
+
+Signatures are the one table whose events are not on their own ref: an ``approval.signed`` event on
+``approval:<request>`` holds the signature's state, and the row names that event (``trail_seq``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import Boolean, Date, DateTime, Integer, event, inspect, select
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.dml import UpdateBase
+from sqlalchemy.types import JSON, TypeDecorator
+
+from ..domain.errors import DomainError
+from ..domain.trail import SIGNATURE, STATE, Replay, after_is, canonical_json, event_kind, fields_of
+from .tables import (
+    ApiTokenRow,
+    ApprovalRequestRow,
+    Base,
+    DocumentRow,
+    DocumentVersionRow,
+    PersonRow,
+    ProcessRow,
+    RecordRow,
+    SignatureRow,
+    UserRow,
+)
+
+try:
+    from _json import encode_basestring as _enc  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover
+    from json.encoder import py_encode_basestring as _enc
+
+
+class StateNotRecorded(DomainError):
+    """A tracked row would change without a trail event holding its new state (a bug, not user error)."""
+
+
+# ------------------------------------------------------------------ the registry
+
+
+@dataclass(frozen=True)
+class Tracked:
+    """A record table whose every row the trail holds the state of."""
+
+    model: type[Base]
+    entity: str  # the ref's prefix: "record" in "record:CAPA-2026-0001"
+    key: tuple[str, ...]  # the columns of the ref's key, joined by "@"
+    exclude: frozenset[str] = frozenset()  # surrogate ids and operational columns
+    secrets: frozenset[str] = frozenset()  # in the state only as "<name>_sha256"
+    z_times: bool = False  # datetimes as pydantic writes them (…Z), for rows built from domain models
+
+    @property
+    def table(self) -> str:
+        return self.model.__tablename__
+
+    @property
+    def columns(self) -> list[Any]:
+        return [c for c in self.model.__table__.columns if c.key not in self.exclude]
+
+    def ref(self, get: Callable[[str], Any]) -> str:
+        return f"{self.entity}:" + "@".join(str(get(k)) for k in self.key)
+
+    def state(self, get: Callable[[str], Any]) -> dict[str, Any]:
+        """The state of a row whose column values ``get`` returns (Python values, as the ORM holds them)."""
+        out: dict[str, Any] = {}
+        for column in self.columns:
+            value = get(column.key)
+            if column.key in self.secrets:
+                out[f"{column.key}_sha256"] = _sha256(value)
+                continue
+            if isinstance(value, datetime):
+                value = _z(value) if self.z_times else value.isoformat()
+            elif isinstance(value, date):
+                value = value.isoformat()
+            out[column.key] = value
+        return out
+
+    def lookup(self, session: Session, ref: str) -> Any:
+        """The row a ref names, or None."""
+        values = ref.partition(":")[2].split("@", len(self.key) - 1)
+        if len(values) != len(self.key):
+            return None
+        conditions = []
+        for name, value in zip(self.key, values, strict=True):
+            column = self.model.__table__.columns[name]
+            if isinstance(column.type, Integer):
+                if not value.isdigit():
+                    return None
+                value = int(value)
+            conditions.append(getattr(self.model, name) == value)
+        with session.no_autoflush:
+            return session.scalar(select(self.model).where(*conditions))
+
+
+TRACKED: tuple[Tracked, ...] = (
+    Tracked(PersonRow, "person", ("id",)),
+    Tracked(ProcessRow, "process", ("key",)),
+    Tracked(DocumentRow, "document", ("id",)),
+    Tracked(DocumentVersionRow, "document-version", ("document_id", "version"), exclude=frozenset({"id"})),
+    Tracked(ApprovalRequestRow, "approval", ("id",)),
+    Tracked(RecordRow, "record", ("id",)),
+    Tracked(UserRow, "user", ("username",), secrets=frozenset({"password_hash"})),
+    Tracked(ApiTokenRow, "token", ("id",), exclude=frozenset({"last_used_at"}), secrets=frozenset({"token_hash"})),
+)
+# a signature's state is what its approval.signed event holds: the row minus its id and its links
+SIGNATURES = Tracked(
+    SignatureRow, "signature", ("trail_seq",), exclude=frozenset({"id", "request_id", "trail_seq"}), z_times=True
+)
+BY_ENTITY = {t.entity: t for t in TRACKED}
+BY_MODEL: dict[type, Tracked] = {t.model: t for t in (*TRACKED, SIGNATURES)}
+BY_TABLE = {t.table: t for t in (*TRACKED, SIGNATURES)}
+ENTITIES = frozenset(BY_ENTITY)
+
+
+def _sha256(value: Any) -> str | None:
+    return None if value is None else hashlib.sha256(str(value).encode("utf-8")).hexdigest()
+
+
+def _z(value: datetime) -> str:
+    value = value.astimezone(UTC)
+    fraction = f".{value.microsecond:06d}" if value.microsecond else ""
+    return value.strftime("%Y-%m-%dT%H:%M:%S") + fraction + "Z"
+
+
+def ref_of(row: Base) -> str:
+    spec = BY_MODEL[type(row)]
+    return spec.ref(lambda k: getattr(row, k))
+
+
+def state_of(row: Base) -> dict[str, Any]:
+    """The full state of a tracked row, as its state event's ``after`` must hold it."""
+    spec = BY_MODEL[type(row)]
+    return spec.state(lambda k: getattr(row, k))
+
+
+# ------------------------------------------------------------------ the commit guard
+
+GUARD = "qms_state_guard"
+_BY_CONNECTION: weakref.WeakKeyDictionary[Connection, StateGuard] = weakref.WeakKeyDictionary()
+
+
+@dataclass
+class StateGuard:
+    """What one transaction changed in tracked tables, and the state events it recorded."""
+
+    in_uow: bool
+    flushing: bool = False
+    bulk: bool = False
+    connection: Connection | None = None
+    changed: dict[int, Base] = field(default_factory=dict)  # id(row) -> row inserted or changed (ORM)
+    deleted: dict[str, Tracked] = field(default_factory=dict)  # ref -> its table
+    inserted: dict[str, tuple[Tracked, str]] = field(default_factory=dict)  # ref -> state JSON (insert_rows)
+    signatures: list[tuple[str, int, str]] = field(default_factory=list)  # new: (request, trail_seq, state JSON)
+    refused: list[str] = field(default_factory=list)  # changes that no event can make right
+    events: dict[str, str] = field(default_factory=dict)  # ref -> after JSON of its last state event
+    signed: dict[int, tuple[str, str]] = field(default_factory=dict)  # seq -> (ref, after JSON)
+    checked: bool = False
+
+    def reset(self) -> None:
+        if self.connection is not None:
+            _BY_CONNECTION.pop(self.connection, None)
+        self.connection = None
+        self.flushing = self.bulk = self.checked = False
+        for collected in (self.changed, self.deleted, self.inserted, self.events, self.signed):
+            collected.clear()
+        self.signatures.clear()
+        self.refused.clear()
+
+    def recorded(self, seq: int, action: str, ref: str, after_json: str) -> None:
+        """A trail event appended in this transaction."""
+        kind = event_kind(action, ref.partition(":")[0], ENTITIES)
+        if kind == STATE:
+            self.events[ref] = after_json
+        elif kind == SIGNATURE:
+            self.signed[seq] = (ref, after_json)
+        self.checked = False
+
+    def bulk_inserted(self, model: type[Base], rows: list[dict[str, Any]]) -> None:
+        """Rows ``UnitOfWork.insert_rows`` is about to insert with one Core statement."""
+        spec = BY_MODEL[model]
+        for values in rows:
+            state = canonical_json(spec.state(values.get))
+            if spec is SIGNATURES:
+                self.signatures.append((values["request_id"], values["trail_seq"], state))
+            else:
+                self.inserted[spec.ref(values.get)] = (spec, state)
+        self.checked = False
+
+    def check(self, session: Session) -> None:
+        """Refuse (``StateNotRecorded``) unless every tracked change has its full-state event, and back."""
+        problems = list(self.refused)
+        actual: dict[str, tuple[Tracked, str]] = {}
+        signatures = list(self.signatures)
+        for row in self.changed.values():
+            if inspect(row).deleted or inspect(row).was_deleted:
+                continue
+            spec = BY_MODEL[type(row)]
+            state = canonical_json(state_of(row))
+            if spec is SIGNATURES:
+                signatures.append((row.request_id, row.trail_seq, state))
+            else:
+                actual[ref_of(row)] = (spec, state)
+        for ref, spec in self.deleted.items():
+            actual[ref] = (spec, "null")
+        actual.update(self.inserted)
+        for ref in self.events.keys() - actual.keys():
+            spec = BY_ENTITY[ref.partition(":")[0]]
+            row = spec.lookup(session, ref)
+            actual[ref] = (spec, "null" if row is None else canonical_json(state_of(row)))
+        for ref, (spec, state) in actual.items():
+            recorded = self.events.get(ref)
+            label = f"{spec.table} {ref.partition(':')[2]}"
+            if recorded is None:
+                problems.append(f"{label} changed without a trail event holding its new state ({ref})")
+            elif recorded != state:
+                fields = ", ".join(p for p, _, _ in differences(json.loads(recorded), json.loads(state))[:5])
+                problems.append(f"{label}: its last trail event does not hold the row's state (differs in {fields})")
+        claimed: set[int] = set()
+        for request_id, seq, state in signatures:
+            signs = self.signed.get(seq)
+            label = f"the signature on {request_id}"
+            if signs is None:
+                problems.append(f"{label}: seq {seq} is no approval.signed event of this unit of work")
+            elif signs[0] != f"approval:{request_id}":
+                problems.append(f"{label}: its event at seq {seq} signs {signs[0]}")
+            elif signs[1] != state:
+                problems.append(f"{label}: its event at seq {seq} holds another signature")
+            claimed.add(seq)
+        for seq in self.signed.keys() - claimed:
+            problems.append(f"the approval.signed event at seq {seq} ({self.signed[seq][0]}) has no signature row")
+        if problems:
+            raise StateNotRecorded(
+                "refusing to commit: "
+                + "; ".join(problems[:5])
+                + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+                + ". Every change of a record table needs uow.record(action, ref, before, state_of(row)) in the "
+                "same unit of work; an event that only notes something is declared in qmsflow/domain/trail.py "
+                "(NOTE_ACTIONS)."
+            )
+        self.checked = True
+
+
+def guard_of(session: Session) -> StateGuard:
+    guard = session.info.get(GUARD)
+    if guard is None:
+        guard = session.info[GUARD] = StateGuard(in_uow=False)
+    return guard
+
+
+def _state_columns_changed(row: Base, spec: Tracked) -> list[str]:
+    """Columns of the row's state (all but operational ones) whose value really changed."""
+    attrs = inspect(row).attrs
+    changed = []
+    for column in spec.model.__table__.columns:
+        if column.key in spec.exclude and spec is not SIGNATURES:  # a signature's links are part of it
+            continue
+        history = attrs[column.key].history
+        if history.added and (not history.deleted or history.added[0] != history.deleted[0]):
+            changed.append(column.key)
+    return changed
+
+
+def _before_flush(session: Session, _context: Any, _instances: Any) -> None:
+    guard = guard_of(session)
+    guard.flushing = True
+    touched = []
+    for row in session.new:
+        spec = BY_MODEL.get(type(row))
+        if spec is not None:
+            guard.changed[id(row)] = row
+            touched.append(f"{spec.table} (new row)")
+    for row in session.dirty:
+        spec = BY_MODEL.get(type(row))
+        if spec is not None and (columns := _state_columns_changed(row, spec)):
+            touched.append(f"{spec.table} {ref_of(row)} ({', '.join(columns)})")
+            if spec is SIGNATURES and id(row) not in guard.changed:
+                guard.refused.append(f"signatures #{row.id}: a signature is never changed")
+            guard.changed[id(row)] = row
+    for row in session.deleted:
+        spec = BY_MODEL.get(type(row))
+        if spec is not None:
+            guard.changed.pop(id(row), None)
+            touched.append(f"{spec.table} {ref_of(row)} (deleted)")
+            if spec is SIGNATURES:
+                guard.refused.append(f"signatures #{row.id}: a signature is never deleted")
+            else:
+                guard.deleted[ref_of(row)] = spec
+    if touched and not guard.in_uow:
+        guard.flushing = False
+        raise StateNotRecorded(
+            f"refusing to change {', '.join(touched[:3])} outside a unit of work: record tables change only "
+            "through UnitOfWork, with a trail event holding the new state"
+        )
+
+
+def _after_flush_postexec(session: Session, _context: Any) -> None:
+    guard_of(session).flushing = False
+
+
+def _after_begin(session: Session, _transaction: Any, connection: Connection) -> None:
+    guard = guard_of(session)
+    guard.connection = connection
+    _BY_CONNECTION[connection] = guard
+
+
+def _after_transaction_end(session: Session, transaction: Any) -> None:
+    if transaction.parent is None:
+        guard = session.info.get(GUARD)
+        if guard is not None:
+            guard.reset()
+
+
+def _before_commit(session: Session) -> None:
+    guard = session.info.get(GUARD)
+    if guard is not None and guard.in_uow and not guard.checked:
+        session.flush()
+        guard.check(session)
+
+
+def _before_execute(conn: Connection, statement: Any, *_args: Any) -> None:
+    if not isinstance(statement, UpdateBase):
+        return
+    table = getattr(statement, "table", None)
+    if getattr(table, "name", None) not in BY_TABLE:
+        return
+    guard = _BY_CONNECTION.get(conn)
+    if guard is None or guard.flushing or guard.bulk:
+        return  # not a session's connection (migrations, tools), or the ORM's own flush, or insert_rows
+    raise StateNotRecorded(
+        f"refusing a Core {statement.__visit_name__.upper()} on {table.name} in a session: change record rows "
+        "through the ORM (or UnitOfWork.insert_rows) so that their state events can be checked"
+    )
+
+
+def install(sessions: Iterable[sessionmaker], engine: Engine) -> None:
+    """Put the guard on every session the store makes, and on Core statements of their connections."""
+    for maker in sessions:
+        event.listen(maker, "before_flush", _before_flush)
+        event.listen(maker, "after_flush_postexec", _after_flush_postexec)
+        event.listen(maker, "after_begin", _after_begin)
+        event.listen(maker, "after_transaction_end", _after_transaction_end)
+        event.listen(maker, "before_commit", _before_commit)
+    event.listen(engine, "before_execute", _before_execute)
+
+
+# ------------------------------------------------------------------ comparing states
+
+
+def differences(trail: Any, table: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    """Field paths (``data.stages.root_cause.cause``) where two states differ, with both values."""
+    if isinstance(trail, dict) and isinstance(table, dict):
+        out = []
+        for key in sorted(trail.keys() | table.keys()):
+            sub = f"{path}.{key}" if path else key
+            if key not in table:
+                out.append((sub, trail[key], "<absent>"))
+            elif key not in trail:
+                out.append((sub, "<absent>", table[key]))
+            else:
+                out.extend(differences(trail[key], table[key], sub))
+        return out
+    if canonical_json(trail) != canonical_json(table):
+        return [(path or "(state)", trail, table)]
+    return []
+
+
+def _show(value: Any) -> str:
+    text = value if isinstance(value, str) and value == "<absent>" else canonical_json(value)
+    return text if len(text) <= 80 else text[:77] + "…"
+
+
+def _raw_converters(
+    spec: Tracked, dialect: str, present: set[str] | None = None
+) -> list[tuple[str, str, Callable[[Any], str]]]:
+    """Per state key (sorted): (key, SQL to select the column raw, raw value -> canonical JSON text).
+
+    ``present``: the columns the table has now (a migration may run before a later one adds some).
+    """
+    out = []
+    for column in spec.columns:
+        if present is not None and column.key not in present:
+            continue
+        name = column.key
+        kind = column.type
+        if isinstance(kind, TypeDecorator):
+            kind = kind.impl
+        sql = name
+        if name in spec.secrets:
+            key, conv = f"{name}_sha256", (lambda v: "null" if v is None else _enc(_sha256(v)))
+        elif isinstance(kind, JSON):
+            key = name
+            if dialect == "postgresql":
+                sql = f"CAST({name} AS TEXT)"
+            conv = _json_text
+        elif isinstance(kind, Boolean):
+            key, conv = name, (lambda v: "null" if v is None else ("true" if v else "false"))
+        elif isinstance(kind, DateTime):
+            key, conv = name, (_z_raw if spec.z_times else _iso_raw)
+        elif isinstance(kind, Date):
+            key, conv = name, (lambda v: "null" if v is None else _enc(v if isinstance(v, str) else v.isoformat()))
+        elif isinstance(kind, Integer):
+            key, conv = name, (lambda v: "null" if v is None else str(int(v)))
+        else:
+            key, conv = name, (lambda v: "null" if v is None else _enc(v))
+        out.append((key, sql, conv))
+    return sorted(out)
+
+
+def _json_text(value: Any) -> str:
+    return "null" if value is None else value
+
+
+def _utc(value: Any) -> datetime:
+    if isinstance(value, str):  # SQLite: 'YYYY-MM-DD HH:MM:SS.ffffff', UTC
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _iso_raw(value: Any) -> str:
+    return "null" if value is None else _enc(_utc(value).isoformat())
+
+
+def _z_raw(value: Any) -> str:
+    return "null" if value is None else _enc(_z(_utc(value)))
+
+
+def _table_states(session: Session, spec: Tracked, present: set[str] | None = None) -> Iterator[tuple[str, str, tuple]]:
+    """(ref, state JSON, raw row) of every row of a tracked table, straight from the DBAPI (no ORM)."""
+    converters = _raw_converters(spec, session.get_bind().dialect.name, present)
+    names = [c.key for c in spec.model.__table__.columns]
+    selected = [sql for _, sql, _ in converters] + [k for k in spec.key] + [n for n in ("id",) if n in names]
+    heads = [_enc(key) + ":" for key, _, _ in converters]
+    n = len(converters)
+    key_index = range(n, n + len(spec.key))
+    result = session.connection().exec_driver_sql(f"SELECT {', '.join(selected)} FROM {spec.table}")
+    pairs = [(heads[i], converters[i][2]) for i in range(n)]
+    prefix = spec.entity + ":"
+    while rows := result.fetchmany(10_000):
+        for raw in rows:
+            state = "{" + ",".join([head + conv(raw[i]) for i, (head, conv) in enumerate(pairs)]) + "}"
+            ref = prefix + "@".join([str(raw[i]) for i in key_index])
+            yield ref, state, raw
+
+
+@dataclass
+class StateReport:
+    rows: int = 0
+    problems: list[str] = field(default_factory=list)
+    total: int = 0  # problems found (only the first ``limit`` are kept)
+    by_table: dict[str, int] = field(default_factory=dict)
+
+    def add(self, message: str, limit: int) -> None:
+        self.total += 1
+        if len(self.problems) < limit:
+            self.problems.append(message)
+
+
+def check_states(session: Session, replay: Replay, limit: int = 200) -> StateReport:
+    """Every tracked table holds exactly what the trail implies: reported by table, id and field."""
+    report = StateReport()
+    states = dict(replay.states)
+    for spec in TRACKED:
+        count = 0
+        for ref, state, _raw in _table_states(session, spec):
+            count += 1
+            canonical = states.pop(ref, None)
+            label = f"{spec.table} {ref.partition(':')[2]}"
+            if canonical is None:
+                report.add(f"{label}: the row has no trail history (it was not written through qmsflow)", limit)
+                continue
+            if after_is(canonical, state):
+                continue
+            _compare(report, label, canonical, state, limit)
+        report.rows += count
+        report.by_table[spec.table] = count
+    for ref, canonical in states.items():
+        if not after_is(canonical, "null"):
+            spec = BY_ENTITY[ref.partition(":")[0]]
+            report.add(
+                f"{spec.table} {ref.partition(':')[2]}: the trail says it exists (seq {_seq(canonical)}), "
+                "the table has no such row",
+                limit,
+            )
+    _check_signatures(session, replay, report, limit)
+    return report
+
+
+def _seq(canonical: str) -> int:
+    return json.loads(canonical)["seq"]
+
+
+def _compare(report: StateReport, label: str, canonical: str, state: str, limit: int) -> None:
+    trail = json.loads(canonical)["after"]
+    try:
+        table = json.loads(state)
+    except ValueError:
+        report.add(f"{label}: a JSON column holds text that is not JSON", limit)
+        return
+    found = differences(trail, table)
+    if not found:
+        return  # the same state, written before JSON columns were stored in canonical form
+    seq = _seq(canonical)
+    for path, said, holds in found:
+        report.add(
+            f"{label} {path}: the trail says {_show(said)} (seq {seq}), the table holds {_show(holds)}",
+            limit,
+        )
+
+
+def _check_signatures(session: Session, replay: Replay, report: StateReport, limit: int) -> None:
+    """Each signature row matches its approval.signed event: signer, content, time, and the request it signs."""
+    signed = dict(replay.signatures)
+    spec = SIGNATURES
+    converters = _raw_converters(spec, session.get_bind().dialect.name)
+    heads = [_enc(key) + ":" for key, _, _ in converters]
+    selected = [sql for _, sql, _ in converters] + ["id", "request_id", "trail_seq"]
+    result = session.connection().exec_driver_sql(f"SELECT {', '.join(selected)} FROM signatures ORDER BY id")
+    n = len(converters)
+    count = 0
+    while rows := result.fetchmany(10_000):
+        for raw in rows:
+            count += 1
+            sig_id, request_id, seq = raw[n], raw[n + 1], raw[n + 2]
+            label = f"signatures #{sig_id} (on {request_id})"
+            canonical = signed.pop(seq, None)
+            if canonical is None:
+                report.add(f"{label}: trail_seq {seq} is not the approval.signed event of this signature", limit)
+                continue
+            state = "{" + ",".join(heads[i] + converters[i][2](raw[i]) for i in range(n)) + "}"
+            signs = fields_of(canonical)[2]
+            if signs != f"approval:{request_id}":
+                report.add(
+                    f"{label} request_id: the trail says {_enc(signs.partition(':')[2])} (seq {seq}), "
+                    f"the table holds {_enc(request_id)}",
+                    limit,
+                )
+            if not after_is(canonical, state):
+                _compare(report, label, canonical, state, limit)
+    report.rows += count
+    report.by_table[spec.table] = count
+    for seq, canonical in signed.items():
+        report.add(
+            f"signatures: the trail says {fields_of(canonical)[1]} signed {fields_of(canonical)[2]} at seq {seq}, "
+            "no signature row holds it",
+            limit,
+        )
+
+
+# ------------------------------------------------------------------ adopting states (migrations)
+
+
+def adopt(session: Session, actor: str) -> dict[str, int]:
+    """Append a state event for every tracked row whose state the trail does not hold exactly.
+
+    For migrations only, and only once for the change they make: 0008 adopts what older qmsflow
+    wrote without full-state events; a migration that adds or changes a column of a tracked table
+    calls this at its end, so that the new column's values are in the trail. Each adoption is an
+    ``<entity>.state-adopted`` event (before: what the trail said; after: what the table holds), so
+    an auditor sees exactly what was adopted and when. Nothing is adopted on a broken chain (verify
+    reports it; adopting would hide what it says). Returns the count per table.
+    """
+    from sqlalchemy import inspect as inspect_db
+
+    from ..domain.trail import verify_chain
+    from .trail import TrailWriter, iter_rows
+
+    report, replay = verify_chain(iter_rows(session), ENTITIES)
+    if not report.ok:
+        return {}
+    writer = TrailWriter(session)
+    db_inspector = inspect_db(session.connection())
+    counts: dict[str, int] = {}
+    states = dict(replay.states)
+    now = datetime.now(UTC)
+    for spec in TRACKED:
+        if not db_inspector.has_table(spec.table):
+            continue
+        present = {c["name"] for c in db_inspector.get_columns(spec.table)}
+        for ref, state, _raw in _table_states(session, spec, present):
+            canonical = states.pop(ref, None)
+            if canonical is not None and after_is(canonical, state):
+                continue
+            table = json.loads(state)
+            said = json.loads(canonical)["after"] if canonical is not None else None
+            if canonical is not None and not differences(said, table):
+                continue
+            writer.append(actor, f"{spec.entity}.state-adopted", ref, said, table, now)
+            counts[spec.table] = counts.get(spec.table, 0) + 1
+    for ref, canonical in states.items():
+        if not after_is(canonical, "null") and ref.partition(":")[0] in BY_ENTITY:
+            spec = BY_ENTITY[ref.partition(":")[0]]
+            writer.append(actor, f"{spec.entity}.state-adopted", ref, json.loads(canonical)["after"], None, now)
+            counts[spec.table] = counts.get(spec.table, 0) + 1
+    writer.flush()
+    return counts
