@@ -15,6 +15,7 @@ from flows.capa import capa_escalation, jira_sync
 from flows.document_review import document_review
 from flows.document_review_scan import document_review_due_scan
 from flows.outbox_delivery import outbox_delivery
+from flows.trail_anchor import trail_anchor
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class DeploymentSpec:
     with_schedule: bool = True
     # integrations that must be on for the schedule to run (else the deployment is on demand only)
     needs: frozenset[str] = frozenset()
+    # False: the flow takes no config parameter (it opens the worker's own, from QMS_CONFIG)
+    takes_config: bool = True
 
 
 DEPLOYMENTS: list[DeploymentSpec] = [
@@ -76,6 +79,14 @@ DEPLOYMENTS: list[DeploymentSpec] = [
         description="Retries queued Slack/Jira messages with backoff (every change also delivers at once).",
         needs=frozenset({"slack", "jira"}),
     ),
+    DeploymentSpec(
+        name="hourly",
+        flow=trail_anchor,
+        process=None,
+        cron="41 * * * *",
+        description="Anchors the audit trail's head in the anchors file and commits it to git (a witness).",
+        takes_config=False,
+    ),
 ]
 
 
@@ -99,7 +110,7 @@ def build(schedules: dict[str, str | None], config_path: str, enabled: frozenset
             spec.flow.to_deployment(
                 name=spec.name,
                 cron=schedule_for(spec, schedules, enabled),
-                parameters={"config": config_path, **spec.parameters},
+                parameters={"config": config_path, **spec.parameters} if spec.takes_config else dict(spec.parameters),
                 description=spec.description,
                 tags=["qmsflow"] + ([f"process:{spec.process}"] if spec.process else []),
                 entrypoint_type=EntrypointType.MODULE_PATH,
