@@ -1,8 +1,9 @@
 """The append-only guards of the audit trail: database triggers, checked and reinstalled.
 
 Triggers refuse UPDATE and DELETE of trail events (and TRUNCATE on PostgreSQL) and admit an
-INSERT only of the next event after the head: its seq is the head's plus one, its canonical
-form names that seq and the head's hash as ``prev_hash``, and (SQLite) its hash is new. That
+INSERT only of the next event after the head: its seq is the head's plus one, its canonical form
+names the head's hash as ``prev_hash`` (PostgreSQL: and its own seq; ``qms verify`` checks that on
+both), and (SQLite) its hash is new. That
 last rule is what stops SQLite's ``INSERT OR REPLACE`` and upserts, whose REPLACE deletes the
 conflicting row without firing delete triggers: the BEFORE INSERT trigger fires first and
 refuses any row that is not the next one.
@@ -28,11 +29,10 @@ SQLITE = {
 BEGIN SELECT RAISE(ABORT, '{REFUSED}: UPDATE refused'); END""",
     "trail_events_no_delete": f"""CREATE TRIGGER trail_events_no_delete BEFORE DELETE ON trail_events
 BEGIN SELECT RAISE(ABORT, '{REFUSED}: DELETE refused'); END""",
+    # NEW.prev_hash is the generated column, computed from NEW.canonical before BEFORE triggers run
     "trail_events_append_at_head": f"""CREATE TRIGGER trail_events_append_at_head BEFORE INSERT ON trail_events
 WHEN NEW.seq IS NOT (SELECT coalesce(max(seq), 0) + 1 FROM trail_events)
-  OR json_extract(NEW.canonical, '$.seq') IS NOT NEW.seq
-  OR json_extract(NEW.canonical, '$.prev_hash')
-     IS NOT coalesce((SELECT hash FROM trail_events WHERE seq = NEW.seq - 1), '{GENESIS}')
+  OR NEW.prev_hash IS NOT coalesce((SELECT hash FROM trail_events WHERE seq = NEW.seq - 1), '{GENESIS}')
   OR EXISTS (SELECT 1 FROM trail_events WHERE hash = NEW.hash)
 BEGIN SELECT RAISE(ABORT, '{REFUSED}: only the next event after the head may be inserted \
 (INSERT OR REPLACE and upserts are refused)'); END""",
