@@ -19,6 +19,7 @@ from ..domain.approvals import Decision, Method, Signature
 from ..domain.capa import STAGES
 from ..domain.documents import add_months
 from ..domain.organisation import ANNEX_III_AREAS
+from ..domain.trail import Canonical, canonical_json
 from ..store.db import Database
 from ..store.state import BY_MODEL
 from ..store.tables import (
@@ -228,8 +229,9 @@ class _Batch:
         return done
 
 
-def _state(model: type, values: dict) -> dict:
-    return BY_MODEL[model].state(values.get)
+def _state(model: type, values: dict) -> Canonical:
+    """The row's state, serialised once (an event's after is often the next one's before)."""
+    return Canonical(canonical_json(BY_MODEL[model].state(values.get)))
 
 
 def _next_id(counters: dict, prefix: str, year: int) -> str:
