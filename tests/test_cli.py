@@ -188,3 +188,28 @@ def test_identifiers_are_printed_whole_in_a_narrow_terminal(qms, repo: Path) -> 
     assert listed.returncode == 0, listed.stderr
     ids = re.findall(r"^│ (\S+)", listed.stdout, flags=re.M)
     assert len([i for i in ids if re.fullmatch(r"DRD-\d{4}-\d{4}", i)]) == 10, listed.stdout
+
+
+def test_a_dropped_trigger_fails_verify_and_db_upgrade_or_any_start_reinstalls_it(qms, repo: Path) -> None:  # noqa: ANN001
+    import sqlite3
+
+    cfg = str(repo / "qms.yaml")
+    qms("sync", "-c", cfg)
+    conn = sqlite3.connect(repo / ".qms" / "qms.db")
+    conn.execute("DROP TRIGGER trail_events_append_at_head")
+    conn.commit()
+    code, _, err = qms("verify", "-c", cfg)
+    assert code == 1
+    assert "TRIGGER append-only trigger trail_events_append_at_head is missing (run 'qms db upgrade'" in err
+    code, out, err = qms("db", "upgrade", "-c", cfg)
+    assert code == 0 and "schema already at" in out
+    assert "append-only trigger trail_events_append_at_head is missing: reinstalled, and recorded" in err
+    code, out, err = qms("verify", "-c", cfg)
+    assert code == 0 and "append-only triggers were found missing and reinstalled" in err
+    conn.execute("DROP TRIGGER trail_events_no_delete")
+    conn.commit()
+    conn.close()
+    from qmsflow.context import open_context
+
+    with open_context(cfg, migrate=True) as ctx:  # what `qms up` opens and then prints
+        assert ctx.repaired_guards == ["append-only trigger trail_events_no_delete is missing"]
