@@ -572,3 +572,25 @@ def test_a_failed_verification_does_not_lower_the_witnessed_head(world: World) -
     first = world.verify()
     second = world.verify()  # the failed verification did not lower the witness
     assert not first.ok and not second.ok and second.head_problems == first.head_problems
+
+
+def test_verify_compares_one_moment_while_others_keep_writing(world: World) -> None:
+    """A change committed after verify read the trail, before it read the tables, is not tampering."""
+    committed = []
+
+    def write_in_between(rows):  # noqa: ANN001, ANN202 - verify's progress hook: runs once the trail is read
+        yield from rows
+        with UnitOfWork(world.db, "dev") as uow:  # another connection, committed meanwhile
+            capa.advance(
+                uow,
+                world.ctx.config,
+                world.capa,
+                "action_plan",
+                {"actions": [{"what": "Add a label audit", "owner": "dev", "due": "2027-01-01"}]},
+            )
+            uow.commit()
+        committed.append(True)
+
+    result = verify(world.db, world.ctx.anchors_file, progress=write_in_between)
+    assert committed and result.ok, problems(result)
+    assert world.verify().ok  # and the next verification sees the change and its events

@@ -83,7 +83,7 @@ class VerifyResult:
 
 def verify(db: Database, anchors_file: Path | None, progress: Progress = None) -> VerifyResult:
     """Check the trail, its witnesses and every record table against it; record the outcome."""
-    with db.read() as session:
+    with db.snapshot() as session:  # the trail and the tables as of one moment, while others write
         conn = session.connection()
         guard_problems = [str(p) for p in guards.check(conn)]
         rows: Iterable = trail.iter_rows(session)

@@ -103,6 +103,20 @@ class Database:
         with self._readers() as session:
             yield session
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Session]:
+        """A read-only session whose every query sees the same committed state, whatever commits meanwhile.
+
+        ``qms verify`` compares the trail with the tables in several queries while the stack keeps
+        writing: on PostgreSQL (READ COMMITTED by default) a change committed between two of them would
+        look like tampering. SQLite's read transaction is such a snapshot already (WAL).
+        """
+        with self._readers() as session:
+            if not self.is_sqlite:
+                session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+                session.execute(text("SET TRANSACTION READ ONLY"))
+            yield session
+
     # ------------------------------------------------------------ migrations
 
     def _alembic(self):  # noqa: ANN202 - alembic is imported only to migrate (it is slow to import)
