@@ -192,16 +192,22 @@ NOTE_PREFIXES = ("process.run-",)  # process.run-<state>: a flow run of a proces
 LEGACY_NOTES = frozenset({("token.created", "person"), ("token.revoked", "person")})
 SIGNED = "approval.signed"  # holds a signature's state; its ref names the request it signs
 
-IGNORED, STATE, NOTE, SIGNATURE = 0, 1, 2, 3
+IGNORED, STATE, NOTE, SIGNATURE, DEPENDS = 0, 1, 2, 3, 4
+_LEGACY_ACTIONS = frozenset(action for action, _ in LEGACY_NOTES)
+
+
+def action_kind(action: str) -> int:
+    """What an action makes of an event on a record, as far as the action alone says it (DEPENDS: on the entity)."""
+    if action == SIGNED:
+        return SIGNATURE
+    if action in NOTE_ACTIONS or action.endswith(NOTE_SUFFIXES) or action.startswith(NOTE_PREFIXES):
+        return NOTE
+    return DEPENDS if action in _LEGACY_ACTIONS else STATE
 
 
 def is_note(action: str, entity: str) -> bool:
-    return (
-        action in NOTE_ACTIONS
-        or action.endswith(NOTE_SUFFIXES)
-        or action.startswith(NOTE_PREFIXES)
-        or (action, entity) in LEGACY_NOTES
-    )
+    kind = action_kind(action)
+    return kind == NOTE or (kind == DEPENDS and (action, entity) in LEGACY_NOTES)
 
 
 def event_kind(action: str, entity: str, tracked: frozenset[str]) -> int:
@@ -283,7 +289,7 @@ class Replay:
     signatures: dict[int, str] = field(default_factory=dict)
 
 
-def verify_chain(rows: Iterable[Stored], tracked: frozenset[str] = frozenset()) -> tuple[ChainReport, Replay]:
+def verify_chain(rows: Iterable[Stored]) -> tuple[ChainReport, Replay]:
     """Recompute the chain over stored events ordered by seq; stop at the first break.
 
     Each stored canonical form is hashed as stored; its seq and prev_hash are read from the
@@ -292,11 +298,11 @@ def verify_chain(rows: Iterable[Stored], tracked: frozenset[str] = frozenset()) 
     signature event are kept for the state check (``Replay``).
 
     This loop is the hot path of ``qms verify`` over millions of events: plain tuples, C helpers
-    (``scanstring``, ``sha256``), a per-(action, entity) cache of the event's kind.
+    (``scanstring``, ``sha256``), a per-action cache of the event's kind.
     """
     sha256 = hashlib.sha256
     scan = _scan
-    kinds: dict[tuple[str, str], int] = {}
+    kinds: dict[str, int] = {}
     replay = Replay()
     states, signatures = replay.states, replay.signatures
     expected_seq = 1
@@ -344,23 +350,23 @@ def verify_chain(rows: Iterable[Stored], tracked: frozenset[str] = frozenset()) 
             if not (canonical.startswith(_HEAD) and canonical.startswith(_RECORD, at + 78)):
                 raise ValueError("its keys are not where the canonical form puts them")
             record, end = scan(canonical, at + 90)
-            action, _ = scan(canonical, 11)
-            tail = ',"seq":%d,"ts":"' % seq
-            if not canonical.startswith(tail, end) or len(canonical) != end + len(tail) + 29:
+            if canonical[end : end + 7] != ',"seq":' or canonical[end + 7 : -36] != str(seq):
                 raise ValueError(f"the event holds another seq than its position {seq}")
+            action, _ = scan(canonical, 11)
         except (ValueError, IndexError) as exc:
             return (
                 ChainReport(count, seq - 1, prev, ChainBreak(seq, "malformed", f"not a canonical event ({exc})")),
                 replay,
             )
-        key = (action, record.partition(":")[0])
-        kind = kinds.get(key)
+        kind = kinds.get(action)
         if kind is None:
-            kind = kinds[key] = event_kind(action, key[1], tracked)
+            kind = kinds[action] = action_kind(action)
         if kind == STATE:
-            states[record] = canonical
+            states[record] = canonical  # refs of no record table too: the state check skips them
         elif kind == SIGNATURE:
             signatures[seq] = canonical
+        elif kind == DEPENDS and not is_note(action, record.partition(":")[0]):
+            states[record] = canonical
         prev = stored_hash
         expected_seq += 1
         count += 1

@@ -27,7 +27,7 @@ from ..adapters import git
 from ..domain.trail import Anchor, ChainReport, format_ts, parse_anchors, verify_chain
 from ..store import guards, trail
 from ..store.db import GUARDS_REINSTALLED, Database
-from ..store.state import ENTITIES, StateReport, check_states
+from ..store.state import StateReport, check_states
 from ..store.tables import ApprovalRequestRow, DocumentVersionRow, SignatureRow, TrailEventRow, VerificationRow
 
 Progress = Callable[[Iterable], Iterable] | None
@@ -89,7 +89,7 @@ def verify(db: Database, anchors_file: Path | None, progress: Progress = None) -
         rows: Iterable = trail.iter_rows(session)
         if progress is not None:
             rows = progress(rows)
-        report, replay = verify_chain(rows, ENTITIES)
+        report, replay = verify_chain(rows)
         result = VerifyResult(report, guard_problems=guard_problems)
         witnesses = list(_verified_heads(session))
         if anchors_file is not None:
