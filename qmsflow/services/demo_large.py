@@ -1,7 +1,8 @@
 """`qms demo --scale large`: ten years of a 50-system organisation, for load tests and benchmarks.
 
 About 10,000 document versions, 100,000 CAPAs, 1,000,000 trail events, written in chronological
-order through the real trail writer (so `qms verify` passes), with bulk inserts for the records.
+order through the real trail writer and unit of work: every event holds its row's full state and
+every row is inserted (in bulk) with its last event, so `qms verify` checks every record table of it.
 Deterministic: the same seed gives the same organisation.
 """
 

@@ -245,6 +245,9 @@ class StateGuard:
             label = f"{spec.table} {ref.partition(':')[2]}"
             if recorded is None:
                 problems.append(f"{label} changed without a trail event holding its new state ({ref})")
+            elif recorded != state and "null" in (recorded, state):
+                said = "says it was deleted, but the row exists" if recorded == "null" else "holds a state, but no row"
+                problems.append(f"{label}: its last trail event {said}")
             elif recorded != state:
                 fields = ", ".join(p for p, _, _ in differences(json.loads(recorded), json.loads(state))[:5])
                 problems.append(f"{label}: its last trail event does not hold the row's state (differs in {fields})")

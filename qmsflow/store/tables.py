@@ -236,7 +236,6 @@ class TrailEventRow(Base):
 
 TRAIL_COLUMNS = ("seq", "canonical", "hash")
 """The stored columns of an event; the others are generated from ``canonical``."""
-TRAIL_GENERATED = ("ts", "actor", "action", "record", "prev_hash")
 
 
 class ApprovalRequestRow(Base):
