@@ -85,30 +85,21 @@ def fill(ctx: QmsContext) -> World:
         capa.advance(uow, config, capa_id, "root_cause", ROOT_CAUSE)
         uow.commit()
     with UnitOfWork(ctx.db, "ana") as uow:
-        signed, _ = approvals.open_request(
-            uow,
-            config,
-            key="test:signed",
-            subject="document-version:SOP-AUD-001@1.0",
-            title="SOP-AUD-001 v1.0",
-            content_sha256=digest,
-            approvers=["ben", "chloe"],
-            meaning="approve SOP-AUD-001 v1.0 for use",
-            author="ana",
-        )
-        twin, _ = approvals.open_request(
-            uow,
-            config,
-            key="test:twin",
-            subject="document-version:SOP-AUD-001@1.0",
-            title="SOP-AUD-001 v1.0 (again)",
-            content_sha256=digest,
-            approvers=["ben", "chloe"],
-            meaning="approve SOP-AUD-001 v1.0 for use",
-            author="ana",
+        signed_id, twin_id = (  # two requests over the same content
+            approvals.open_request(
+                uow,
+                config,
+                key=f"test:{name}",
+                subject="document-version:SOP-AUD-001@1.0",
+                title=f"SOP-AUD-001 v1.0 ({name})",
+                content_sha256=digest,
+                approvers=["ben", "chloe"],
+                meaning="approve SOP-AUD-001 v1.0 for use",
+                author="ana",
+            )[0].id
+            for name in ("signed", "twin")
         )
         uow.commit()
-        signed_id, twin_id = signed.id, twin.id
     with UnitOfWork(ctx.db, "ben") as uow:
         approvals.decide(uow, config, signed_id, "ben", Decision.APPROVE, "fine", Method.CLI, claimed="ben")
     with UnitOfWork(ctx.db, "qmsflow") as uow:
@@ -120,10 +111,9 @@ def fill(ctx: QmsContext) -> World:
     return World(ctx, capa_id, signed_id, twin_id, token)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def world(request: pytest.FixtureRequest, repo: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
-    if request.param == "postgresql":
-        monkeypatch.setenv("QMS_DATABASE_URL", request.getfixturevalue("pg_schema_url"))
+def _world(repo: Path, monkeypatch: pytest.MonkeyPatch, url: str | None) -> Iterator[World]:
+    if url:
+        monkeypatch.setenv("QMS_DATABASE_URL", url)
     else:
         monkeypatch.delenv("QMS_DATABASE_URL", raising=False)
     ctx = open_context(repo / "qms.yaml", migrate=True)
@@ -131,12 +121,15 @@ def world(request: pytest.FixtureRequest, repo: Path, monkeypatch: pytest.Monkey
     ctx.close()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def world(request: pytest.FixtureRequest, repo: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    pg = request.getfixturevalue("pg_schema_url") if request.param == "postgresql" else None
+    yield from _world(repo, monkeypatch, pg)
+
+
 @pytest.fixture
 def pg_world(repo: Path, pg_schema_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
-    monkeypatch.setenv("QMS_DATABASE_URL", pg_schema_url)
-    ctx = open_context(repo / "qms.yaml", migrate=True)
-    yield fill(ctx)
-    ctx.close()
+    yield from _world(repo, monkeypatch, pg_schema_url)
 
 
 def problems(result: VerifyResult) -> str:

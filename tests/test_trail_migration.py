@@ -73,6 +73,13 @@ class OldWriter:
     def json(self, name: str) -> str:
         return f":{name}" if self.db.is_sqlite else f"CAST(:{name} AS JSON)"
 
+    def allow_updates(self) -> None:
+        """Drop the old UPDATE trigger (an administrator's first step)."""
+        if self.db.is_sqlite:
+            self.sql("DROP TRIGGER trail_events_no_update")
+        else:
+            self.sql("DROP TRIGGER trail_events_no_update_delete ON trail_events")
+
 
 def write_old_store(db: Database) -> OldWriter:
     w = OldWriter(db)
@@ -173,10 +180,7 @@ def test_upgrade_keeps_every_hash_and_adopts_what_the_old_trail_did_not_hold(old
 
 def test_an_event_edited_before_the_upgrade_is_still_reported_at_its_seq(old_db: Database) -> None:
     w = write_old_store(old_db)
-    if old_db.is_sqlite:
-        w.sql("DROP TRIGGER trail_events_no_update")
-    else:
-        w.sql("DROP TRIGGER trail_events_no_update_delete ON trail_events")
+    w.allow_updates()
     w.sql("UPDATE trail_events SET actor = 'mallory' WHERE seq = 4")
     hashes = [(r[0], r[8]) for r in old_events(old_db)]
     old_db.upgrade()
@@ -189,10 +193,7 @@ def test_an_event_edited_before_the_upgrade_is_still_reported_at_its_seq(old_db:
 
 def test_an_event_edited_into_invalid_json_stops_the_upgrade_with_a_clear_error(old_db: Database) -> None:
     w = write_old_store(old_db)
-    if old_db.is_sqlite:
-        w.sql("DROP TRIGGER trail_events_no_update")
-    else:
-        w.sql("DROP TRIGGER trail_events_no_update_delete ON trail_events")
+    w.allow_updates()
     w.sql("UPDATE trail_events SET after_json = '{\"unclosed\": ' WHERE seq = 2")
     with pytest.raises(RuntimeError, match="trail event seq 2 was edited into text that is not JSON"):
         old_db.upgrade()

@@ -289,6 +289,10 @@ class Replay:
     signatures: dict[int, str] = field(default_factory=dict)
 
 
+def _broken(count: int, prev: str, replay: Replay, seq: int, problem: str, detail: str) -> tuple[ChainReport, Replay]:
+    return ChainReport(count, seq - 1, prev, ChainBreak(seq, problem, detail)), replay
+
+
 def verify_chain(rows: Iterable[Stored]) -> tuple[ChainReport, Replay]:
     """Recompute the chain over stored events ordered by seq; stop at the first break.
 
@@ -308,43 +312,46 @@ def verify_chain(rows: Iterable[Stored]) -> tuple[ChainReport, Replay]:
     expected_seq = 1
     prev = GENESIS
     count = 0
+
     for seq, canonical, stored_hash in rows:
         if seq != expected_seq:
             if seq > expected_seq:
-                detail = f"expected seq {expected_seq}, next stored event is seq {seq}: events are missing"
-            else:
-                detail = f"seq {seq} appears again or out of order after seq {expected_seq - 1}"
-            return ChainReport(count, expected_seq - 1, prev, ChainBreak(expected_seq, "gap", detail)), replay
+                return _broken(
+                    count,
+                    prev,
+                    replay,
+                    expected_seq,
+                    "gap",
+                    f"expected seq {expected_seq}, next stored event is seq {seq}: events are missing",
+                )
+            return _broken(
+                count,
+                prev,
+                replay,
+                expected_seq,
+                "gap",
+                f"seq {seq} appears again or out of order after seq {expected_seq - 1}",
+            )
         digest = sha256(canonical.encode("utf-8")).hexdigest()
         if digest != stored_hash:
-            return (
-                ChainReport(
-                    count,
-                    seq - 1,
-                    prev,
-                    ChainBreak(
-                        seq,
-                        "content changed",
-                        f"stored hash {stored_hash[:16]}… but the content hashes to {digest[:16]}…",
-                    ),
-                ),
+            return _broken(
+                count,
+                prev,
                 replay,
+                seq,
+                "content changed",
+                f"stored hash {stored_hash[:16]}… but the content hashes to {digest[:16]}…",
             )
         at = canonical.rfind(_PREV)
         linked = canonical[at + 14 : at + 78] if at > 0 else ""
         if linked != prev:
-            return (
-                ChainReport(
-                    count,
-                    seq - 1,
-                    prev,
-                    ChainBreak(
-                        seq,
-                        "link broken",
-                        f"prev_hash {linked[:16]}… does not match the hash {prev[:16]}… of seq {seq - 1}",
-                    ),
-                ),
+            return _broken(
+                count,
+                prev,
                 replay,
+                seq,
+                "link broken",
+                f"prev_hash {linked[:16]}… does not match the hash {prev[:16]}… of seq {seq - 1}",
             )
         try:
             if not (canonical.startswith(_HEAD) and canonical.startswith(_RECORD, at + 78)):
@@ -354,10 +361,7 @@ def verify_chain(rows: Iterable[Stored]) -> tuple[ChainReport, Replay]:
                 raise ValueError(f"the event holds another seq than its position {seq}")
             action, _ = scan(canonical, 11)
         except (ValueError, IndexError) as exc:
-            return (
-                ChainReport(count, seq - 1, prev, ChainBreak(seq, "malformed", f"not a canonical event ({exc})")),
-                replay,
-            )
+            return _broken(count, prev, replay, seq, "malformed", f"not a canonical event ({exc})")
         kind = kinds.get(action)
         if kind is None:
             kind = kinds[action] = action_kind(action)
