@@ -163,7 +163,7 @@ def fill(
     say = progress or (lambda *_: None)
 
     with UnitOfWork(db, "demo-seed") as uow:
-        sync_config(uow, config, root, register_drafts=False)
+        synced = sync_config(uow, config, root, register_drafts=False)
         uow.commit()
     people = [p.id for p in config.people]
 
@@ -185,7 +185,7 @@ def fill(
     counters: dict[str, dict[int, int]] = {"CAPA": {}, "APR": {}}
     batch = _Batch()
     effective: dict[str, dict] = {}  # document id -> its effective version's row (to make obsolete)
-    written = 0
+    written = len(synced.changes)  # one event each
     uow = UnitOfWork(db, "demo-seed").__enter__()
     try:
         for offset, kind, payload in plan:
@@ -316,7 +316,7 @@ def _version(uow, rng, batch, effective, counters, when, doc_id, v, owner, appro
     batch.rows[DocumentVersionRow].append(row)
     batch.pending.add(id(row))
     effective[doc_id] = row
-    return events + 2
+    return events + 1  # effective
 
 
 def _make_obsolete(uow, batch, previous: dict, version: str, when: datetime) -> int:  # noqa: ANN001
