@@ -165,17 +165,21 @@ def _anchors(anchors_file: Path, result: VerifyResult) -> list[Witness]:
     committed: list[str] = []
     history = git.file_history(anchors_file.parent, name) if anchors_file.parent.is_dir() else None
     for change in history or []:
+        start = len(committed)
         if not _append_only(committed, change.hunks):
             result.anchor_problems.append(
                 f"{name}: commit {change.commit[:10]} ({change.date}) changed or removed anchors committed "
                 "before it (an anchors file only grows)"
             )
+            start = 0  # read the whole rewritten version (anchors it removed stay witnesses)
         _apply(committed, change.hunks)
-        for anchor in parse_anchors(committed):
+        for anchor in parse_anchors(committed[start:]):  # linear: each appended line is read once
             if isinstance(anchor, Anchor):
                 found.setdefault(
                     (anchor.seq, anchor.hash),
-                    Witness(anchor.seq, anchor.hash, f"{name} line {anchor.line} (commit {change.commit[:10]})"),
+                    Witness(
+                        anchor.seq, anchor.hash, f"{name} line {start + anchor.line} (commit {change.commit[:10]})"
+                    ),
                 )
     current = anchors_file.read_text(encoding="utf-8").splitlines() if anchors_file.is_file() else []
     if history and current[: len(committed)] != committed:
