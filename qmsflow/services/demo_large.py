@@ -149,6 +149,7 @@ def fill(
     target_events: int = 1_000_000,
     seed: int = 7,
     today: date | None = None,
+    batch_events: int = 20_000,
 ) -> dict:
     """Fill the store: document versions with approvals and signatures, CAPAs through their stages.
 
@@ -194,7 +195,7 @@ def fill(
                 batch.events += _version(uow, rng, batch, effective, counters, when, *payload)
             else:
                 batch.events += _capa(uow, rng, batch, counters, when, today, people, events_per_capa)
-            if batch.events >= 20_000:
+            if batch.events >= batch_events:  # one unit of work per batch
                 written += batch.flush(uow)
                 say("events", written, target_events)
         written += batch.flush(uow)
