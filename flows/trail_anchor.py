@@ -1,4 +1,4 @@
-"""Anchors the audit trail's head in the compliance repo every hour (SOP-DOC-001, records control).
+"""Anchors the audit trail's head in the compliance repo every hour: git witnesses the trail.
 
 Appends the head (seq, hash, time) to the anchors file and commits it when the repo is a git repo,
 so that at most one interval of events is ever unwitnessed: ``qms verify`` checks every anchor git

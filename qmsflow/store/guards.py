@@ -3,10 +3,9 @@
 Triggers refuse UPDATE and DELETE of trail events (and TRUNCATE on PostgreSQL) and admit an
 INSERT only of the next event after the head: its seq is the head's plus one, its canonical form
 names the head's hash as ``prev_hash`` (PostgreSQL: and its own seq; ``qms verify`` checks that on
-both), and (SQLite) its hash is new. That
-last rule is what stops SQLite's ``INSERT OR REPLACE`` and upserts, whose REPLACE deletes the
-conflicting row without firing delete triggers: the BEFORE INSERT trigger fires first and
-refuses any row that is not the next one.
+both), and (SQLite) its hash is new. That rule is what stops SQLite's ``INSERT OR REPLACE`` and
+upserts, whose REPLACE deletes the conflicting row without firing delete triggers: the BEFORE
+INSERT trigger fires first and refuses any row that is not the next one.
 
 Triggers stop mistakes and casual edits, not a database owner, who can drop them. So
 ``qms verify`` fails while one is missing, disabled or altered (``check``), and ``qms db

@@ -47,7 +47,10 @@ def upgrade() -> None:
         sa.Column("hash", sa.String(length=64), nullable=False),
     )
     copy = sa.table("trail_events_canonical", sa.column("seq"), sa.column("canonical"), sa.column("hash"))
-    result = conn.exec_driver_sql(f"SELECT {OLD} FROM trail_events ORDER BY seq")
+    # streamed (a server-side cursor on PostgreSQL): a store of millions of events is never held in memory
+    result = conn.exec_driver_sql(
+        f"SELECT {OLD} FROM trail_events ORDER BY seq", execution_options={"stream_results": True}
+    )
     while rows := result.fetchmany(BATCH):
         conn.execute(
             copy.insert(),
