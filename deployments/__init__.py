@@ -15,6 +15,7 @@ from flows.capa import capa_escalation, jira_sync
 from flows.document_review import document_review
 from flows.document_review_scan import document_review_due_scan
 from flows.outbox_delivery import outbox_delivery
+from flows.trail_anchor import trail_anchor
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,13 @@ DEPLOYMENTS: list[DeploymentSpec] = [
         cron="*/5 * * * *",
         description="Retries queued Slack/Jira messages with backoff (every change also delivers at once).",
         needs=frozenset({"slack", "jira"}),
+    ),
+    DeploymentSpec(
+        name="hourly",
+        flow=trail_anchor,
+        process=None,
+        cron="41 * * * *",
+        description="Anchors the audit trail's head in the anchors file and commits it to git (a witness).",
     ),
 ]
 

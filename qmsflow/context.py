@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .settings import LoadedConfig, load_config
@@ -13,6 +13,7 @@ from .store.db import Database, resolve_url
 class QmsContext:
     loaded: LoadedConfig
     db: Database
+    repaired_guards: list[str] = field(default_factory=list)  # append-only triggers reinstalled on opening
 
     @property
     def config(self):  # noqa: ANN201
@@ -43,8 +44,10 @@ def open_context(config: str | Path | None = None, *, migrate: bool = False) -> 
     procedures()
     loaded = load_config(config)
     db = Database(resolve_url(loaded.state_dir))
+    repaired: list[str] = []
     if migrate:
         db.upgrade()
+        repaired = db.repair_guards()
     else:
         db.require_current()
-    return QmsContext(loaded, db)
+    return QmsContext(loaded, db, repaired)

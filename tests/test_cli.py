@@ -66,13 +66,14 @@ def test_init_check_sync_verify_anchor_status(qms, tmp_path: Path) -> None:  # n
     assert "already in sync" in out
     code, out, _ = qms("document", "scan", "-c", cfg)
     assert code == 0 and "10 document(s) due for review" in out
-    code, out, _ = qms("verify", "-c", cfg)
-    assert code == 0 and "OK: 44 events verified" in out
-    code, out, _ = qms("anchor", "-c", cfg)
-    assert code == 0 and "anchored seq 44" in out
-    assert (repo / "records" / "trail-anchors.jsonl").read_text().count("\n") == 1
-    code, out, _ = qms("verify", "-c", cfg)
+    code, out, _ = qms("verify", "-c", cfg)  # init started the trail (seq 1) and anchored it
+    assert code == 0 and "OK: 45 events verified" in out and "record states: 44 rows in 9 tables match" in out
     assert "anchors checked: 1" in out
+    code, out, _ = qms("anchor", "-c", cfg)
+    assert code == 0 and "anchored seq 45" in out and "is not a git repo" in out
+    assert (repo / "records" / "trail-anchors.jsonl").read_text().count("\n") == 2
+    code, out, _ = qms("verify", "-c", cfg)
+    assert "anchors checked: 2" in out
     code, out, _ = qms("status", "-c", cfg)
     assert code == 0 and "document-control" in out and "Ana Alves" in out
     code, out, _ = qms("records", "list", "-c", cfg, "--kind", "document-review-due")
@@ -113,7 +114,9 @@ def test_verify_exits_1_and_names_the_seq_after_tampering(qms, repo: Path) -> No
 
     conn = sqlite3.connect(repo / ".qms" / "qms.db")
     conn.execute("DROP TRIGGER trail_events_no_update")
-    conn.execute("UPDATE trail_events SET actor = 'mallory' WHERE seq = 7")
+    conn.execute(
+        'UPDATE trail_events SET canonical = replace(canonical, \'"actor":"\', \'"actor":"eve-\') WHERE seq = 7'
+    )
     conn.commit()
     conn.close()
     code, out, err = qms("verify", "-c", cfg)
@@ -196,3 +199,28 @@ def test_identifiers_are_printed_whole_in_a_narrow_terminal(qms, repo: Path) -> 
     assert listed.returncode == 0, listed.stderr
     ids = re.findall(r"^│ (\S+)", listed.stdout, flags=re.M)
     assert len([i for i in ids if re.fullmatch(r"DRD-\d{4}-\d{4}", i)]) == 10, listed.stdout
+
+
+def test_a_dropped_trigger_fails_verify_and_db_upgrade_or_any_start_reinstalls_it(qms, repo: Path) -> None:  # noqa: ANN001
+    import sqlite3
+
+    cfg = str(repo / "qms.yaml")
+    qms("sync", "-c", cfg)
+    conn = sqlite3.connect(repo / ".qms" / "qms.db")
+    conn.execute("DROP TRIGGER trail_events_append_at_head")
+    conn.commit()
+    code, _, err = qms("verify", "-c", cfg)
+    assert code == 1
+    assert "TRIGGER append-only trigger trail_events_append_at_head is missing (run 'qms db upgrade'" in err
+    code, out, err = qms("db", "upgrade", "-c", cfg)
+    assert code == 0 and "schema already at" in out
+    assert "append-only trigger trail_events_append_at_head is missing: reinstalled, and recorded" in err
+    code, out, err = qms("verify", "-c", cfg)
+    assert code == 0 and "append-only triggers were found missing and reinstalled" in err
+    conn.execute("DROP TRIGGER trail_events_no_delete")
+    conn.commit()
+    conn.close()
+    from qmsflow.context import open_context
+
+    with open_context(cfg, migrate=True) as ctx:  # what `qms up` opens and then prints
+        assert ctx.repaired_guards == ["append-only trigger trail_events_no_delete is missing"]

@@ -6,6 +6,7 @@ One embedded stack for the whole module (a Prefect server cold start takes ~20 s
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from sqlalchemy import select
 from stackutil import RunningStack, start_stack
 
 from qmsflow.services.scaffold import scaffold
+from qmsflow.store import trail
 from qmsflow.store.db import Database
 from qmsflow.store.tables import DocumentVersionRow, ProcessRunRow, RecordRow
 
@@ -73,6 +75,26 @@ def test_deployment_schedule_comes_from_the_process_in_qms_yaml(stack: RunningSt
     assert done.returncode == 0, done.stderr
     assert "0 6 * * *" in done.stdout  # document-control: schedule daily
     assert "flows.document_review_scan.document_review_due_scan" in done.stdout  # module entrypoint
+
+
+def test_the_hourly_anchor_deployment_anchors_the_head_and_commits_it(stack: RunningStack) -> None:
+    done = stack.prefect("deployment", "run", "trail-anchor/hourly", "--watch")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Completed" in done.stdout
+    db = store(stack)
+    with db.read() as s:
+        seq, digest = trail.head(s)
+    db.dispose()
+    anchors = (stack.repo / "records" / "trail-anchors.jsonl").read_text().splitlines()
+    last = json.loads(anchors[-1])
+    assert 0 < last["seq"] <= seq  # the head when the run anchored it (the run itself may add events later)
+    log = subprocess.run(
+        ["git", "-C", str(stack.repo), "log", "-1", "--format=%s", "--", "records/trail-anchors.jsonl"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    assert log == f"Anchor the audit trail at seq {last['seq']}"
+    assert len(digest) == 64
 
 
 def test_ctrl_c_stops_runner_then_server(stack: RunningStack) -> None:

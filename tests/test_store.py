@@ -17,14 +17,14 @@ from qmsflow.services.documents import scan_due_reviews
 from qmsflow.services.records import create_record, delete_document_version, delete_record
 from qmsflow.services.sync import sync_config
 from qmsflow.services.verify import anchor, verify
-from qmsflow.store import Database, UnitOfWork, trail
+from qmsflow.store import Database, UnitOfWork, guards, trail
 from qmsflow.store.tables import Base, RecordRow, TrailEventRow
 
 
 def append(db: Database, n: int, actor: str = "ana") -> None:
     with UnitOfWork(db, actor) as uow:
         for i in range(n):
-            uow.record("test.changed", f"record:T-{i}", {"v": i}, {"v": i + 1})
+            uow.record("test.changed", f"test:T-{i}", {"v": i}, {"v": i + 1})  # a ref no record table holds
         uow.commit()
 
 
@@ -36,9 +36,9 @@ def raw(db: Database, *statements: str) -> None:
 
 def drop_triggers(db: Database) -> None:
     if db.is_sqlite:
-        raw(db, "DROP TRIGGER trail_events_no_update", "DROP TRIGGER trail_events_no_delete")
+        raw(db, *(f"DROP TRIGGER {name}" for name in guards.SQLITE))
     else:
-        raw(db, "DROP TRIGGER trail_events_no_update_delete ON trail_events")
+        raw(db, *(f"DROP TRIGGER {name} ON trail_events" for name in guards.POSTGRES_TRIGGERS))
 
 
 def test_migrations_create_exactly_the_models(db: Database) -> None:
@@ -62,7 +62,7 @@ def test_upgrade_is_idempotent(db: Database) -> None:
 @pytest.mark.parametrize(
     "statement",
     [
-        "UPDATE trail_events SET actor = 'mallory' WHERE seq = 2",
+        "UPDATE trail_events SET canonical = replace(canonical, 'ana', 'eve') WHERE seq = 2",
         "DELETE FROM trail_events WHERE seq = 3",
         "DELETE FROM trail_events",
     ],
@@ -94,7 +94,10 @@ def test_change_and_event_commit_together_or_not_at_all(db: Database) -> None:
 def test_edited_event_is_reported_at_its_seq(db: Database) -> None:
     append(db, 6)
     drop_triggers(db)
-    raw(db, "UPDATE trail_events SET after_json = '{\"v\":99}' WHERE seq = 4")
+    raw(
+        db,
+        'UPDATE trail_events SET canonical = replace(canonical, \'"after":{"v":4}\', \'"after":{"v":99}\') WHERE seq = 4',
+    )
     result = verify(db, None)
     assert (result.report.broken.seq, result.report.broken.problem) == (4, "content changed")
     assert result.report.count == 3
@@ -119,16 +122,17 @@ def test_reordered_events_are_reported_at_the_first_moved_seq(db: Database) -> N
         "UPDATE trail_events SET seq = 3 WHERE seq = 1000",
     )
     broken = verify(db, None).report.broken
-    assert (broken.seq, broken.problem) == (2, "content changed")
+    assert (broken.seq, broken.problem) == (2, "link broken")
 
 
 def test_truncated_tail_is_caught_by_an_anchor(db: Database, tmp_path: Path) -> None:
     anchors = tmp_path / "records" / "trail-anchors.jsonl"
     append(db, 5)
-    first, written = anchor(db, anchors)
-    assert written and first.seq == 5
-    again, written = anchor(db, anchors)
-    assert (again.seq, again.hash, written) == (first.seq, first.hash, False)  # unchanged head: not written twice
+    done = anchor(db, anchors)
+    first = done.anchor
+    assert done.written and first.seq == 5 and not done.git_repo and done.commit is None
+    again = anchor(db, anchors)
+    assert (again.anchor.seq, again.anchor.hash, again.written) == (first.seq, first.hash, False)  # not twice
     assert verify(db, anchors).ok
     drop_triggers(db)
     raw(db, "DELETE FROM trail_events WHERE seq >= 4")
@@ -136,8 +140,7 @@ def test_truncated_tail_is_caught_by_an_anchor(db: Database, tmp_path: Path) -> 
     assert result.report.ok  # the shortened chain is self-consistent ...
     assert not result.ok  # ... but git's copy of the head says otherwise
     assert result.anchor_problems == [
-        "trail-anchors.jsonl line 1: anchored seq 5 (anchored " + first.anchored_at + ") is no longer in the trail: "
-        "events were removed"
+        "trail-anchors.jsonl line 1 saw the trail at seq 5, but the trail now ends at seq 3: events were removed"
     ]
 
 
@@ -150,7 +153,7 @@ def test_rewritten_chain_is_caught_by_an_anchor(db: Database, tmp_path: Path) ->
     append(db, 3, actor="mallory")  # a whole new, self-consistent chain
     result = verify(db, anchors)
     assert result.report.ok and not result.ok
-    assert "seq 3 has hash" in result.anchor_problems[0]
+    assert "saw seq 3 with hash" in result.anchor_problems[0] and "the trail was rewritten" in result.anchor_problems[0]
 
 
 def test_verification_outcomes_are_recorded(db: Database) -> None:

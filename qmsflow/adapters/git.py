@@ -1,8 +1,9 @@
-"""Reading git facts about files of the compliance repo (the commit that holds a document)."""
+"""Git facts about files of the compliance repo: the commit that holds a document, the history of the anchors."""
 
 from __future__ import annotations
 
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -61,3 +62,79 @@ def show(root: Path, commit: str, relpath: str) -> bytes | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout if done.returncode == 0 else None
+
+
+def is_repo(path: Path) -> bool:
+    """Whether ``path`` (a folder) lies in a git work tree."""
+    return _git(path, "rev-parse", "--is-inside-work-tree") == "true"
+
+
+@dataclass(frozen=True)
+class FileChange:
+    commit: str
+    date: str  # committer date, ISO 8601
+    hunks: list[tuple[int, int, list[str]]]  # (old start, old length, added lines), as git diff -U0 gives them
+
+
+def file_history(folder: Path, name: str) -> list[FileChange] | None:
+    """Every commit of HEAD's history that changed ``folder/name``, oldest first, with its diff.
+
+    ``None`` when ``folder`` is not in a git repo (or git fails).
+    """
+    try:
+        done = subprocess.run(
+            [
+                "git",
+                "-C",
+                str(folder),
+                "log",
+                "--reverse",
+                "--no-color",
+                "--no-ext-diff",
+                "--no-renames",
+                "-U0",
+                "-p",
+                "--format=%x00%H %cI",
+                "--",
+                name,
+            ],
+            capture_output=True,
+            timeout=300,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    changes = []
+    for chunk in done.stdout.decode("utf-8", errors="replace").split("\x00")[1:]:
+        header, _, patch = chunk.partition("\n")
+        commit, _, date = header.partition(" ")
+        hunks: list[tuple[int, int, list[str]]] = []
+        for line in patch.splitlines():
+            if line.startswith("@@"):
+                old = line.split()[1]  # -start[,length]
+                start, _, length = old[1:].partition(",")
+                hunks.append((int(start), int(length) if length else 1, []))
+            elif hunks and line.startswith("+") and not line.startswith("+++"):
+                hunks[-1][2].append(line[1:])
+        changes.append(FileChange(commit, date, hunks))
+    return changes
+
+
+def commit_file(folder: Path, name: str, message: str) -> str | None:
+    """Commit ``folder/name`` alone (other staged changes stay staged); the commit that holds it, or None.
+
+    Uses the repo's git identity, else ``qmsflow <qmsflow@localhost>``.
+    """
+    if not _git(folder, "status", "--porcelain", "--", name):
+        return _git(folder, "log", "-1", "--format=%H", "--", name) or None  # already committed
+    if _git(folder, "add", "--", name) is None:
+        return None
+    identity = (
+        []
+        if _git(folder, "config", "user.email")
+        else ["-c", "user.name=qmsflow", "-c", "user.email=qmsflow@localhost"]
+    )
+    if _git(folder, *identity, "commit", "-q", "--only", "-m", message, "--", name) is None:
+        return None
+    return _git(folder, "rev-parse", "HEAD")

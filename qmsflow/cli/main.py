@@ -167,6 +167,7 @@ def init(
         out.print(f"  {path.relative_to(report.root)}")
     if report.git_initialised:
         out.print("Initialised a git repo with a first commit.")
+    _start_trail(report.root / "qms.yaml", org)
     if admin:
         _first_admin(report.root / "qms.yaml", admin, password_stdin)
         out.print(f"Next: cd {directory} && qms login --user {admin} && qms up")
@@ -188,6 +189,29 @@ def _first_admin(config: Path, person: str, password_stdin: bool) -> None:
     with UnitOfWork(ctx.db, f"bootstrap:{os_user()}") as uow:
         accounts.add_first_admin(uow, person, person, password)
     out.print(f"First admin {person} created (dashboard and 'qms login').")
+
+
+def _start_trail(config: Path, org: str) -> None:
+    """Create the records store, open its trail and anchor it at once: git witnesses the trail from its start."""
+    from .. import __version__
+    from ..services.verify import anchor as run_anchor
+    from ..store import trail
+    from ..store.db import StoreError
+    from ..store.uow import UnitOfWork
+
+    try:
+        ctx = _ctx(config, migrate=True)
+    except StoreError as exc:
+        raise CliError(f"scaffolded, but the records store cannot be created: {exc}") from None
+    with ctx:
+        schema = ctx.db.current_revision()
+        with UnitOfWork(ctx.db, "qmsflow") as uow:
+            if trail.count(uow.session) == 0:
+                about = {"organisation": org, "schema": schema, "qmsflow": __version__}
+                uow.record("store.initialised", "store:trail", None, about)
+                uow.commit()
+        out.print(f"records store {ctx.db.safe_url}: audit trail started")
+        _say_anchored(ctx, run_anchor(ctx.db, ctx.anchors_file))
 
 
 @app.command()
@@ -235,6 +259,7 @@ def db_upgrade(config: ConfigOpt = None) -> None:
     owner = make_url(migrate_url()).username if migrate_url() else None
     if owner and not db.is_sqlite and owner != db.role:
         out.print(f"migrated as {owner}; granted {db.role}: read, write records, trail insert-only")
+    _say_repaired(db.repair_guards())
     for warning in db.privilege_warnings():
         err.print(f"[yellow]warning:[/] {escape(warning)}")
 
@@ -263,6 +288,14 @@ def db_grant(
     out.print(f"{owner.safe_url}: granted {role} read, write on the record tables, insert-only on trail_events")
 
 
+def _say_repaired(repaired: list[str]) -> None:
+    for problem in repaired:
+        err.print(
+            f"[yellow]warning:[/] {escape(problem)}: reinstalled, and recorded in the audit trail; "
+            "run 'qms verify' to see whether anything was changed meanwhile"
+        )
+
+
 @app.command()
 def sync(config: ConfigOpt = None, actor: ActorOpt = None) -> None:
     """Bring people, processes and documents in the store in line with qms.yaml."""
@@ -280,7 +313,12 @@ def sync(config: ConfigOpt = None, actor: ActorOpt = None) -> None:
 
 @app.command()
 def verify(config: ConfigOpt = None) -> None:
-    """Recompute the hash chain of the audit trail and check every anchor; exit 1 if broken."""
+    """Verify the audit trail and every record table against it; exit 1 if anything is wrong.
+
+    Checks the append-only triggers, the hash chain, every anchor (the anchors file and every version
+    of it in git history) and every head earlier verifications saw (events removed from the tail),
+    that each record table holds exactly the state the trail implies, and each signature's content.
+    """
     from ..services.verify import verify as run_verify
     from ..store import trail
 
@@ -291,47 +329,66 @@ def verify(config: ConfigOpt = None) -> None:
     result = run_verify(ctx.db, ctx.anchors_file, progress=_progress(total, "verifying"))
     elapsed = time.perf_counter() - started
     report = result.report
+    for problem in result.guard_problems:
+        err.print(f"[red]TRIGGER[/] {escape(problem)} (run 'qms db upgrade' to reinstall it)")
     if report.broken:
         err.print(f"[red]BROKEN[/] at seq {report.broken.seq}: {report.broken.problem}: {escape(report.broken.detail)}")
         err.print(f"the first {report.count} events verify (head seq {report.head_seq}, hash {report.head_hash})")
+    for problem in result.head_problems:
+        err.print(f"[red]TRUNCATED[/] {escape(problem)}")
     for problem in result.anchor_problems:
         err.print(f"[red]ANCHOR MISMATCH[/] {escape(problem)}")
+    if result.state is not None:
+        for problem in result.state.problems:
+            err.print(f"[red]STATE[/] {escape(problem)}")
+        if result.state.total > len(result.state.problems):
+            err.print(f"… and {result.state.total - len(result.state.problems)} more record state difference(s)")
     for problem in result.signature_problems:
         err.print(f"[red]SIGNATURE[/] {escape(problem)}")
+    for note in result.notes:
+        err.print(f"note: {escape(note)}")
     if not result.ok:
         raise typer.Exit(1)
     out.print(
         f"OK: {report.count} events verified in {elapsed:.2f} s, head seq {report.head_seq} hash {report.head_hash}"
     )
+    if result.state is not None:
+        out.print(f"record states: {result.state.rows} rows in {len(result.state.by_table)} tables match the trail")
     out.print(f"signatures checked: {result.signatures_checked}")
-    out.print(
-        f"anchors checked: {result.anchors_checked}"
-        + (
-            ""
-            if result.anchors_checked
-            else f" (none yet: run 'qms anchor' and commit {ctx.config.retention.anchors_file})"
-        )
-    )
+    anchors_file = ctx.config.retention.anchors_file
+    if result.anchors_checked:
+        pending = f", {result.anchors_uncommitted} not committed to git yet" if result.anchors_uncommitted else ""
+        out.print(f"anchors checked: {result.anchors_checked}{pending}")
+    else:
+        out.print(f"anchors checked: 0 (none yet: run 'qms anchor', which commits {anchors_file} in a git repo)")
 
 
 @app.command()
 def anchor(config: ConfigOpt = None) -> None:
-    """Append the trail head (seq, hash, time) to the anchors file; commit that file to git."""
+    """Append the trail head (seq, hash, time) to the anchors file and commit it when the repo is a git repo."""
     from ..services.verify import anchor as run_anchor
 
     ctx = _ctx(config)
     try:
-        new, written = run_anchor(ctx.db, ctx.anchors_file)
+        done = run_anchor(ctx.db, ctx.anchors_file)
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    _say_anchored(ctx, done)
+
+
+def _say_anchored(ctx, done) -> None:  # noqa: ANN001
     rel = ctx.anchors_file.relative_to(ctx.root) if ctx.anchors_file.is_relative_to(ctx.root) else ctx.anchors_file
-    if written:
+    new = done.anchor
+    if done.written:
         out.print(f"anchored seq {new.seq} hash {new.hash} in {rel}")
-        out.print(
-            f"commit it: git -C {ctx.root} add {rel} && git -C {ctx.root} commit -m 'Anchor audit trail at seq {new.seq}'"
-        )
     else:
         out.print(f"head seq {new.seq} is already the last anchor in {rel}")
+    if done.commit:
+        out.print(f"committed to git: {done.commit[:10]} (push it to a remote you do not administer, as a witness)")
+    elif done.git_repo:
+        err.print(f"[yellow]warning:[/] could not commit {rel} to git; commit it yourself")
+    else:
+        out.print(f"{ctx.root} is not a git repo: keep {rel} somewhere the database administrator cannot rewrite")
 
 
 @app.command()
@@ -1361,6 +1418,7 @@ def up(
     from ..store.uow import UnitOfWork
 
     ctx = _ctx(config, migrate=True)
+    _say_repaired(ctx.repaired_guards)
     with UnitOfWork(ctx.db, "qmsflow") as uow:
         report = sync_config(uow, ctx.config, ctx.root)
         uow.commit()
@@ -1422,6 +1480,13 @@ def demo(
     ctx = _ctx(directory / "qms.yaml", migrate=True)
     summary = seed(ctx)
     out.print(summary)
+    _anchor_now(ctx)
+
+
+def _anchor_now(ctx) -> None:  # noqa: ANN001
+    from ..services.verify import anchor as run_anchor
+
+    _say_anchored(ctx, run_anchor(ctx.db, ctx.anchors_file))
 
 
 def _demo_large(directory: Path) -> None:
@@ -1455,6 +1520,7 @@ def _demo_large(directory: Path) -> None:
         f"{summary['capas']:,} CAPAs, {summary['events']:,} trail events"
     )
     out.print(_demo_users(ctx))
+    _anchor_now(ctx)
 
 
 # ------------------------------------------------------------------ plumbing

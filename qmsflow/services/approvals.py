@@ -394,7 +394,9 @@ def follow_up(uow: UnitOfWork, config: QmsConfig, now: datetime) -> list[tuple[s
                     {"to": target, "approver": person, "age_days": (now - row.created_at).days},
                     actor="qmsflow",
                 )
+                before = row_values(row)
                 row.data = {**row.data, "follow_ups": [*sent, key]}  # each follow-up once, Slack on or off
+                uow.record("approval.follow-up-recorded", ref, before, row_values(row), actor="qmsflow")
                 notify(
                     uow,
                     config,

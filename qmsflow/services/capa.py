@@ -274,7 +274,7 @@ def escalate_overdue(uow: UnitOfWork, config: QmsConfig, today: date, manager_af
             mirror.comment(uow, config, row, f"comment:{key}", f"qmsflow escalation: {text}")
             done.append((row.id, level, person))
         if len(sent) != len(row.data.get("escalations", [])):
-            row.data = {**row.data, "escalations": sent}
+            update_record(uow, row, "escalations-recorded", data={**row.data, "escalations": sent})
     return done
 
 

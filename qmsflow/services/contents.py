@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from ..domain.trail import canonical_json
+from ..store.state import state_of
 from ..store.tables import ContentRow
 from ..store.uow import UnitOfWork
 
@@ -62,12 +63,7 @@ def store(uow: UnitOfWork, body: bytes, media_type: str) -> str:
     if uow.session.get(ContentRow, sha) is None:
         row = ContentRow(sha256=sha, media_type=media_type, size=len(body), body=body, created_at=uow.now())
         uow.session.add(row)
-        uow.record(
-            "content.stored",
-            f"content:{sha}",
-            None,
-            {"sha256": sha, "media_type": media_type, "size": len(body), "created_at": row.created_at.isoformat()},
-        )
+        uow.record("content.stored", f"content:{sha}", None, state_of(row))
     return sha
 
 

@@ -1,7 +1,8 @@
 """`qms demo --scale large`: ten years of a 50-system organisation, for load tests and benchmarks.
 
 About 10,000 document versions, 100,000 CAPAs, 1,000,000 trail events, written in chronological
-order through the real trail writer (so `qms verify` passes), with bulk inserts for the records.
+order through the real trail writer and unit of work: every event holds its row's full state and
+every row is inserted (in bulk) with its last event, so `qms verify` checks every record table of it.
 Deterministic: the same seed gives the same organisation.
 """
 
@@ -13,13 +14,15 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from ruamel.yaml import YAML
-from sqlalchemy import insert
+from sqlalchemy import select
 
 from ..domain.approvals import Decision, Method, Signature
 from ..domain.capa import STAGES
 from ..domain.documents import add_months
 from ..domain.organisation import ANNEX_III_AREAS
+from ..domain.trail import Canonical, canonical_json
 from ..store.db import Database
+from ..store.state import BY_MODEL
 from ..store.tables import (
     ApprovalRequestRow,
     DocumentVersionRow,
@@ -148,8 +151,14 @@ def fill(
     target_events: int = 1_000_000,
     seed: int = 7,
     today: date | None = None,
+    batch_events: int = 20_000,
 ) -> dict:
-    """Fill the store: document versions with approvals and signatures, CAPAs through their stages."""
+    """Fill the store: document versions with approvals and signatures, CAPAs through their stages.
+
+    Every event is a real state event (the row's full state, as the services write it), and every
+    row is inserted in the unit of work of its last event, so ``qms verify`` checks every record
+    table of the large store against the trail, as it would a real one.
+    """
     rng = random.Random(seed)
     today = today or datetime.now(UTC).date()
     t0 = datetime.combine(today - timedelta(days=3650), datetime.min.time(), UTC)
@@ -157,7 +166,7 @@ def fill(
     say = progress or (lambda *_: None)
 
     with UnitOfWork(db, "demo-seed") as uow:
-        sync_config(uow, config, root, register_drafts=False)
+        synced = sync_config(uow, config, root, register_drafts=False)
         uow.commit()
     people = [p.id for p in config.people]
 
@@ -168,164 +177,30 @@ def fill(
         versions = rng.randint(25, 38)
         for v in range(versions):
             when = (v + rng.random()) / versions * span
-            last = v == versions - 1  # the newest version is effective, every older one obsolete
-            plan.append((when, 0, (doc.id, v, doc.owner, tuple(config.approvers_of(doc)), last)))
+            plan.append((when, 0, (doc.id, v, doc.owner, tuple(config.approvers_of(doc)))))
             version_count += 1
     for n in range(capas):
         opened = rng.random() * span
         plan.append((opened, 1, (n,)))
     plan.sort(key=lambda item: item[0])
 
-    events_per_capa = max(1, -(-(target_events - version_count * 4) // max(capas, 1)))  # round up
-    counters = {"CAPA": {}, "APR": {}}
-    capa_rows, version_rows, request_rows, signature_rows = [], [], [], []
-    written = 0
-    batch_events = 0
+    events_per_capa = max(1, -(-(target_events - version_count * 6) // max(capas, 1)))  # round up
+    counters: dict[str, dict[int, int]] = {"CAPA": {}, "APR": {}}
+    batch = _Batch()
+    effective: dict[str, dict] = {}  # document id -> its effective version's row (to make obsolete)
+    written = len(synced.changes)  # one event each
     uow = UnitOfWork(db, "demo-seed").__enter__()
     try:
-        for index, (offset, kind, payload) in enumerate(plan):
+        for offset, kind, payload in plan:
             when = t0 + timedelta(seconds=offset)
-            year = when.year
             if kind == 0:
-                doc_id, v, owner, approvers, last = payload
-                version = f"{v + 1}.0"
-                sha = f"{rng.getrandbits(256):064x}"
-                counters["APR"][year] = counters["APR"].get(year, 0) + 1
-                request_id = f"APR-{year}-{counters['APR'][year]:05d}"
-                signer = approvers[0] if approvers else None
-                decided = when + timedelta(days=rng.expovariate(1 / 4))
-                effective = decided.date()
-                next_review = add_months(effective, 12)
-                status = "effective" if last else "obsolete"
-                version_rows.append(
-                    {
-                        "document_id": doc_id,
-                        "version": version,
-                        "status": status,
-                        "path": "-",
-                        "content_sha256": sha,
-                        "git_commit": None,
-                        "effective_date": effective,
-                        "next_review_date": next_review,
-                        "comment": None,
-                        "created_at": when,
-                    }
-                )
-                subject = f"document-version:{doc_id}@{version}"
-                request_rows.append(
-                    {
-                        "id": request_id,
-                        "key": f"demo:{request_id}",
-                        "subject": subject,
-                        "title": f"{doc_id} v{version}",
-                        "content_sha256": sha,
-                        "approvers": [a.id for a in approvers],
-                        "required": 1,
-                        "meaning": f"approve {doc_id} v{version} for use",
-                        "author": owner,
-                        "due_date": (when + timedelta(days=14)).date(),
-                        "status": "approved",
-                        "flow_run_id": None,
-                        "data": {"document_id": doc_id, "version": version},
-                        "created_at": when,
-                        "decided_at": decided,
-                        "process": "document-control",
-                    }
-                )
-                uow.record(
-                    "document-version.snapshot",
-                    f"document-version:{doc_id}@{version}",
-                    None,
-                    {"version": version, "content_sha256": sha},
-                    actor=owner,
-                    at=when,
-                )
-                uow.record(
-                    "approval.requested", f"approval:{request_id}", None, {"subject": subject}, actor=owner, at=when
-                )
-                if signer is not None:
-                    sig = Signature(
-                        signer=signer.id,
-                        printed_name=signer.name,
-                        at=decided,
-                        meaning=f"approve {doc_id} v{version} for use",
-                        decision=Decision.APPROVE,
-                        method=rng.choice(list(Method)),
-                        content_sha256=sha,
-                    )
-                    event = uow.record(
-                        "approval.signed",
-                        f"approval:{request_id}",
-                        None,
-                        sig.model_dump(mode="json"),
-                        actor=signer.id,
-                        at=when,
-                    )
-                    signature_rows.append({**sig.model_dump(), "request_id": request_id, "trail_seq": event.seq})
-                uow.record(
-                    "document-version.effective",
-                    f"document-version:{doc_id}@{version}",
-                    None,
-                    {"status": "effective", "effective_date": effective.isoformat()},
-                    actor="qmsflow",
-                    at=when,
-                )
-                batch_events += 4
+                batch.events += _version(uow, rng, batch, effective, counters, when, *payload)
             else:
-                counters["CAPA"][year] = counters["CAPA"].get(year, 0) + 1
-                capa_id = f"CAPA-{year}-{counters['CAPA'][year]:05d}"
-                age_days = (today - when.date()).days
-                stage_index = min(len(STAGES) - 1, int(age_days / rng.uniform(20, 60)))
-                if age_days > 400 and rng.random() < 0.97:
-                    stage_index = len(STAGES) - 1
-                status = STAGES[stage_index]
-                owner = rng.choice(people)
-                due = when.date() + timedelta(days=30 * (stage_index + 1))
-                updated = min(
-                    when + timedelta(days=30 * stage_index + rng.random() * 20),
-                    datetime.combine(today, datetime.min.time(), UTC),
-                )
-                capa_rows.append(
-                    {
-                        "id": capa_id,
-                        "kind": "capa",
-                        "key": None,
-                        "title": f"Nonconformity {capa_id}: {rng.choice(['data drift', 'label error', 'missed test', 'late review', 'incident'])}",
-                        "status": status,
-                        "owner": owner,
-                        "process": "capa",
-                        "due_date": due,
-                        "systems": [f"sys{rng.randint(1, 50):02d}"],
-                        "data": {"source": rng.choice(["complaint", "incident", "audit", "release", "pms", "other"])},
-                        "links": [],
-                        "created_at": when,
-                        "updated_at": updated,
-                    }
-                )
-                ref = f"record:{capa_id}"
-                uow.record(
-                    "capa.created", ref, None, {"title": capa_rows[-1]["title"], "owner": owner}, actor=owner, at=when
-                )
-                previous = "opened"
-                for step in range(1, events_per_capa):
-                    stage = STAGES[min(step, stage_index)] if stage_index else "opened"
-                    uow.record(
-                        "capa.advanced" if stage != previous else "capa.updated",
-                        ref,
-                        {"status": previous},
-                        {"status": stage, "note": f"step {step}"},
-                        actor=owner,
-                        at=when,
-                    )
-                    previous = stage
-                batch_events += events_per_capa
-            if batch_events >= 20_000:
-                _flush(uow, capa_rows, version_rows, request_rows, signature_rows)
-                written += batch_events
-                batch_events = 0
+                batch.events += _capa(uow, rng, batch, counters, when, today, people, events_per_capa)
+            if batch.events >= batch_events:  # one unit of work per batch
+                written += batch.flush(uow)
                 say("events", written, target_events)
-        _flush(uow, capa_rows, version_rows, request_rows, signature_rows)
-        written += batch_events
+        written += batch.flush(uow)
         for prefix, per_year in counters.items():
             for year, last in per_year.items():
                 uow.session.merge(IdCounterRow(prefix=prefix, year=year, last=last))
@@ -336,19 +211,191 @@ def fill(
     return {"documents": len(config.documents), "document_versions": version_count, "capas": capas, "events": written}
 
 
-def _flush(uow: UnitOfWork, capa_rows: list, version_rows: list, request_rows: list, signature_rows: list) -> None:
-    conn = uow.session.connection()
-    if capa_rows:
-        conn.execute(insert(RecordRow.__table__), capa_rows)
-    if version_rows:
-        conn.execute(insert(DocumentVersionRow.__table__), version_rows)
-    if request_rows:
-        conn.execute(insert(ApprovalRequestRow.__table__), request_rows)
-    uow.trail.flush()
-    if signature_rows:
-        conn.execute(insert(SignatureRow.__table__), signature_rows)
-    uow.commit()
-    capa_rows.clear()
-    request_rows.clear()
-    signature_rows.clear()
-    version_rows.clear()
+class _Batch:
+    """Rows whose last event is in the current unit of work, inserted with it (one Core insert per table)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[type, list[dict]] = {RecordRow: [], DocumentVersionRow: [], ApprovalRequestRow: []}
+        self.signatures: list[dict] = []
+        self.pending: set[int] = set()  # id() of the version rows not inserted yet
+        self.events = 0
+
+    def flush(self, uow: UnitOfWork) -> int:
+        for model, rows in self.rows.items():
+            uow.insert_rows(model, rows)
+            rows.clear()
+        self.pending.clear()
+        uow.session.flush()  # versions made obsolete through the ORM
+        uow.insert_rows(SignatureRow, self.signatures)
+        self.signatures.clear()
+        uow.commit()
+        done, self.events = self.events, 0
+        return done
+
+
+def _state(model: type, values: dict) -> Canonical:
+    """The row's state, serialised once (an event's after is often the next one's before)."""
+    return Canonical(canonical_json(BY_MODEL[model].state(values.get)))
+
+
+def _next_id(counters: dict, prefix: str, year: int) -> str:
+    counters[prefix][year] = counters[prefix].get(year, 0) + 1
+    return f"{prefix}-{year}-{counters[prefix][year]:05d}"
+
+
+def _version(uow, rng, batch, effective, counters, when, doc_id, v, owner, approvers) -> int:  # noqa: ANN001, PLR0913
+    """A version submitted, approved and made effective; the one before it made obsolete. Six events."""
+    version = f"{v + 1}.0"
+    sha = f"{rng.getrandbits(256):064x}"
+    request_id = _next_id(counters, "APR", when.year)
+    signer = approvers[0] if approvers else None
+    decided = when + timedelta(days=rng.expovariate(1 / 4))
+    ref = f"document-version:{doc_id}@{version}"
+    row = {
+        "document_id": doc_id,
+        "version": version,
+        "status": "in-review",
+        "path": "-",
+        "content_sha256": sha,
+        "git_commit": None,
+        "effective_date": None,
+        "next_review_date": None,
+        "comment": None,
+        "created_at": when,
+    }
+    uow.record("document-version.snapshot", ref, None, _state(DocumentVersionRow, row), actor=owner, at=when)
+    request = {
+        "id": request_id,
+        "key": f"demo:{request_id}",
+        "subject": ref,
+        "title": f"{doc_id} v{version}",
+        "content_sha256": sha,
+        "approvers": [a.id for a in approvers],
+        "required": 1,
+        "meaning": f"approve {doc_id} v{version} for use",
+        "author": owner,
+        "due_date": (when + timedelta(days=14)).date(),
+        "status": "pending",
+        "flow_run_id": None,
+        "data": {"document_id": doc_id, "version": version},
+        "created_at": when,
+        "decided_at": None,
+        "process": "document-control",
+    }
+    pending = _state(ApprovalRequestRow, request)
+    uow.record("approval.requested", f"approval:{request_id}", None, pending, actor=owner, at=when)
+    events = 2
+    if signer is not None:
+        sig = Signature(
+            signer=signer.id,
+            printed_name=signer.name,
+            at=decided,
+            meaning=request["meaning"],
+            decision=Decision.APPROVE,
+            method=rng.choice(list(Method)),
+            content_sha256=sha,
+        )
+        event = uow.record(
+            "approval.signed", f"approval:{request_id}", None, sig.model_dump(mode="json"), actor=signer.id, at=when
+        )
+        batch.signatures.append({**sig.model_dump(), "request_id": request_id, "trail_seq": event.seq})
+        request.update(status="approved", decided_at=decided)
+        uow.record(
+            "approval.decided",
+            f"approval:{request_id}",
+            pending,
+            _state(ApprovalRequestRow, request),
+            actor=signer.id,
+            at=when,
+        )
+        events += 2
+    batch.rows[ApprovalRequestRow].append(request)
+    previous = effective.get(doc_id)
+    if previous is not None:
+        events += _make_obsolete(uow, batch, previous, version, when)
+    before = _state(DocumentVersionRow, row)
+    row.update(status="effective", effective_date=decided.date(), next_review_date=add_months(decided.date(), 12))
+    uow.record("document-version.effective", ref, before, _state(DocumentVersionRow, row), actor="qmsflow", at=when)
+    batch.rows[DocumentVersionRow].append(row)
+    batch.pending.add(id(row))
+    effective[doc_id] = row
+    return events + 1  # effective
+
+
+def _make_obsolete(uow, batch, previous: dict, version: str, when: datetime) -> int:  # noqa: ANN001
+    ref = f"document-version:{previous['document_id']}@{previous['version']}"
+    before = _state(DocumentVersionRow, previous)
+    changes = {"status": "obsolete", "comment": f"superseded by v{version}"}
+    if id(previous) in batch.pending:  # not inserted yet: insert it obsolete
+        previous.update(changes)
+    else:
+        stored = uow.session.scalar(
+            select(DocumentVersionRow).where(
+                DocumentVersionRow.document_id == previous["document_id"],
+                DocumentVersionRow.version == previous["version"],
+            )
+        )
+        for key, value in changes.items():
+            setattr(stored, key, value)
+        previous.update(changes)
+    uow.record("document-version.obsolete", ref, before, _state(DocumentVersionRow, previous), actor="qmsflow", at=when)
+    return 1
+
+
+def _capa(uow, rng, batch, counters, when, today, people, events_per_capa) -> int:  # noqa: ANN001, PLR0913
+    """A CAPA opened and taken through its stages (each change a full-state event), as old as the plan says."""
+    capa_id = _next_id(counters, "CAPA", when.year)
+    age_days = (today - when.date()).days
+    stage_index = min(len(STAGES) - 1, int(age_days / rng.uniform(20, 60)))
+    if age_days > 400 and rng.random() < 0.97:
+        stage_index = len(STAGES) - 1
+    owner = rng.choice(people)
+    row = {
+        "id": capa_id,
+        "kind": "capa",
+        "key": None,
+        "title": f"Nonconformity {capa_id}: {rng.choice(TOPICS)}",
+        "status": "opened",
+        "owner": owner,
+        "process": "capa",
+        "due_date": when.date() + timedelta(days=30),
+        "systems": [f"sys{rng.randint(1, 50):02d}"],
+        "data": {
+            "source": rng.choice(["complaint", "incident", "audit", "release", "pms", "other"]),
+            "severity": rng.choice(["low", "medium", "high"]),
+            "description": "",
+            "stages": {},
+            "stage_since": when.date().isoformat(),
+        },
+        "links": [],
+        "created_at": when,
+        "updated_at": when,
+    }
+    ref = f"record:{capa_id}"
+    state = _state(RecordRow, row)
+    uow.record("capa.created", ref, None, state, actor=owner, at=when)
+    end = min(
+        when + timedelta(days=30 * stage_index + rng.random() * 20), datetime.combine(today, datetime.min.time(), UTC)
+    )
+    steps = events_per_capa - 1
+    for step in range(1, events_per_capa):
+        moment = when + (end - when) * step / steps
+        stage = STAGES[min(step, stage_index)]
+        data = dict(row["data"])
+        if stage != row["status"]:
+            data["stages"] = {**data["stages"], stage: {"note": f"{stage} recorded", "on": moment.date().isoformat()}}
+            data["stage_since"] = moment.date().isoformat()
+            action = "capa.advanced"
+            due = None if stage == "closed" else moment.date() + timedelta(days=30)
+        else:
+            data["comments"] = [*data.get("comments", []), f"update {step}"]
+            action = "capa.updated"
+            due = row["due_date"]
+        row.update(status=stage, data=data, due_date=due, updated_at=moment)
+        before, state = state, _state(RecordRow, row)
+        uow.record(action, ref, before, state, actor=owner, at=when)
+    batch.rows[RecordRow].append(row)
+    return events_per_capa
+
+
+TOPICS = ("data drift", "label error", "missed test", "late review", "incident")

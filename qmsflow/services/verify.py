@@ -1,62 +1,112 @@
-"""Verifying the audit trail, and anchoring its head in the compliance repo (git as a witness)."""
+"""Verifying the records store against its audit trail, and anchoring the trail's head in git.
+
+``qms verify`` checks, in one pass over the trail and one over each record table:
+
+1. the trail's guards: every append-only trigger present, enabled and unchanged;
+2. the chain: every stored canonical form hashes to its hash and links to the one before;
+3. the head against every witness of an earlier head: the anchors (the anchors file, and every
+   version of it git ever committed) and the heads earlier verifications saw, so that events
+   removed from the tail, or a rewritten chain, are caught;
+4. the state: every record table holds exactly what the trail implies (qmsflow/store/state.py),
+   each signature sits on the request its event signs;
+5. each signature still matches the content it signed.
+
+Every outcome is recorded (``verifications``), which also makes each verified head a witness.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import select
 
-from ..domain.trail import Anchor, ChainReport, canonical_json, format_ts, parse_anchors, verify_rows
-from ..store import trail
-from ..store.db import Database
+from ..adapters import git
+from ..domain.trail import Anchor, ChainReport, format_ts, parse_anchors, verify_chain
+from ..store import guards, trail
+from ..store.db import GUARDS_REINSTALLED, Database
+from ..store.state import StateReport, check_states
 from ..store.tables import ApprovalRequestRow, DocumentVersionRow, SignatureRow, TrailEventRow, VerificationRow
 from . import signed_records
-from .approvals import signature_of
+
+Progress = Callable[[Iterable], Iterable] | None
+
+
+@dataclass
+class Witness:
+    """An earlier head someone saw: seq and hash, and who saw it."""
+
+    seq: int
+    hash: str
+    source: str  # e.g. "trail-anchors.jsonl line 4 (commit 1a2b3c4d5e)"
+    anchor: bool = True  # else a head an earlier verification saw
 
 
 @dataclass
 class VerifyResult:
     report: ChainReport
+    guard_problems: list[str] = field(default_factory=list)
     anchors_checked: int = 0
+    anchors_uncommitted: int = 0
     anchor_problems: list[str] = field(default_factory=list)
+    head_problems: list[str] = field(default_factory=list)
+    state: StateReport | None = None
     signatures_checked: int = 0
     signature_problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def state_problems(self) -> list[str]:
+        return self.state.problems if self.state else []
 
     @property
     def ok(self) -> bool:
-        return self.report.ok and not self.anchor_problems and not self.signature_problems
+        return self.report.ok and not (
+            self.guard_problems
+            or self.anchor_problems
+            or self.head_problems
+            or self.signature_problems
+            or (self.state is not None and self.state.total)
+        )
 
     @property
     def problem(self) -> str | None:
-        if self.report.broken:
-            return str(self.report.broken)
-        return "; ".join(self.anchor_problems + self.signature_problems) or None
+        """One line for the ``verifications`` table and the dashboard banner."""
+        parts = [str(self.report.broken)] if self.report.broken else []
+        parts += self.guard_problems + self.head_problems + self.anchor_problems
+        if self.state is not None and self.state.total:
+            parts.append(f"{self.state.total} record state difference(s), first: {self.state.problems[0]}")
+        parts += self.signature_problems
+        return "; ".join(parts) or None
 
 
-def verify(db: Database, anchors_file: Path | None, progress=None) -> VerifyResult:  # noqa: ANN001
-    """Recompute the whole chain, then check every anchor; record the outcome."""
-    with db.read() as session:
-        rows = trail.iter_rows(session)
+def verify(db: Database, anchors_file: Path | None, progress: Progress = None) -> VerifyResult:
+    """Check the trail, its witnesses and every record table against it; record the outcome."""
+    with db.snapshot() as session:  # the trail and the tables as of one moment, while others write
+        conn = session.connection()
+        guard_problems = [str(p) for p in guards.check(conn)]
+        rows: Iterable = trail.iter_rows(session)
         if progress is not None:
             rows = progress(rows)
-        report = verify_rows(rows)
-        result = VerifyResult(report)
-        if anchors_file is not None and anchors_file.is_file():
-            with anchors_file.open(encoding="utf-8") as handle:
-                for anchor in parse_anchors(handle):
-                    if isinstance(anchor, str):
-                        result.anchor_problems.append(f"{anchors_file.name} {anchor}")
-                        continue
-                    result.anchors_checked += 1
-                    problem = _check_anchor(session, anchor)
-                    if problem:
-                        result.anchor_problems.append(f"{anchors_file.name} line {anchor.line}: {problem}")
-        result.signatures_checked, result.signature_problems = check_signatures(session)
+        report, replay = verify_chain(rows)
+        result = VerifyResult(report, guard_problems=guard_problems)
+        witnesses = list(_verified_heads(session))
+        if anchors_file is not None:
+            witnesses += _anchors(anchors_file, result)
+        _check_witnesses(session, report, witnesses, result)
+        if report.ok:
+            result.state = check_states(session, replay)
+        else:
+            result.notes.append("record states not checked: the chain is broken")
+        result.signatures_checked, result.signature_problems = check_signed_content(session)
         steps_checked, step_problems = signed_records.check(session)
         result.signatures_checked += steps_checked
         result.signature_problems += step_problems
+        repaired = session.scalar(select(TrailEventRow.seq).where(TrailEventRow.action == GUARDS_REINSTALLED).limit(1))
+        if repaired is not None:
+            result.notes.append(f"append-only triggers were found missing and reinstalled (first at seq {repaired})")
     with db.session() as session, session.begin():
         session.add(
             VerificationRow(
@@ -65,83 +115,177 @@ def verify(db: Database, anchors_file: Path | None, progress=None) -> VerifyResu
                 count=report.count,
                 head_seq=report.head_seq,
                 head_hash=report.head_hash,
-                problem=result.problem,
+                problem=(result.problem or "")[:4000] or None,
             )
         )
     return result
 
 
-def _check_anchor(session, anchor: Anchor) -> str | None:  # noqa: ANN001
-    stored = session.scalar(select(TrailEventRow.hash).where(TrailEventRow.seq == anchor.seq))
-    if stored is None:
-        return (
-            f"anchored seq {anchor.seq} (anchored {anchor.anchored_at}) is no longer in the trail: events were removed"
+# ------------------------------------------------------------------ witnesses of earlier heads
+
+
+def _verified_heads(session) -> Iterator[Witness]:  # noqa: ANN001
+    seen = set()
+    for seq, digest, at in session.execute(
+        select(VerificationRow.head_seq, VerificationRow.head_hash, VerificationRow.at)
+        .where(VerificationRow.head_seq > 0)
+        .order_by(VerificationRow.head_seq.desc(), VerificationRow.id)
+    ):
+        if (seq, digest) not in seen:
+            seen.add((seq, digest))
+            yield Witness(seq, digest, f"the verification of {at:%Y-%m-%d %H:%M} UTC", anchor=False)
+
+
+def _check_witnesses(session, report: ChainReport, witnesses: list[Witness], result: VerifyResult) -> None:  # noqa: ANN001
+    """Every earlier head is still in the trail with the same hash (set-based: one query per 500)."""
+    wanted = sorted({w.seq for w in witnesses})
+    stored: dict[int, str] = {}
+    for i in range(0, len(wanted), 500):
+        stored.update(
+            session.execute(
+                select(TrailEventRow.seq, TrailEventRow.hash).where(TrailEventRow.seq.in_(wanted[i : i + 500]))
+            ).all()
         )
-    if stored != anchor.hash:
-        return (
-            f"seq {anchor.seq} has hash {stored[:16]}… but was anchored as {anchor.hash[:16]}… on {anchor.anchored_at}"
+    head = report.head_seq if report.ok else None
+    for w in witnesses:
+        problems = result.anchor_problems if w.anchor else result.head_problems
+        if w.seq not in stored:
+            problems.append(
+                f"{w.source} saw the trail at seq {w.seq}, but the trail now ends at seq "
+                f"{head if head is not None else '?'}: events were removed"
+            )
+        elif stored[w.seq] != w.hash:
+            problems.append(
+                f"{w.source} saw seq {w.seq} with hash {w.hash[:16]}…, the trail now has {stored[w.seq][:16]}…: "
+                "the trail was rewritten"
+            )
+    result.anchors_checked = sum(1 for w in witnesses if w.anchor)
+
+
+def _anchors(anchors_file: Path, result: VerifyResult) -> list[Witness]:
+    """Anchors from the file and from every version of it in git history; rewrites reported."""
+    found: dict[tuple[int, str], Witness] = {}
+    name = anchors_file.name
+    committed: list[str] = []
+    history = git.file_history(anchors_file.parent, name) if anchors_file.parent.is_dir() else None
+    for change in history or []:
+        start = len(committed)
+        if not _append_only(committed, change.hunks):
+            result.anchor_problems.append(
+                f"{name}: commit {change.commit[:10]} ({change.date}) changed or removed anchors committed "
+                "before it (an anchors file only grows)"
+            )
+            start = 0  # read the whole rewritten version (anchors it removed stay witnesses)
+        _apply(committed, change.hunks)
+        for anchor in parse_anchors(committed[start:]):  # linear: each appended line is read once
+            if isinstance(anchor, Anchor):
+                found.setdefault(
+                    (anchor.seq, anchor.hash),
+                    Witness(
+                        anchor.seq, anchor.hash, f"{name} line {start + anchor.line} (commit {change.commit[:10]})"
+                    ),
+                )
+    current = anchors_file.read_text(encoding="utf-8").splitlines() if anchors_file.is_file() else []
+    if history and current[: len(committed)] != committed:
+        line = next((i for i, (a, b) in enumerate(zip(current, committed, strict=False), 1) if a != b), None)
+        where = f"line {line}" if line else f"after line {len(current)} (lines removed)"
+        result.anchor_problems.append(
+            f"{name}: the working tree copy differs from the committed one at {where}: anchors were rewritten"
         )
-    return None
+    for anchor in parse_anchors(current):
+        if isinstance(anchor, str):
+            result.anchor_problems.append(f"{name} {anchor}")
+        elif (anchor.seq, anchor.hash) not in found:
+            found[(anchor.seq, anchor.hash)] = Witness(anchor.seq, anchor.hash, f"{name} line {anchor.line}")
+    if history is not None:
+        result.anchors_uncommitted = max(0, len(current) - len(committed))
+    return list(found.values())
 
 
-def check_signatures(session) -> tuple[int, list[str]]:  # noqa: ANN001
-    """Each e-signature still matches its trail record and the content it signed (Part 11 §11.70).
+def _append_only(lines: list[str], hunks: list[tuple[int, int, list[str]]]) -> bool:
+    return all(length == 0 and start == len(lines) for start, length, _ in hunks)
 
-    Three set-based queries (signatures with their trail events and requests; version hashes),
-    not one query per signature: a ten-year store holds tens of thousands of signatures.
-    """
+
+def _apply(lines: list[str], hunks: list[tuple[int, int, list[str]]]) -> None:
+    for start, length, added in sorted(hunks, reverse=True):
+        at = start if length == 0 else start - 1
+        lines[at : at + length] = added
+
+
+# ------------------------------------------------------------------ signed content
+
+
+def check_signed_content(session) -> tuple[int, list[str]]:  # noqa: ANN001
+    """Each e-signature still matches the content it signed (Part 11 §11.70): the request's content
+    hash, and for a document version its current content. Set-based: three queries, no ORM rows."""
     problems: list[str] = []
     versions = {
-        (doc, version): digest
+        f"document-version:{doc}@{version}": digest
         for doc, version, digest in session.execute(
             select(DocumentVersionRow.document_id, DocumentVersionRow.version, DocumentVersionRow.content_sha256)
         )
     }
-    rows = session.execute(
-        select(SignatureRow, TrailEventRow.action, TrailEventRow.after_json, ApprovalRequestRow)
-        .outerjoin(TrailEventRow, TrailEventRow.seq == SignatureRow.trail_seq)
-        .outerjoin(ApprovalRequestRow, ApprovalRequestRow.id == SignatureRow.request_id)
-        .order_by(SignatureRow.id)
-    )
+    requests = {
+        rid: (subject, digest)
+        for rid, subject, digest in session.execute(
+            select(ApprovalRequestRow.id, ApprovalRequestRow.subject, ApprovalRequestRow.content_sha256)
+        )
+    }
     checked = 0
-    for sig, action, after_json, request in rows:
+    for request_id, name, at, signed in session.execute(
+        select(SignatureRow.request_id, SignatureRow.printed_name, SignatureRow.at, SignatureRow.content_sha256)
+    ):
         checked += 1
-        label = f"signature of {sig.printed_name} on {sig.request_id} ({sig.at:%Y-%m-%d %H:%M} UTC)"
-        as_signed = canonical_json(signature_of(sig).model_dump(mode="json"))
-        if action != "approval.signed" or after_json != as_signed:
-            problems.append(f"{label}: differs from its trail record at seq {sig.trail_seq}")
-            continue
-        if request is None or request.content_sha256 != sig.content_sha256:
+        label = f"signature of {name} on {request_id} ({at:%Y-%m-%d %H:%M} UTC)"
+        subject, digest = requests.get(request_id, (None, None))
+        if digest != signed:
             problems.append(f"{label}: the request's content hash changed since signing")
-            continue
-        if request.subject.startswith("document-version:"):
-            doc_id, _, version = request.subject.removeprefix("document-version:").partition("@")
-            stored = versions.get((doc_id, version))
-            if stored != sig.content_sha256:
-                problems.append(
-                    f"{label}: no longer verifies: {doc_id} v{version} content is now "
-                    f"{(stored or 'missing')[:16]}…, signed {sig.content_sha256[:16]}…"
-                )
+        elif subject.startswith("document-version:") and versions.get(subject) != signed:
+            doc_id, _, version = subject.removeprefix("document-version:").partition("@")
+            problems.append(
+                f"{label}: no longer verifies: {doc_id} v{version} content is now "
+                f"{(versions.get(subject) or 'missing')[:16]}…, signed {signed[:16]}…"
+            )
     return checked, problems
 
 
-def anchor(db: Database, anchors_file: Path) -> tuple[Anchor, bool]:
-    """Append the current head to ``anchors_file``. Returns (anchor, written); not written if unchanged."""
+# ------------------------------------------------------------------ anchoring
+
+
+@dataclass(frozen=True)
+class Anchored:
+    anchor: Anchor
+    written: bool  # False: the head was already the last anchor
+    commit: str | None  # the git commit that holds it, when the repo is a git repo
+    git_repo: bool
+
+
+def anchor(db: Database, anchors_file: Path) -> Anchored:
+    """Append the current head to ``anchors_file`` and commit that file when it lies in a git repo.
+
+    Not written again when the head is already the last anchor; a previously written anchor that
+    is not committed yet is committed now.
+    """
     with db.read() as session:
         seq, digest = trail.head(session)
     if seq == 0:
         raise ValueError("the trail is empty: nothing to anchor yet")
+    written = True
+    new = Anchor(seq, digest, format_ts(datetime.now(UTC)))
     if anchors_file.is_file():
         last = [
             a for a in parse_anchors(anchors_file.read_text(encoding="utf-8").splitlines()) if isinstance(a, Anchor)
         ]
         if last and last[-1].seq == seq and last[-1].hash == digest:
-            return last[-1], False
-    new = Anchor(seq, digest, format_ts(datetime.now(UTC)))
-    anchors_file.parent.mkdir(parents=True, exist_ok=True)
-    with anchors_file.open("a", encoding="utf-8") as handle:
-        handle.write(new.to_json() + "\n")
-    return new, True
+            new, written = last[-1], False
+    if written:
+        anchors_file.parent.mkdir(parents=True, exist_ok=True)
+        with anchors_file.open("a", encoding="utf-8") as handle:
+            handle.write(new.to_json() + "\n")
+    folder = anchors_file.parent
+    in_repo = git.is_repo(folder)
+    commit = git.commit_file(folder, anchors_file.name, f"Anchor the audit trail at seq {new.seq}") if in_repo else None
+    return Anchored(new, written, commit, in_repo)
 
 
 def last_verification(db: Database) -> VerificationRow | None:

@@ -23,9 +23,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ..domain.trail import canonical_json
+from . import state
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 APPEND_ONLY = ("trail_events",)  # the app role may only SELECT and INSERT here
 READ_ONLY = ("alembic_version",)  # the schema version: the owner's
+
+GUARDS_REINSTALLED = "store.guards-reinstalled"
 
 
 def head_revision() -> str:
@@ -88,11 +93,16 @@ class Database:
             path = make_url(self.url).database
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.engine: Engine = create_engine(self.url, echo=echo, connect_args={"timeout": 60})
+            self.engine: Engine = create_engine(
+                self.url, echo=echo, connect_args={"timeout": 60}, json_serializer=canonical_json
+            )
             _sqlite_pragmas(self.engine)
         else:
-            self.engine = create_engine(self.url, echo=echo, pool_pre_ping=True)
+            self.engine = create_engine(self.url, echo=echo, pool_pre_ping=True, json_serializer=canonical_json)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._readers = sessionmaker(self.engine.execution_options(qms_readonly=True))
+        # JSON columns hold canonical JSON, so the state check compares them as stored
+        state.install((self._sessions, self._readers), self.engine)
 
     @property
     def dialect(self) -> str:
@@ -104,7 +114,21 @@ class Database:
     @contextmanager
     def read(self) -> Iterator[Session]:
         """A read-only session (no write lock on SQLite)."""
-        with Session(self.engine.execution_options(qms_readonly=True)) as session:
+        with self._readers() as session:
+            yield session
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Session]:
+        """A read-only session whose every query sees the same committed state, whatever commits meanwhile.
+
+        ``qms verify`` compares the trail with the tables in several queries while the stack keeps
+        writing: on PostgreSQL (READ COMMITTED by default) a change committed between two of them would
+        look like tampering. SQLite's read transaction is such a snapshot already (WAL).
+        """
+        with self._readers() as session:
+            if not self.is_sqlite:
+                session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+                session.execute(text("SET TRANSACTION READ ONLY"))
             yield session
 
     # ------------------------------------------------------------ migrations
@@ -229,6 +253,37 @@ class Database:
                 "owner (QMS_MIGRATE_DATABASE_URL) and run qmsflow as another role (README 'Running in production')"
             )
         return warnings
+
+    def repair_guards(self, actor: str = "qmsflow", owner_url: str | None = None) -> list[str]:
+        """Reinstall every append-only trigger that is missing, disabled or altered, and trail that it did.
+
+        Returns what was repaired (empty when every guard is in place). Run by ``qms db upgrade`` and
+        by everything that migrates on start (``qms up``). On PostgreSQL with an owner URL (default
+        ``QMS_MIGRATE_DATABASE_URL``) the owner reinstalls them: the app role has no right to.
+        """
+        from sqlalchemy.exc import DBAPIError
+
+        from . import guards
+        from .uow import UnitOfWork
+
+        owner_url = owner_url or migrate_url()
+        owner = Database(owner_url) if owner_url and not self.is_sqlite else self
+        try:
+            with owner.engine.begin() as conn:
+                repaired = [str(problem) for problem in guards.ensure(conn)]
+        except DBAPIError as exc:
+            raise StoreError(
+                f"cannot reinstall the audit trail's append-only triggers at {self.safe_url}: {exc.orig} "
+                "(run 'qms db upgrade' as the role that owns the schema, or set QMS_MIGRATE_DATABASE_URL)"
+            ) from None
+        finally:
+            if owner is not self:
+                owner.dispose()
+        if repaired:
+            with UnitOfWork(self, actor) as uow:
+                uow.record(GUARDS_REINSTALLED, "store:trail", None, {"reinstalled": repaired, "dialect": self.dialect})
+                uow.commit()
+        return repaired
 
     def current_revision(self) -> str | None:
         """The schema revision recorded by Alembic (read with plain SQL: no alembic import needed)."""

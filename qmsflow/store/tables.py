@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    Computed,
     Date,
     DateTime,
     ForeignKey,
@@ -25,9 +26,12 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
 )
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.expression import ColumnElement
 
 from ..domain import limits
+from ..domain.trail import TrailEvent, parse_event
 
 
 class UTCDateTime(TypeDecorator):
@@ -173,8 +177,41 @@ class VerificationRow(Base):
     problem: Mapped[str | None] = mapped_column(Text)
 
 
+class EventField(ColumnElement):
+    """A top-level string field of a stored canonical event, extracted by the database.
+
+    The searchable columns of ``trail_events`` are generated from ``canonical`` with this
+    expression, so they cannot say anything else than the hashed text does.
+    """
+
+    inherit_cache = False
+    type = String()
+
+    def __init__(self, name: str):
+        self.field = name
+
+
+@compiles(EventField, "sqlite")
+def _event_field_sqlite(element: EventField, compiler: Any, **kw: Any) -> str:
+    return f"json_extract(canonical, '$.{element.field}')"
+
+
+@compiles(EventField, "postgresql")
+def _event_field_postgresql(element: EventField, compiler: Any, **kw: Any) -> str:
+    return f"(canonical::json ->> '{element.field}')"
+
+
+def _generated(name: str, length: int, unique: bool = False) -> Any:
+    return mapped_column(String(length), Computed(EventField(name), persisted=True), unique=unique)
+
+
 class TrailEventRow(Base):
-    """The append-only, hash-chained audit trail. UPDATE and DELETE are refused by triggers."""
+    """The append-only, hash-chained audit trail; triggers refuse UPDATE, DELETE and any insert but the next.
+
+    ``canonical`` is the event's canonical JSON, exactly the text whose SHA-256 is ``hash``;
+    ``ts``, ``actor``, ``action``, ``record`` and ``prev_hash`` are generated from it by the
+    database (for searching); ``before``/``after`` are read from it.
+    """
 
     __tablename__ = "trail_events"
     __table_args__ = (
@@ -183,17 +220,28 @@ class TrailEventRow(Base):
         Index("ix_trail_events_ts", "ts"),
     )
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    ts: Mapped[str] = mapped_column(String(32))
-    actor: Mapped[str] = mapped_column(String(200))
-    action: Mapped[str] = mapped_column(String(100))
-    record: Mapped[str] = mapped_column(String(200))
-    before_json: Mapped[str] = mapped_column(Text)
-    after_json: Mapped[str] = mapped_column(Text)
-    prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    canonical: Mapped[str] = mapped_column(Text)
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+    ts: Mapped[str] = _generated("ts", 32)
+    actor: Mapped[str] = _generated("actor", 200)
+    action: Mapped[str] = _generated("action", 100)
+    record: Mapped[str] = _generated("record", 200)
+    prev_hash: Mapped[str] = _generated("prev_hash", 64, unique=True)
+
+    def event(self) -> TrailEvent:
+        return parse_event(self.seq, self.canonical, self.hash)
+
+    @property
+    def before_json(self) -> str:
+        return self.event().before_json
+
+    @property
+    def after_json(self) -> str:
+        return self.event().after_json
 
 
-TRAIL_COLUMNS = ("seq", "ts", "actor", "action", "record", "before_json", "after_json", "prev_hash", "hash")
+TRAIL_COLUMNS = ("seq", "canonical", "hash")
+"""The stored columns of an event; the others are generated from ``canonical``."""
 
 
 class ApprovalRequestRow(Base):

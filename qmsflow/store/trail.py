@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session
 
-from ..domain.trail import GENESIS, TrailEvent, make_event
+from ..domain.trail import GENESIS, TrailEvent, make_event, parse_event
 from .tables import TRAIL_COLUMNS, TrailEventRow
 
 # any constant: PostgreSQL advisory lock that serialises appends to the chain
@@ -46,7 +46,7 @@ class TrailWriter:
         self.lock()
         seq, prev = self._head
         event = make_event(seq + 1, at or datetime.now(UTC), actor, action, record, before, after, prev)
-        self._pending.append({c: getattr(event, c) for c in TRAIL_COLUMNS})
+        self._pending.append({"seq": event.seq, "canonical": event.canonical().decode("utf-8"), "hash": event.hash})
         self._head = (event.seq, event.hash)
         return event
 
@@ -72,8 +72,8 @@ def count(session: Session) -> int:
     return session.execute(select(func.count()).select_from(TrailEventRow)).scalar_one()
 
 
-def iter_rows(session: Session, batch: int = 20_000) -> Iterator[tuple]:
-    """Every event as a plain tuple in seq order, streamed in batches (constant memory).
+def iter_rows(session: Session, batch: int = 20_000) -> Iterator[tuple[int, str, str]]:
+    """Every event as stored, ``(seq, canonical, hash)`` in seq order, streamed in batches (constant memory).
 
     Uses the DBAPI cursor directly: this feeds ``qms verify`` over millions of rows, where
     SQLAlchemy's row objects would cost as much as the hashing itself.
@@ -97,9 +97,9 @@ def iter_rows(session: Session, batch: int = 20_000) -> Iterator[tuple]:
 
 def events_for(session: Session, record: str, limit: int = 200) -> list[TrailEvent]:
     rows = session.execute(
-        select(*[getattr(TrailEventRow, c) for c in TRAIL_COLUMNS])
+        select(TrailEventRow.seq, TrailEventRow.canonical, TrailEventRow.hash)
         .where(TrailEventRow.record == record)
         .order_by(TrailEventRow.seq)
         .limit(limit)
     ).all()
-    return [TrailEvent(*row) for row in rows]
+    return [parse_event(*row) for row in rows]

@@ -5,11 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import insert, text
 from sqlalchemy.orm import Session
 
 from ..domain.trail import TrailEvent
 from .db import Database
+from .state import GUARD, StateGuard
+from .tables import Base
 from .trail import TRAIL_LOCK_KEY, TrailWriter
 
 
@@ -17,7 +19,9 @@ class UnitOfWork:
     """``with UnitOfWork(db, actor="ana") as uow: ...; uow.commit()``.
 
     Leaving the block without ``commit()`` rolls back: the change and its trail events
-    together, never one without the other.
+    together, never one without the other. ``commit()`` refuses (``StateNotRecorded``) when a
+    row of a record table changed without a trail event holding its new state
+    (qmsflow/store/state.py).
 
     Every transaction of a unit of work is a writer and is serialised with every other writer from
     its first statement: SQLite's ``BEGIN IMMEDIATE``, and on PostgreSQL the trail's advisory lock,
@@ -36,6 +40,7 @@ class UnitOfWork:
 
     def __enter__(self) -> UnitOfWork:
         self.session = self.db.session()
+        self.guard = self.session.info[GUARD] = StateGuard(in_uow=True)
         self.trail = TrailWriter(self.session)
         self._begin()
         return self
@@ -54,11 +59,29 @@ class UnitOfWork:
     def record(
         self, action: str, ref: str, before: Any, after: Any, actor: str | None = None, at: datetime | None = None
     ) -> TrailEvent:
-        """Append a trail event for a change made in this unit of work."""
-        return self.trail.append(actor or self.actor, action, ref, before, after, at)
+        """Append a trail event for a change made in this unit of work.
+
+        On a row of a record table, ``after`` is the row's full new state (``state_of(row)``, or
+        ``None`` for a deletion), unless the action is a declared note (domain/trail.py).
+        """
+        event = self.trail.append(actor or self.actor, action, ref, before, after, at)
+        self.guard.recorded(event.seq, action, ref, event.after_json)
+        return event
+
+    def insert_rows(self, model: type[Base], rows: list[dict[str, Any]]) -> None:
+        """Insert many rows with one Core statement (bulk loads); each still needs its state event."""
+        if not rows:
+            return
+        self.guard.bulk_inserted(model, rows)
+        self.guard.bulk = True
+        try:
+            self.session.connection().execute(insert(model.__table__), rows)
+        finally:
+            self.guard.bulk = False
 
     def commit(self) -> None:
         self.session.flush()
+        self.guard.check(self.session)
         self.trail.flush()
         self.session.commit()
         self._begin()
