@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import identityutil
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
@@ -104,8 +105,7 @@ def fill(ctx: QmsContext) -> World:
         approvals.decide(uow, config, signed_id, "ben", Decision.APPROVE, "fine", Method.CLI, claimed="ben")
     with UnitOfWork(ctx.db, "qmsflow") as uow:
         add_user(uow, "ben", "ben", "approver", "ben-long-password")
-    with UnitOfWork(ctx.db, "ana") as uow:
-        tokens.create_token(uow, "ana", "ci")
+    identityutil.token(ctx.db, "ana")
     with ctx.db.read() as s:
         token = s.scalar(select(ApiTokenRow.id))
     return World(ctx, capa_id, signed_id, twin_id, token)
@@ -147,7 +147,7 @@ def test_a_store_written_by_the_services_verifies_state_included(world: World) -
     result = world.verify()
     assert result.ok, problems(result)
     tables = result.state.by_table
-    assert tables["records"] == 1 and tables["signatures"] == 1 and tables["users"] == 1
+    assert tables["records"] == 1 and tables["signatures"] == 1 and tables["users"] == 2  # ben, and ana (token)
     assert tables["api_tokens"] == 1 and tables["approval_requests"] == 2 and tables["people"] == 4
     assert result.state.rows == sum(tables.values())
 
@@ -166,8 +166,8 @@ EDITS = {
         'document_versions SOP-AUD-001@1.0 status: the trail says "in_review"',
     ),
     "approval_requests": (
-        "UPDATE approval_requests SET required = 2 WHERE key = 'test:twin'",
-        "approval_requests {twin} required: the trail says 1",
+        "UPDATE approval_requests SET required = 1 WHERE key = 'test:twin'",
+        "approval_requests {twin} required: the trail says 2",
     ),
     "signatures": (
         "UPDATE signatures SET printed_name = 'Chloe Someone'",
@@ -525,10 +525,8 @@ def test_a_unit_of_work_refuses_to_commit_a_change_its_events_do_not_hold(world:
 def test_a_record_row_changes_only_in_a_unit_of_work_but_operational_columns_may(world: World) -> None:
     with pytest.raises(StateNotRecorded, match="outside a unit"), world.db.session() as session, session.begin():
         session.get(PersonRow, "ana").email = "ana@elsewhere.example"
-    token = None
-    with UnitOfWork(world.db, "ana") as uow:
-        token = tokens.create_token(uow, "ana", "second")
-    assert tokens.authenticate(world.db, token) == "ana"  # last_used_at is operational: no event needed
+    token = identityutil.token(world.db, "ana")
+    assert tokens.authenticate(world.db, token, source="test").person == "ana"  # last_used_at: operational
     assert world.verify().ok
 
 

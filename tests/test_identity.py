@@ -360,12 +360,12 @@ def test_token_file_and_stdin(qms, store: QmsContext, tmp_path: Path) -> None:  
 
 def test_expired_revoked_unknown_and_legacy_tokens_are_refused_and_recorded_aggregated(store: QmsContext) -> None:
     value = token(store.db, "ben")
-    with store.db.session() as s, s.begin():  # as if issued a while ago
-        s.execute(update(ApiTokenRow).values(expires_at=datetime.now(UTC) - timedelta(minutes=1)))
+    with store.db.engine.begin() as conn:  # as if issued a while ago
+        conn.execute(update(ApiTokenRow).values(expires_at=datetime.now(UTC) - timedelta(minutes=1)))
     with pytest.raises(NotAuthorized, match="expired on"):
         tokens.authenticate(store.db, value, source="cli:test")
-    with store.db.session() as s, s.begin():  # issued before tokens had an expiry (migration 0006)
-        s.execute(update(ApiTokenRow).values(expires_at=None))
+    with store.db.engine.begin() as conn:  # issued before tokens had an expiry (migration 0006)
+        conn.execute(update(ApiTokenRow).values(expires_at=None))
     with pytest.raises(NotAuthorized, match="issued before tokens had an expiry"):
         tokens.authenticate(store.db, value, source="cli:test")
     fresh = token(store.db, "ben")

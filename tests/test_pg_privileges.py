@@ -103,7 +103,7 @@ def test_the_app_role_does_real_work(app_ctx: QmsContext, roles: Roles) -> None:
 @pytest.mark.parametrize(
     "attack",
     [
-        "UPDATE trail_events SET actor = 'mallory' WHERE seq = 1",
+        "UPDATE trail_events SET canonical = replace(canonical, 'qmsflow', 'mallory') WHERE seq = 1",
         "DELETE FROM trail_events WHERE seq = 1",
         "TRUNCATE trail_events",
         "ALTER TABLE trail_events DISABLE TRIGGER ALL",
@@ -143,7 +143,7 @@ def test_the_owner_keeps_the_triggers_and_the_superuser_bypass_is_what_the_issue
     with psycopg.connect(roles.url("postgres"), autocommit=True) as conn:
         conn.execute("SET session_replication_role = replica")  # works for a superuser …
         with conn.transaction():
-            conn.execute("UPDATE trail_events SET actor = 'mallory' WHERE seq = 1")
+            conn.execute("UPDATE trail_events SET canonical = replace(canonical, 'qmsflow', 'mallory') WHERE seq = 1")
             raise_rollback = psycopg.Rollback()
             raise raise_rollback
     superuser = Database(roles.url("postgres"))

@@ -65,7 +65,8 @@ def test_due_scan_deployment_runs_and_records(stack: RunningStack) -> None:
         runs = s.scalars(select(ProcessRunRow)).all()
         due = s.scalars(select(RecordRow).where(RecordRow.kind == "document-review-due")).all()
     assert [(r.process_key, r.state) for r in runs] == [("document-control", "COMPLETED")]
-    assert runs[0].summary["overdue"] == 10  # a fresh repo: no document approved yet
+    # a fresh repo: no document approved yet, each due for approval since registered today (not overdue)
+    assert (runs[0].summary["overdue"], runs[0].summary["due_soon"]) == (0, 10)
     assert len(due) == 10 and {r.process for r in due} == {"document-control"}
     db.dispose()
 

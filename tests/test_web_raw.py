@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -54,7 +55,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
             sync_config(uow, ctx.config, ctx.root)
             uow.commit()
         with UnitOfWork(ctx.db, "admin") as uow:
-            accounts.add_user(uow, "dev", "dev", "viewer", "dev-password-123")
+            accounts.add_user(uow, "dev", "dev", "viewer", "dev-password-123", must_change=False)
         application = create_app(ctx)
 
         @application.get("/boom", include_in_schema=False)
@@ -80,10 +81,14 @@ def client(app: FastAPI) -> Iterator[TestClient]:
 
 
 def signed_in(client: TestClient) -> TestClient:
+    form = client.get("/login").text  # sets the login form's cookie; the hidden field carries its token
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form).group(1)
     response = client.post(
-        "/login", data={"username": "dev", "password": "dev-password-123", "next": "/"}, follow_redirects=False
+        "/login",
+        data={"username": "dev", "password": "dev-password-123", "next": "/", "csrf": csrf},
+        follow_redirects=False,
     )
-    assert response.status_code == 303
+    assert response.status_code == 303, response.text
     return client
 
 

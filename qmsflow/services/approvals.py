@@ -295,11 +295,11 @@ def record_refusal(
     who = person_id or claimed
     ref = f"approval:{request_id}"
     earlier = uow.session.scalars(
-        select(TrailEventRow.after_json).where(
+        select(TrailEventRow).where(
             TrailEventRow.record == ref, TrailEventRow.action == "approval.refused", TrailEventRow.actor == who
         )
     )
-    if any(json.loads(after).get("kind") == kind for after in earlier):
+    if any(json.loads(event.after_json).get("kind") == kind for event in earlier):
         return False
     uow.record(
         "approval.refused",
