@@ -1,7 +1,7 @@
 """Approvals (SOP-DOC-001, SOP-CAPA-001): reminders, escalation, and recovery of decided runs.
 
-Reminds pending approvers after ``approvals.remind_after_days`` and escalates to their manager
-after ``approvals.escalate_after_days`` (each once, recorded in the trail); resumes runs whose
+Pending signatures climb the deadline ladder (``approvals`` in qms.yaml): remind the approver, escalate
+to their manager, optionally to theirs (each rung once, recorded in the trail); resumes runs whose
 request was decided while Prefect was unreachable; starts the reviews of submissions made while it
 was unreachable; delivers queued notifications.
 """

@@ -2,8 +2,9 @@
 
 The CAPA lifecycle itself is worked through `qms capa open/advance`, the dashboard and Jira; its
 signed stages (action plan, closure) wait for approval requests like every other signature.
-- ``capa_escalation`` (daily): overdue stages go to the CAPA owner, after 7 days to the owner's
-  manager, through Slack and as a Jira comment; each once per stage, recorded in the trail.
+- ``capa_escalation`` (daily): overdue stages climb the deadline ladder (``capa`` in qms.yaml: the
+  CAPA owner, after 7 days the owner's manager, optionally theirs), through Slack and as a Jira
+  comment; each rung once per stage, recorded in the trail.
 - ``jira_sync`` (every minute and on demand): delivers queued changes to Jira in order, with
   backoff and Retry-After, then reconciles changes made in Jira (JQL ``updated >= last sync``).
 """

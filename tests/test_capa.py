@@ -225,10 +225,10 @@ def test_escalation_goes_to_owner_then_manager_once(synced: QmsContext) -> None:
     with UnitOfWork(synced.db, "qmsflow") as uow:
         first = capa.escalate_overdue(uow, synced.config, date.fromordinal(due.toordinal() + 1))
         uow.commit()
-        assert first == [(capa_id, "owner", "dev")]
+        assert first == [(capa_id, "remind", "dev")]
         later = capa.escalate_overdue(uow, synced.config, date.fromordinal(due.toordinal() + 8))
         uow.commit()
-        assert later == [(capa_id, "manager", "chloe")]
+        assert later == [(capa_id, "escalate", "chloe")]
         assert capa.escalate_overdue(uow, synced.config, date.fromordinal(due.toordinal() + 9)) == []
     with synced.db.read() as s:
         assert [e.action for e in trail.events_for(s, f"record:{capa_id}")].count("capa.escalated") == 2

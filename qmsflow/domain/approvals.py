@@ -17,7 +17,7 @@ Rules enforced here, for every channel (Slack, web, CLI):
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, Field
@@ -204,21 +204,3 @@ def describe_rule(rule: RequiredRule) -> str:
         if count > 1
         else ("one of the named approvers who is not an author of the change")
     )
-
-
-class FollowUp(StrEnum):
-    REMIND = "remind"
-    ESCALATE = "escalate"
-
-
-def follow_ups_due(
-    created: datetime, now: datetime, remind_after_days: int, escalate_after_days: int
-) -> list[FollowUp]:
-    """Which follow-ups are due for a pending request of age ``now - created``."""
-    age = now - created
-    due = []
-    if age >= timedelta(days=remind_after_days):
-        due.append(FollowUp.REMIND)
-    if age >= timedelta(days=escalate_after_days):
-        due.append(FollowUp.ESCALATE)
-    return due

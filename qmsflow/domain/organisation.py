@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from . import limits
 from .aspects import ASPECTS
+from .deadlines import Ladder
 from .limits import Text
 from .procedures import MACHINES
 
@@ -310,8 +311,12 @@ class Integrations(Strict):
 
 
 class ApprovalSettings(Strict):
+    """Pending signatures: the deadline ladder runs from the request's creation (days)."""
+
     remind_after_days: int = Field(default=3, ge=1, le=90)
     escalate_after_days: int = Field(default=7, ge=1, le=180)
+    # the manager's manager; none by default
+    escalate_further_after_days: int | None = Field(default=None, ge=1, le=365)
     due_days: int = Field(default=14, ge=1, le=365)
     # click: a Slack button signs (the Slack account is the identity); reauth: the button opens the
     # dashboard signing page, where the password is entered again (21 CFR Part 11 §11.200)
@@ -321,7 +326,37 @@ class ApprovalSettings(Strict):
     def _escalate_after_remind(self) -> ApprovalSettings:
         if self.escalate_after_days <= self.remind_after_days:
             raise ValueError("escalate_after_days must be greater than remind_after_days")
+        if (
+            self.escalate_further_after_days is not None
+            and self.escalate_further_after_days <= self.escalate_after_days
+        ):
+            raise ValueError("escalate_further_after_days must be greater than escalate_after_days")
         return self
+
+    def ladder(self) -> Ladder:
+        return Ladder.of(self.remind_after_days, self.escalate_after_days, self.escalate_further_after_days)
+
+
+class CapaSettings(Strict):
+    """Overdue CAPA stages: the deadline ladder runs from the stage's due date (days after it)."""
+
+    remind_after_days: int = Field(default=1, ge=1, le=90)  # the CAPA owner; 1: the first day overdue
+    escalate_after_days: int = Field(default=7, ge=1, le=180)  # the owner's manager
+    escalate_further_after_days: int | None = Field(default=None, ge=1, le=365)  # the manager's manager
+
+    @model_validator(mode="after")
+    def _in_order(self) -> CapaSettings:
+        if self.escalate_after_days <= self.remind_after_days:
+            raise ValueError("escalate_after_days must be greater than remind_after_days")
+        if (
+            self.escalate_further_after_days is not None
+            and self.escalate_further_after_days <= self.escalate_after_days
+        ):
+            raise ValueError("escalate_further_after_days must be greater than escalate_after_days")
+        return self
+
+    def ladder(self) -> Ladder:
+        return Ladder.of(self.remind_after_days, self.escalate_after_days, self.escalate_further_after_days)
 
 
 class WebSettings(Strict):
@@ -351,6 +386,7 @@ class QmsConfig(Strict):
     documents: list[ControlledDocument] = Field(default_factory=list)
     retention: Retention = Retention()
     approvals: ApprovalSettings = ApprovalSettings()
+    capa: CapaSettings = CapaSettings()
     web: WebSettings = WebSettings()
     integrations: Integrations = Integrations()
     security: SecuritySettings = SecuritySettings()

@@ -190,7 +190,10 @@ NOTE_ACTIONS = frozenset(
 NOTE_SUFFIXES = (
     ".delete-refused",
     ".jira-transition-refused",
-)  # <kind>.delete-refused: a deletion refused under retention
+    ".reminded",
+    ".escalated",
+)  # <kind>.delete-refused: a deletion refused under retention; <kind>.reminded/.escalated: a rung of a
+# deadline ladder (services/deadlines.py)
 NOTE_PREFIXES = ("process.run-",)  # process.run-<state>: a flow run of a process (process_runs is operational)
 # before migration 0008, token events were recorded on the person's ref and never held a person's state
 LEGACY_NOTES = frozenset({("token.created", "person"), ("token.revoked", "person")})

@@ -20,21 +20,22 @@ from ..domain.approvals import (
     AlreadyDecided,
     ApprovalRequest,
     Decision,
-    FollowUp,
     Method,
     NotAuthorized,
     RequestStatus,
     RequiredRule,
     Signature,
-    follow_ups_due,
     required_signatures,
 )
+from ..domain.deadlines import Level, Notice
 from ..domain.errors import DomainError
 from ..domain.organisation import QmsConfig
 from ..store.tables import ApprovalRequestRow, OutboxRow, PersonRow, SignatureRow, TrailEventRow
 from ..store.uow import UnitOfWork
 from . import contents, reactions
 from .common import row_values
+from .deadlines import climb
+from .notices import notify
 from .outbox import enqueue
 from .records import NotFound, next_id
 
@@ -179,26 +180,6 @@ def open_request(
                 reauth=config.approvals.slack_signing == "reauth",
             )
     return row, True
-
-
-def notify(
-    uow: UnitOfWork, config: QmsConfig, person_id: str, key: str, stream: str, template: str, **context: Any
-) -> None:
-    """Queue a Slack DM to a person, when Slack is on (else the dashboard and CLI show it)."""
-    if slack.settings(config) is None:
-        return
-    person = uow.session.get(PersonRow, person_id)
-    if person is None:
-        return
-    message = slack.render(template, web_url=config.web.base_url.rstrip("/"), **context)
-    enqueue(
-        uow,
-        key,
-        slack.TARGET,
-        "post_dm",
-        stream,
-        {"email": person.email, "slack_id": person.slack_id, "text": message["text"], "blocks": message["blocks"]},
-    )
 
 
 def answer_in_slack(
@@ -358,56 +339,53 @@ def pending_for(uow: UnitOfWork, person_id: str) -> list[ApprovalRequestRow]:
 
 
 def follow_up(uow: UnitOfWork, config: QmsConfig, now: datetime) -> list[tuple[str, str, str]]:
-    """Remind pending approvers after N days, escalate to their managers after M days; each once, recorded."""
+    """The deadline ladder of pending signatures (``approvals`` in qms.yaml, days from the request's creation):
+    remind each pending approver, escalate to their manager, further to the manager's manager; each rung
+    once per approver, recorded in the trail (``approval.reminded`` / ``approval.escalated``)."""
     done: list[tuple[str, str, str]] = []
     people = _people(uow)
+    managers = {pid: p.manager for pid, p in people.items()}
+    ladder = config.approvals.ladder()
     rows = uow.session.scalars(
         select(ApprovalRequestRow)
         .where(ApprovalRequestRow.status == RequestStatus.PENDING.value)
         .order_by(ApprovalRequestRow.created_at)
     ).all()
     for row in rows:
+        if not ladder.due(row.created_at, now):
+            continue
         _, request = load(uow, row.id)
-        due = follow_ups_due(
-            row.created_at, now, config.approvals.remind_after_days, config.approvals.escalate_after_days
+        ref = f"approval:{row.id}"
+        sent = list(row.data.get("follow_ups", []))
+
+        def text(notice: Notice, row: ApprovalRequestRow = row) -> str:
+            if notice.level is Level.REMIND:
+                return f"Reminder: {row.id} ({row.title}) waits for your signature since {row.created_at:%Y-%m-%d}."
+            waiting = people[notice.waiting_for].name if notice.waiting_for in people else notice.waiting_for
+            return f"Escalation: {row.id} ({row.title}) has waited for {waiting} since {row.created_at:%Y-%m-%d}; please follow up."
+
+        fired = climb(
+            uow,
+            config,
+            ref=ref,
+            waiting_for=request.pending_approvers(),
+            since=row.created_at,
+            now=now,
+            ladder=ladder,
+            managers=managers,
+            sent=sent,
+            event=lambda level: "approval.reminded" if level is Level.REMIND else "approval.escalated",
+            text=text,
+            link=f"{config.web.base_url.rstrip('/')}/approvals/{row.id}",
+            # before the shared ladder (issue 12): "remind:APR-…:person", "escalate:APR-…:person"
+            legacy_keys=lambda n, rid=row.id: (f"{n.level.value}:{rid}:{n.waiting_for}",),
+            details={"age_days": (now - row.created_at).days},
         )
-        for person in request.pending_approvers():
-            for kind in due:
-                target = person if kind is FollowUp.REMIND else (people[person].manager if person in people else None)
-                if not target:
-                    continue
-                ref = f"approval:{row.id}"
-                key = f"{kind.value}:{row.id}:{person}"
-                sent = list(row.data.get("follow_ups", []))
-                if key in sent:
-                    continue
-                text = (
-                    f"Reminder: {row.id} ({row.title}) waits for your signature since {row.created_at:%Y-%m-%d}."
-                    if kind is FollowUp.REMIND
-                    else f"Escalation: {row.id} ({row.title}) has waited for {people[person].name} since "
-                    f"{row.created_at:%Y-%m-%d}; please follow up."
-                )
-                uow.record(
-                    "approval.reminded" if kind is FollowUp.REMIND else "approval.escalated",
-                    ref,
-                    None,
-                    {"to": target, "approver": person, "age_days": (now - row.created_at).days},
-                    actor="qmsflow",
-                )
-                before = row_values(row)
-                row.data = {**row.data, "follow_ups": [*sent, key]}  # each follow-up once, Slack on or off
-                uow.record("approval.follow-up-recorded", ref, before, row_values(row), actor="qmsflow")
-                notify(
-                    uow,
-                    config,
-                    target,
-                    f"slack:{key}",
-                    f"{ref}:{target}",
-                    "notice",
-                    text=text,
-                    link=f"{config.web.base_url.rstrip('/')}/approvals/{row.id}",
-                )
-                done.append((row.id, kind.value, target))
+        if fired:
+            before = row_values(row)
+            row.data = {**row.data, "follow_ups": sent}  # each rung once, Slack on or off
+            uow.record("approval.follow-up-recorded", ref, before, row_values(row), actor="qmsflow")
+            done.extend((row.id, n.level.value, n.to) for n in fired)
     return done
 
 

@@ -6,7 +6,7 @@ when Jira is switched on, queued in the outbox for Jira in the same transaction.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -23,14 +23,17 @@ from ..domain.capa import (
     closure_signers,
     stage_due,
 )
+from ..domain.deadlines import Level, Notice
 from ..domain.errors import DomainError, InvalidTransition
 from ..domain.organisation import QmsConfig
+from ..domain.records import CLOSED_STATUSES
 from ..domain.refs import capa_step
 from ..store.tables import ApprovalRequestRow, RecordRow
 from ..store.uow import UnitOfWork
 from . import contents, mirror
 from .approvals import notify, open_request
 from .common import row_values
+from .deadlines import climb
 from .reactions import on_decided
 from .records import NotFound, create_record, update_record
 
@@ -229,51 +232,63 @@ def on_request_decided(uow: UnitOfWork, config: QmsConfig, request: ApprovalRequ
         )
 
 
-def escalate_overdue(uow: UnitOfWork, config: QmsConfig, today: date, manager_after_days: int = 7) -> list[tuple]:
-    """Overdue stages: tell the owner, then the owner's manager; each once per stage; recorded."""
+LEVEL_WORDS = {Level.REMIND: "owner", Level.ESCALATE: "manager", Level.ESCALATE_FURTHER: "manager's manager"}
+
+
+def escalate_overdue(uow: UnitOfWork, config: QmsConfig, today: date) -> list[tuple]:
+    """The deadline ladder of overdue stages (``capa`` in qms.yaml, days after the stage's due date): tell the
+    owner, then the owner's manager, then theirs; each rung once per stage and due date, recorded in the
+    trail (``capa.escalated``), sent to Slack and as a Jira comment."""
+    ladder = config.capa.ladder()
     managers = {p.id: p.manager for p in config.people}
+    now = datetime.combine(today, time.min, tzinfo=UTC)
+    first = ladder.rungs[0].after_days if ladder.rungs else 0
     done = []
     rows = uow.session.scalars(
         select(RecordRow)
-        .where(RecordRow.kind == "capa", RecordRow.status != "closed", RecordRow.due_date < today)
-        .order_by(RecordRow.due_date)
-    )
+        .where(
+            RecordRow.kind == "capa",
+            RecordRow.status.not_in(CLOSED_STATUSES),
+            RecordRow.due_date <= today - timedelta(days=first),
+        )
+        .order_by(RecordRow.due_date, RecordRow.id)
+    ).all()
+    link = f"{config.web.base_url.rstrip('/')}/capas"
     for row in rows:
-        overdue_days = (today - row.due_date).days
-        targets = [("owner", row.owner)]
-        if overdue_days >= manager_after_days and managers.get(row.owner):
-            targets.append(("manager", managers[row.owner]))
+        if not row.owner:
+            continue
         sent = list(row.data.get("escalations", []))
-        for level, person in targets:
-            key = f"{row.status}:{row.due_date.isoformat()}:{level}"
-            if key in sent or not person:
-                continue
-            sent.append(key)
-            text = (
-                f"{row.id} ({row.title}) is overdue in {row.status} since {row.due_date.isoformat()}"
-                + ("" if level == "owner" else f"; owner {row.owner}")
+        due_text = row.due_date.isoformat()
+
+        def text(notice: Notice, row: RecordRow = row, due_text: str = due_text) -> str:
+            return (
+                f"{row.id} ({row.title}) is overdue in {row.status} since {due_text}"
+                + ("" if notice.level is Level.REMIND else f"; owner {row.owner}")
                 + "."
             )
-            uow.record(
-                "capa.escalated",
-                f"record:{row.id}",
-                None,
-                {"to": person, "level": level, "stage": row.status, "due": row.due_date.isoformat()},
-                actor="qmsflow",
-            )
-            notify(
-                uow,
-                config,
-                person,
-                f"slack:{row.id}:escalate:{key}",
-                f"capa:{row.id}:{person}",
-                "notice",
-                text=text,
-                link=f"{config.web.base_url.rstrip('/')}/capas",
-            )
-            mirror.comment(uow, config, row, f"comment:{key}", f"qmsflow escalation: {text}")
-            done.append((row.id, level, person))
-        if len(sent) != len(row.data.get("escalations", [])):
+
+        fired = climb(
+            uow,
+            config,
+            ref=f"record:{row.id}",
+            waiting_for=[row.owner],
+            since=datetime.combine(row.due_date, time.min, tzinfo=UTC),
+            now=now,
+            ladder=ladder,
+            managers=managers,
+            sent=sent,
+            event=lambda level: "capa.escalated",
+            text=text,
+            link=link,
+            stage=row.status,
+            # before the shared ladder (issue 12): "STAGE:DUE:owner", "STAGE:DUE:manager"
+            legacy_keys=lambda n, st=row.status, d=due_text: (f"{st}:{d}:{LEVEL_WORDS[n.level]}",),
+            details={"due": due_text},
+        )
+        for notice in fired:
+            mirror.comment(uow, config, row, f"comment:{notice.key}", f"qmsflow escalation: {text(notice)}")
+            done.append((row.id, notice.level.value, notice.to))
+        if fired:
             update_record(uow, row, "escalations-recorded", data={**row.data, "escalations": sent})
     return done
 

@@ -10,16 +10,16 @@ from qmsflow.domain.approvals import (
     AlreadyDecided,
     ApprovalRequest,
     Decision,
-    FollowUp,
     Method,
     NotAuthorized,
     RequestStatus,
     Signature,
     describe_rule,
-    follow_ups_due,
     required_signatures,
 )
+from qmsflow.domain.deadlines import Level
 from qmsflow.domain.errors import DomainError
+from qmsflow.domain.organisation import ApprovalSettings
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 HASH = "ab" * 32
@@ -146,10 +146,12 @@ def test_refusals_carry_the_kind_of_reason() -> None:
     ("age_days", "expected"),
     [
         (2.9, []),
-        (3, [FollowUp.REMIND]),
-        (6.9, [FollowUp.REMIND]),
-        (7, [FollowUp.REMIND, FollowUp.ESCALATE]),
+        (3, [Level.REMIND]),
+        (6.9, [Level.REMIND]),
+        (7, [Level.REMIND, Level.ESCALATE]),
+        (400, [Level.REMIND, Level.ESCALATE]),
     ],
 )
-def test_follow_ups(age_days: float, expected: list[FollowUp]) -> None:
-    assert follow_ups_due(T0, T0 + timedelta(days=age_days), 3, 7) == expected
+def test_follow_ups_climb_the_approvals_ladder(age_days: float, expected: list[Level]) -> None:
+    ladder = ApprovalSettings().ladder()  # remind after 3 days, escalate after 7, no further rung by default
+    assert [r.level for r in ladder.due(T0, T0 + timedelta(days=age_days))] == expected
