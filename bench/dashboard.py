@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -71,7 +72,11 @@ def main() -> int:
         except httpx.HTTPError:
             time.sleep(0.1)
     client = httpx.Client(base_url=base, timeout=30)
-    login = client.post("/login", data={"username": "ana", "password": "demo-ana-password", "next": "/"})
+    form = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text)
+    login = client.post(
+        "/login",
+        data={"username": "ana", "password": "demo-ana-password", "next": "/", "csrf": form.group(1) if form else ""},
+    )
     assert login.status_code in (200, 303), login.text
     pages = {
         "baseline /ping": "/ping",

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from ..domain.approvals import RequestStatus
@@ -22,6 +23,7 @@ from ..store.tables import (
     SignatureRow,
     TrailEventRow,
     VerificationRow,
+    record_is_open,
 )
 
 PAGE = 50
@@ -141,42 +143,87 @@ def document_history(session: Session, doc_id: str, page: int) -> tuple[Page, di
     return versions, signatures
 
 
-def capa_board(session: Session, limit_per_stage: int = 12) -> dict[str, tuple[int, list[RecordRow]]]:
-    counts = dict(
+def capa_board(session: Session, limit_per_stage: int = 12) -> dict[str, tuple[int, list[Any]]]:
+    """Each stage's count and its oldest items. The open stages are counted and listed from the partial
+    index on open records; only the closed count reads the (covering) kind/status index."""
+    open_counts = dict(
         session.execute(
-            select(RecordRow.status, func.count()).where(RecordRow.kind == "capa").group_by(RecordRow.status)
+            select(RecordRow.status, func.count())
+            .where(RecordRow.kind == "capa", record_is_open())
+            .group_by(RecordRow.status)
         ).all()
     )
+    shown = [stage for stage in STAGES if stage not in CLOSED_STATUSES]
+    oldest = [
+        select(*CARD)
+        .where(RecordRow.kind == "capa", record_is_open(), RecordRow.status == stage)
+        .order_by(RecordRow.created_at)
+        .limit(limit_per_stage)
+        .subquery()
+        for stage in shown
+    ]
+    items: dict[str, list[Any]] = {stage: [] for stage in shown}
+    if oldest:  # one statement for every stage's oldest cards
+        for row in session.execute(union_all(*(select(sub) for sub in oldest))):
+            items[row.status].append(row)
     board = {}
     for stage in STAGES:
-        if stage == "closed":
-            board[stage] = (counts.get(stage, 0), [])
-            continue
-        rows = session.scalars(
-            select(RecordRow)
-            .where(RecordRow.kind == "capa", RecordRow.status == stage)
-            .order_by(RecordRow.created_at)
-            .limit(limit_per_stage)
-        ).all()
-        board[stage] = (counts.get(stage, 0), list(rows))
+        if stage in CLOSED_STATUSES:
+            board[stage] = (closed_count(session, "capa", stage), [])
+        else:
+            board[stage] = (open_counts.get(stage, 0), items[stage])
     return board
 
 
-def overdue(session: Session, today: date, page: int, kind: str | None = None) -> Page:
-    query = (
-        select(RecordRow)
-        .where(RecordRow.status.not_in(CLOSED_STATUSES), RecordRow.due_date < today)
-        .order_by(RecordRow.due_date, RecordRow.id)
+CLOSED_COUNT_SECONDS = 60.0
+_closed_counts: dict[tuple[str, str, str], tuple[float, int]] = {}
+
+
+def closed_count(session: Session, kind: str, status: str) -> int:
+    """How many records of ``kind`` are in the closed ``status``: counting ten years of closed CAPAs reads
+    ~100,000 index entries (~25 ms on SQLite), so the count is kept for CLOSED_COUNT_SECONDS per store, as
+    the charts are; the open stages are always counted afresh."""
+    key = (str(session.get_bind().url), kind, status)
+    now = time.monotonic()
+    cached = _closed_counts.get(key)
+    if cached is not None and now - cached[0] < CLOSED_COUNT_SECONDS:
+        return cached[1]
+    count = session.scalar(
+        select(func.count()).select_from(RecordRow).where(RecordRow.kind == kind, RecordRow.status == status)
     )
+    _closed_counts[key] = (now, count or 0)
+    return count or 0
+
+
+# what a card or a line of a list shows: never the record's data (a CAPA's stages, JSON of kilobytes)
+CARD = (RecordRow.id, RecordRow.kind, RecordRow.title, RecordRow.owner, RecordRow.status, RecordRow.due_date)
+
+
+def _in_order(session: Session, ids: list[str]) -> list[Any]:
+    """The cards of ``ids``, in that order: the ids come from an index alone, the cards by primary key."""
+    if not ids:
+        return []
+    rows = {r.id: r for r in session.execute(select(*CARD).where(RecordRow.id.in_(ids)))}
+    return [rows[i] for i in ids if i in rows]
+
+
+def overdue(session: Session, today: date, page: int, kind: str | None = None) -> Page:
+    """Open items past their due date (domain.records.is_overdue), oldest due first, paged: the page's ids
+    from the partial index on open records, then only those rows."""
+    page = max(page, 1)
+    query = select(RecordRow.id).where(record_is_open(), RecordRow.due_date < today)
     if kind:
         query = query.where(RecordRow.kind == kind)
-    return paged(session, query, page)
+    query = query.order_by(RecordRow.due_date, RecordRow.id).limit(PAGE + 1).offset((page - 1) * PAGE)
+    ids = list(session.scalars(query))
+    rows = _in_order(session, ids[:PAGE])
+    return Page([(row,) for row in rows], page, len(ids) > PAGE)
 
 
 def capa_ageing(session: Session, now: datetime) -> list[tuple[str, int]]:
     out = []
     for label, low, high in AGE_BUCKETS:
-        conditions = [RecordRow.kind == "capa", RecordRow.status.not_in(CLOSED_STATUSES)]
+        conditions = [RecordRow.kind == "capa", record_is_open()]
         conditions.append(RecordRow.created_at <= now - timedelta(days=low))
         if high is not None:
             conditions.append(RecordRow.created_at > now - timedelta(days=high + 1))

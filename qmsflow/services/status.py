@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from typing import Any
 
 from croniter import croniter
 from sqlalchemy import and_, case, func, select
 
-from ..domain.records import CLOSED_STATUSES
 from ..store.db import Database
-from ..store.tables import ApprovalRequestRow, PersonRow, ProcessRow, ProcessRunRow, RecordRow
+from ..store.tables import ApprovalRequestRow, PersonRow, ProcessRow, ProcessRunRow, RecordRow, record_is_open
 from ..store.uow import UnitOfWork
 
 
@@ -32,13 +32,19 @@ class ProcessStatus:
 def next_due(schedule: str | None, after: datetime) -> datetime | None:
     if not schedule:
         return None
-    return croniter(schedule, after).get_next(datetime)
+    # a schedule's next time after any moment of a minute is the same (cron has minutes): computed once a minute
+    return _next_due(schedule, after.replace(second=0, microsecond=0))
+
+
+@lru_cache(maxsize=256)
+def _next_due(schedule: str, minute: datetime) -> datetime:
+    return croniter(schedule, minute).get_next(datetime)
 
 
 def process_status(db: Database, today: date | None = None, now: datetime | None = None) -> list[ProcessStatus]:
     now = now or datetime.now(UTC)
     today = today or now.date()
-    is_open = RecordRow.status.not_in(CLOSED_STATUSES)
+    is_open = record_is_open()  # the partial index on open records counts them
     with db.read() as session:
         counts = dict(
             (row[0], (row[1], row[2] or 0))

@@ -25,12 +25,14 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.sql.expression import ColumnElement
+from sqlalchemy.sql.expression import ColumnElement, TextClause
 
 from ..domain import limits
+from ..domain.records import CLOSED_STATUSES
 from ..domain.trail import TrailEvent, parse_event
 
 
@@ -122,12 +124,34 @@ class DocumentVersionRow(Base):
     approval_request: Mapped[str | None] = mapped_column(String(40))
 
 
+CLOSED_SQL = ", ".join(f"'{status}'" for status in sorted(CLOSED_STATUSES))
+OPEN_RECORD_SQL = f"status NOT IN ({CLOSED_SQL})"
+OPEN_RECORD_INDEXES = {
+    "ix_records_open_kind_due": ("kind", "due_date", "id"),
+    "ix_records_open_due": ("due_date", "id"),
+    "ix_records_open_process_due": ("process", "due_date"),
+    "ix_records_open_kind_status_created": ("kind", "status", "created_at"),
+}
+
+
+def record_is_open() -> TextClause:
+    """``records.status`` is not a closed status (domain.records.CLOSED_STATUSES), written exactly as the
+    partial indexes' condition so that SQLite's and PostgreSQL's planners use them."""
+    return text(f"records.{OPEN_RECORD_SQL}")
+
+
 class RecordRow(Base):
     __tablename__ = "records"
     __table_args__ = (
         Index("ix_records_kind_status", "kind", "status"),
         Index("ix_records_process_status", "process", "status"),
         Index("ix_records_status_due", "status", "due_date"),
+        # open records only (a few percent of ten years of them): the read models' overdue lists, the
+        # boards and the per-process counts (migration 0011); queries name OPEN_RECORD_SQL literally
+        *(
+            Index(name, *columns, sqlite_where=text(OPEN_RECORD_SQL), postgresql_where=text(OPEN_RECORD_SQL))
+            for name, columns in OPEN_RECORD_INDEXES.items()
+        ),
     )
     id: Mapped[str] = mapped_column(String(limits.RECORD_ID), primary_key=True)
     kind: Mapped[str] = mapped_column(String(40))
