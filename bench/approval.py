@@ -4,8 +4,10 @@
 
 Starts `qms up` (Prefect server, runner, web app) on a scaffolded repo with a fake Slack, then:
 1. approval: for each round, a document review is submitted and suspends; from the signed Slack
-   POST, the time until the flow is past the approval (the version is effective in the records
-   store, polled every 20 ms) and until the run is COMPLETED (controlled copy rendered, owner told);
+   POST, the time until the records are final (the version is effective in the records store,
+   polled every 20 ms: p50 and p95 over the rounds, goal p95 <= 300 ms), until the flow is past the
+   approval (its apply-decision task started, the server's time) and until the run is COMPLETED
+   (controlled copy rendered, owner told);
 2. baseline, in the same run and against the same Prefect server: a bare flow that only suspends
    and is resumed through the API (same resume path, no QMS work), timed from resume to COMPLETED;
 3. ack latency: --clicks signed POSTs to /slack/interactions, time to the HTTP 200.
@@ -86,6 +88,28 @@ def completed_at(api_url: str, run_id: str) -> float:
     return max(t for t, name in states_of(api_url, run_id) if name == "Completed")
 
 
+def past_approval_at(api_url: str, run_id: str) -> float:
+    """When the resumed run was past the approval: the start of its apply-decision task (server time).
+
+    Since the decision takes effect when it is signed, the version is effective long before the run
+    resumes; "past the approval" is the run's own progress, the same point for every qmsflow release."""
+    deadline = time.time() + 30
+    while True:
+        runs = httpx.post(
+            f"{api_url}/task_runs/filter", json={"flow_runs": {"id": {"any_": [run_id]}}}, timeout=10
+        ).json()
+        starts = [
+            datetime.fromisoformat(r["start_time"].replace("Z", "+00:00")).timestamp()
+            for r in runs
+            if r["name"].startswith("apply-review-decision") and r.get("start_time")
+        ]
+        if starts:
+            return min(starts)
+        if time.time() > deadline:
+            raise RuntimeError(f"flow run {run_id} has no apply-review-decision task run")
+        time.sleep(0.2)
+
+
 def phases(api_url: str, run_id: str, t0: float, end: float) -> tuple[float, float, float]:
     """(until resumed, runner poll wait, run start + work): t0 -> Resuming -> Pending -> end."""
     states = [(t, name) for t, name in states_of(api_url, run_id) if t >= t0]
@@ -94,6 +118,12 @@ def phases(api_url: str, run_id: str, t0: float, end: float) -> tuple[float, flo
     if os.environ.get("BENCH_DEBUG"):
         print("  " + ", ".join(f"{name} +{t - t0:.2f}" for t, name in states), file=sys.stderr)
     return resuming - t0, pending - resuming, end - pending
+
+
+def percentile(ordered: list[float], pct: float) -> float:
+    """The nearest-rank percentile of an ascending list (p95 of 10 rounds is the 10th value)."""
+    rank = max(1, -(-len(ordered) * pct // 100))
+    return ordered[int(rank) - 1]
 
 
 def click(request_id: str, user: str = "U0BEN0001") -> dict:
@@ -129,7 +159,7 @@ def main() -> int:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            approval_s, applied_s, baseline_s = [], [], []
+            approval_s, applied_s, past_s, baseline_s = [], [], [], []
             ours_phases, bare_phases = [], []
             for n in range(args.rounds):
                 doc = DOCS[n % len(DOCS)]
@@ -175,7 +205,8 @@ def main() -> int:
                 applied_s.append(time.time() - t0)
                 stack.wait_state(request.flow_run_id, "COMPLETED", timeout=120)
                 approval_s.append(completed_at(stack.api_url, request.flow_run_id) - t0)
-                ours_phases.append(phases(stack.api_url, request.flow_run_id, t0, t0 + applied_s[-1]))
+                past_s.append(past_approval_at(stack.api_url, request.flow_run_id) - t0)
+                ours_phases.append(phases(stack.api_url, request.flow_run_id, t0, t0 + past_s[-1]))
 
                 run_id = subprocess.run(
                     [sys.executable, str(ROOT / "bench" / "bare_flow.py"), "--start"],
@@ -192,7 +223,8 @@ def main() -> int:
                 baseline_s.append(completed_at(stack.api_url, run_id) - t0)
                 bare_phases.append(phases(stack.api_url, run_id, t0, t0 + baseline_s[-1]))
                 print(
-                    f"round {n + 1}: past approval {applied_s[-1]:.2f} s, completed {approval_s[-1]:.2f} s, "
+                    f"round {n + 1}: records final {applied_s[-1]:.2f} s, flow past approval {past_s[-1]:.2f} s, "
+                    f"completed {approval_s[-1]:.2f} s, "
                     f"bare suspend/resume {baseline_s[-1]:.2f} s",
                     file=sys.stderr,
                 )
@@ -215,12 +247,20 @@ def main() -> int:
         return f"{label:44} mean {statistics.mean(values):5.2f} s (min {min(values):.2f}, max {max(values):.2f})"
 
     print(line("signed POST -> decision applied (effective)", applied_s))
+    final = sorted(applied_s)
+    p95_final = percentile(final, 95) * 1000
+    print(
+        f"signed POST -> records final (version effective), over {len(final)} rounds: "
+        f"p50 {percentile(final, 50) * 1000:.0f} ms, p95 {p95_final:.0f} ms "
+        f"(goal p95 <= 300 ms: {'met' if p95_final <= 300 else 'NOT met'}; polled every 20 ms)"
+    )
     print(line("signed POST -> review flow completed (+PDF)", approval_s))
     print(line("bare flow: resume -> completed (baseline)", baseline_s))
     med_b = statistics.median(baseline_s)
-    ratio = statistics.mean(applied_s) / mean_b
+    print(line("signed POST -> flow past the approval", past_s))
+    ratio = statistics.mean(past_s) / mean_b
     print(
-        f"ratio past approval/baseline: mean {ratio:.2f}, median {statistics.median(applied_s) / med_b:.2f} "
+        f"ratio flow past approval/baseline: mean {ratio:.2f}, median {statistics.median(past_s) / med_b:.2f} "
         f"(goal <= 1.2: {'met' if ratio <= 1.2 else 'NOT met'})"
     )
     print(
