@@ -16,24 +16,15 @@ Resuming re-runs this body from the top: every step before the wait returns what
 
 from __future__ import annotations
 
-import importlib
-import multiprocessing
-import sys
-import threading
-
 import prefect.cache_policies  # noqa: F401 - what tasks.approvals needs of Prefect, imported here first
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from tasks.human import import_in_background, wait_for_decision
 from tasks.runs import record_refused_run
 
-# The tasks bring the records store, SQLAlchemy and the config models (about 0.3 s of imports). A
-# resumed run is a new process, started by the runner: there, import them in the background while
-# Prefect starts the run, and let the body's own import below wait for that one
-# (docs/adr/0008-decision-before-rendering.md). Elsewhere (the runner itself, tests, tools) the module
-# imports nothing in the background.
-if multiprocessing.parent_process() is not None and "tasks.approvals" not in sys.modules:
-    threading.Thread(target=importlib.import_module, args=("tasks.approvals",), name="qms-import", daemon=True).start()
+# a resumed run is a new process: the tasks' imports start while Prefect starts the run
+import_in_background("tasks.approvals")
 
 FLOW_NAME = "document-review"
 
@@ -54,14 +45,18 @@ def document_review(submission_id: str) -> dict:
         render_copy_task,
         request_status_task,
     )
-    from tasks.human import wait_for_decision
 
+    # 1. open the approval request from the submission, and ask the approvers
     request = open_review_task(submission_id, str(flow_run.id))
     if request["status"] == "pending":
-        deliver_outbox_task()  # ask the approvers now; the outbox flow retries what fails
+        deliver_outbox_task()  # the approvers' messages now; the outbox flow retries what fails
+    # 2. wait for the decision (suspended; the deciding signature resumes the run)
     request = wait_for_decision(request, request_status_task)
+    # 3. apply the decision (it took effect when it was signed: confirmed here)
     outcome = apply_decision_task(request["id"])
     get_run_logger().info("%s: %s", request["id"], outcome["text"])
+    # 4. render the controlled copy, and re-issue the superseded one stamped OBSOLETE
     outcome.update(render_copy_task(request["id"]))
-    outcome["notices"] = deliver_outbox_task()  # the owner's notice, queued with the decision
+    # 5. tell the document owner (the notice was queued with the decision)
+    outcome["notices"] = deliver_outbox_task()
     return outcome

@@ -1,13 +1,36 @@
-"""Waiting for a human decision inside a flow: shared by every procedure with a signed step."""
+"""Waiting for a human decision inside a flow: shared by every procedure with a signed step.
+
+- ``import_in_background``: a flow that waits for a person is resumed in a new process; there, the
+  tasks' imports (records store, SQLAlchemy, config models: about 0.3 s) start while Prefect starts
+  the run (docs/adr/0008-decision-before-rendering.md).
+- ``wait_for_decision``: the suspend/resume loop around an approval request.
+
+This module imports nothing of qmsflow, so a flow module can import it at once.
+"""
 
 from __future__ import annotations
 
+import importlib
+import multiprocessing
+import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
 from prefect import get_run_logger
 from prefect.flow_runs import suspend_flow_run
 from pydantic import BaseModel
+
+
+def import_in_background(module: str) -> threading.Thread | None:
+    """Import ``module`` in a daemon thread when this is a process the runner started for a run (a resumed
+    run), so the flow body's own import of it only waits for that one. Elsewhere (the runner itself, tests,
+    tools) nothing is imported in the background and None is returned."""
+    if multiprocessing.parent_process() is None or module in sys.modules:
+        return None
+    thread = threading.Thread(target=importlib.import_module, args=(module,), name="qms-import", daemon=True)
+    thread.start()
+    return thread
 
 
 class ApprovalDecided(BaseModel):
