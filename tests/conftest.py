@@ -143,3 +143,14 @@ def synced_ctx(request: pytest.FixtureRequest, repo: Path, monkeypatch: pytest.M
         uow.commit()
     yield context
     context.close()
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[str]:
+    """Prefect's own test harness, once per session: a temporary Prefect server (its own SQLite database)
+    that flows called in-process report to. Yields its API URL; started only by tests that ask for it."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield PREFECT_API_URL.value()

@@ -284,6 +284,7 @@ def escalate_overdue(uow: UnitOfWork, config: QmsConfig, today: date) -> list[tu
             # before the shared ladder (issue 12): "STAGE:DUE:owner", "STAGE:DUE:manager"
             legacy_keys=lambda n, st=row.status, d=due_text: (f"{st}:{d}:{LEVEL_WORDS[n.level]}",),
             details={"due": due_text},
+            stream=f"capa:{row.id}",
         )
         for notice in fired:
             mirror.comment(uow, config, row, f"comment:{notice.key}", f"qmsflow escalation: {text(notice)}")

@@ -36,13 +36,16 @@ def climb(
     stage: str = "",
     legacy_keys: Callable[[Notice], Iterable[str]] = lambda notice: (),
     details: Mapping[str, Any] | None = None,
+    stream: str | None = None,
 ) -> list[Notice]:
     """Fire the rungs of ``ladder`` due ``now`` for ``ref`` (waiting for ``waiting_for`` since ``since``).
 
     ``sent`` is the item's list of keys already fired (appended to here: the caller stores it in the
     item's data in the same unit of work). ``legacy_keys`` names keys an earlier release wrote for the
     same rung, so an upgraded store does not send it twice. Each rung: one trail event ``event(level)``
-    on ``ref`` (key, level, to, waiting for, since, stage) and one Slack notice keyed ``slack:KEY``.
+    on ``ref`` (key, level, to, waiting for, since, stage) and one Slack notice keyed ``slack:KEY``, in the
+    outbox stream ``STREAM:PERSON`` (``stream`` defaults to ``ref``: messages to a person about one item
+    go in order).
     """
     already = set(sent)
 
@@ -77,7 +80,7 @@ def climb(
             config,
             notice.to,
             f"slack:{notice.key}",
-            f"{ref}:{notice.to}",
+            f"{stream or ref}:{notice.to}",
             "notice",
             text=text(notice),
             link=link,
