@@ -258,9 +258,8 @@ def _deployment_run(flow, parameters: dict) -> str:  # noqa: ANN001
 
 def _execute(flow, run_id: str, parameters: dict):  # noqa: ANN001, ANN202
     from prefect.client.orchestration import get_client
-    from prefect.flow_engine import run_flow
-
     from prefect.exceptions import Pause
+    from prefect.flow_engine import run_flow
 
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(run_id)
