@@ -273,6 +273,7 @@ class ApprovalRequestRow(Base):
     __table_args__ = (
         Index("ix_approval_requests_status_created", "status", "created_at"),
         Index("ix_approval_requests_process_status", "process", "status"),
+        Index("ix_approval_requests_created", "created_at"),  # the newest requests (migration 0011)
     )
     id: Mapped[str] = mapped_column(String(limits.RECORD_ID), primary_key=True)
     key: Mapped[str] = mapped_column(String(limits.KEY), unique=True)

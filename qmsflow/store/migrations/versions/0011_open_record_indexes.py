@@ -1,5 +1,6 @@
 """Partial indexes on open records: the overdue lists, the CAPA board and the per-process counts read only
-the open records (a few percent of ten years of them) instead of every record.
+the open records (a few percent of ten years of them) instead of every record. And the newest approval
+requests (the approvals page) by their creation time instead of sorting all of them.
 
 Revision ID: 0011
 Revises: 0008
@@ -34,8 +35,10 @@ def upgrade() -> None:
             sqlite_where=sa.text(OPEN_RECORD_SQL),
             postgresql_where=sa.text(OPEN_RECORD_SQL),
         )
+    op.create_index("ix_approval_requests_created", "approval_requests", ["created_at"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_approval_requests_created", table_name="approval_requests")
     for name in INDEXES:
         op.drop_index(name, table_name="records")
