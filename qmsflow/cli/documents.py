@@ -80,7 +80,7 @@ def document_render(
     version: Annotated[Optional[str], typer.Option(help="The version to render (default: the effective one).")] = None,
 ) -> None:
     """Render the controlled copy (HTML + PDF) of an approved version again, e.g. after a failed rendering."""
-    from ..services.render import RenderError
+    from ..adapters.render import RenderError
     from ..services.review import render_document_copy
     from ..store.uow import UnitOfWork
 

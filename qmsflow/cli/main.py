@@ -27,7 +27,7 @@ def run(argv: list[str] | None = None) -> int:
     """Entry point of the ``qms`` script: map every error to one message and an exit code."""
     from sqlalchemy.exc import DataError, ProgrammingError
 
-    from ..services.scaffold import ScaffoldError
+    from ..scaffold import ScaffoldError
     from ..stack import StackError
     from ..store.db import StoreError
 

@@ -45,7 +45,7 @@ def init(
     trusted_single_user: Annotated[bool, typer.Option(hidden=True)] = False,
 ) -> None:
     """Scaffold a compliance repo: qms.yaml, the ten procedures of a minimum QMS, docs/adr."""
-    from ..services.scaffold import ScaffoldError, scaffold
+    from ..scaffold import ScaffoldError, scaffold
 
     try:
         report = scaffold(directory, org_name=org, force=force, git=git, trusted_single_user=trusted_single_user)
@@ -199,7 +199,7 @@ def demo(
     ] = "small",
 ) -> None:
     """Scaffold a demo compliance repo if absent, and fill its store with demo records."""
-    from ..services.demo import seed
+    from ..demo.seed import seed
 
     if scale not in ("small", "large"):
         raise CliError(f"--scale {scale!r} is not allowed (allowed: small, large)", code=2)
@@ -223,8 +223,8 @@ def _anchor_now(ctx) -> None:  # noqa: ANN001
 def _demo_large(directory: Path) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from ..services.demo import _demo_users
-    from ..services.demo_large import fill, write_config
+    from ..demo.large import fill, write_config
+    from ..demo.seed import _demo_users
     from ..services.queries import trail_size
 
     if (directory / "qms.yaml").exists():

@@ -23,7 +23,7 @@ RULES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("qmsflow", OUTER, ()),
     ("qmsflow.store", ("qmsflow.services", "qmsflow.web", "qmsflow.cli", "qmsflow.adapters"), ()),
     ("qmsflow.adapters", ("qmsflow.services", "qmsflow.web", "qmsflow.cli", "qmsflow.store"), ()),
-    ("qmsflow.services", ("qmsflow.web", "qmsflow.cli"), ()),
+    ("qmsflow.services", ("qmsflow.web", "qmsflow.cli", "qmsflow.demo"), ()),
     ("qmsflow.web", ("qmsflow.cli", "qmsflow.store.tables"), ()),
     ("qmsflow.cli", ("qmsflow.store.tables",), ()),
     ("tasks", ("flows", "deployments", "qmsflow.web", "qmsflow.cli", "qmsflow.store.tables"), ()),

@@ -6,11 +6,11 @@ from urllib.parse import quote
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from ...adapters.render import markdown_to_html
 from ...domain import limits
 from ...domain.approvals import AlreadyDecided, Decision, Method, NotAuthorized
 from ...services import accounts, approvals, contents, dashboard, queries
 from ...services.records import NotFound
-from ...services.render import markdown_to_html
 from ...store.uow import UnitOfWork
 from ..site import Site, client_address
 
