@@ -42,7 +42,7 @@ from identityutil import token  # noqa: E402
 from stackutil import start_stack  # noqa: E402
 
 from qmsflow.adapters import prefect_api  # noqa: E402
-from qmsflow.services.scaffold import scaffold  # noqa: E402
+from qmsflow.scaffold import scaffold  # noqa: E402
 from qmsflow.store.db import Database  # noqa: E402
 from qmsflow.store.tables import ApprovalRequestRow, DocumentVersionRow  # noqa: E402
 

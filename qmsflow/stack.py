@@ -158,7 +158,7 @@ class Stack:
             self.say("Prefect server ready")
         else:
             wait_healthy(self.api_url, 30)
-        runner = self._spawn("runner", "runner", ["-m", "qmsflow.runner"], env)
+        runner = self._spawn("runner", "runner", ["-m", "deployments.runner"], env)
         names = self._wait_deployments(runner)
         self.say(f"runner serving {len(names)} deployment(s): {', '.join(names)}")
         if not port_free(self.host, self.web_port):

@@ -24,7 +24,7 @@ from identityutil import account, password_of, token
 from sqlalchemy import func, select
 from stackutil import QMS, RunningStack, start_stack
 
-from qmsflow.services.scaffold import scaffold
+from qmsflow.scaffold import scaffold
 from qmsflow.store.db import Database
 from qmsflow.store.tables import ApprovalRequestRow, DocumentVersionRow, SignatureRow, TrailEventRow
 

@@ -18,7 +18,7 @@ import pytest
 from fakes.slack import FakeSlack
 from test_document_review import SECRET, SLACK_ID, USERS, World
 
-from qmsflow.services.scaffold import scaffold
+from qmsflow.scaffold import scaffold
 from qmsflow.store.tables import ApprovalRequestRow, SubmissionRow, TrailEventRow
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 from stackutil import RunningStack, start_stack
 
-from qmsflow.services.scaffold import scaffold
+from qmsflow.scaffold import scaffold
 from qmsflow.store import trail
 from qmsflow.store.db import Database
 from qmsflow.store.tables import DocumentVersionRow, ProcessRunRow, RecordRow

@@ -29,8 +29,8 @@ from ..services.delivery import deliver
 from ..services.records import NotFound
 from ..store.uow import UnitOfWork
 from .dashboard import LoginRequired, build_router
-from .dashboard import _env as _error_env
 from .guard import Guard, security_headers
+from .site import environment as _error_env
 from .slack_interactions import BadPayload, SlackInteractions, load_payload, parse
 
 log = logging.getLogger("qmsflow.web")

@@ -31,7 +31,7 @@ from ..store.tables import (
     SignatureRow,
 )
 from ..store.uow import UnitOfWork
-from .sync import sync_config
+from ..services.sync import sync_config
 
 SYSTEM_DOCS = (
     ("TD", "Technical documentation (Annex IV)"),
@@ -75,7 +75,7 @@ LAST = ("Alves", "Brandt", "Chen", "Patel", "Novak", "Weber", "Rossi", "Dubois",
 def write_config(root: Path, systems: int = 50, people: int = 40, seed: int = 7) -> int:
     """Write qms.yaml and the document files of the large organisation; returns the document count."""
     from ..settings import parse_config
-    from .scaffold import environment, render_document
+    from ..scaffold import environment, render_document
 
     rng = random.Random(seed)
     yaml = YAML()

@@ -15,7 +15,7 @@ import sys
 def main() -> int:
     from prefect import serve
 
-    import deployments
+    import deployments  # this package: the runner is the deployments' entry point
     from qmsflow.settings import ConfigError, load_config
 
     try:
