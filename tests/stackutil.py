@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import queue
 import socket
@@ -52,6 +54,22 @@ class RunningStack:
     @property
     def web_url(self) -> str:
         return f"http://127.0.0.1:{self.web_port}"
+
+    def state(self) -> dict:
+        """The stack's own state file (`.qms/stack.json`): urls, pids, children, the API credential."""
+        return json.loads((self.repo / ".qms" / "stack.json").read_text())
+
+    @property
+    def auth_string(self) -> str:
+        return self.state()["auth_string"]
+
+    def headers(self) -> dict[str, str]:
+        """What an insider sends: the stack's credential (HTTP basic auth), read from its state file."""
+        return {"Authorization": "Basic " + base64.b64encode(self.auth_string.encode()).decode()}
+
+    def api(self, method: str, path: str, **kw) -> httpx.Response:  # noqa: ANN003
+        """A request to the stack's Prefect API with its credential."""
+        return httpx.request(method, f"{self.api_url}{path}", headers=self.headers(), timeout=10, **kw)
 
     def _read(self) -> None:
         for raw in self.proc.stdout:
@@ -104,6 +122,7 @@ class RunningStack:
         env.update(
             {
                 "PREFECT_API_URL": self.api_url,
+                "PREFECT_API_AUTH_STRING": self.auth_string,
                 "DO_NOT_TRACK": "1",
                 "PREFECT_HOME": str(self.repo / ".qms" / "prefect-cli"),
                 "COLUMNS": "200",
@@ -114,7 +133,7 @@ class RunningStack:
         )
 
     def flow_state(self, flow_run_id: str) -> str | None:
-        response = httpx.get(f"{self.api_url}/flow_runs/{flow_run_id}", timeout=10)
+        response = self.api("GET", f"/flow_runs/{flow_run_id}")
         response.raise_for_status()
         state = response.json().get("state") or {}
         return state.get("type")

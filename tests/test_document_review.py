@@ -58,7 +58,7 @@ class World:
         env: dict[str, str] | None = None,
         input: str | None = None,  # noqa: A002
     ) -> subprocess.CompletedProcess:
-        full = {**self.stack.env, "PREFECT_API_URL": self.stack.api_url, **(env or {})}
+        full = {**self.stack.env, **(env or {})}  # the stack is found from its state file in .qms/
         return subprocess.run(
             [QMS, *args, "-c", str(self.repo / "qms.yaml")],
             env=full,
@@ -299,7 +299,7 @@ def test_a_lost_controlled_copy_is_rendered_again_from_the_record(world: World) 
 
 def test_a_submission_that_cannot_be_reviewed_is_refused_before_a_run_starts(world: World) -> None:
     before = world.request_ids()
-    runs = httpx.post(f"{world.stack.api_url}/flow_runs/count", json=REVIEW_RUNS, timeout=10).json()
+    runs = world.stack.api("POST", "/flow_runs/count", json=REVIEW_RUNS).json()
     for args, message in (
         (["SOP-DOC-001"], "procedures/SOP-DOC-001-document-control.md is unchanged since version 1.0"),
         (["SOP-AUD-001", "--still-valid"], "SOP-AUD-001 has no effective version"),
@@ -308,7 +308,7 @@ def test_a_submission_that_cannot_be_reviewed_is_refused_before_a_run_starts(wor
         refused = world.qms("document", "submit", *args, env={"QMS_TOKEN": world.token("ana")})
         assert refused.returncode == 1 and message in refused.stderr, refused.stderr
     assert world.request_ids() == before
-    assert httpx.post(f"{world.stack.api_url}/flow_runs/count", json=REVIEW_RUNS, timeout=10).json() == runs
+    assert world.stack.api("POST", "/flow_runs/count", json=REVIEW_RUNS).json() == runs
 
 
 def test_reject_asks_for_a_comment_and_returns_the_document_to_draft(world: World) -> None:

@@ -419,6 +419,7 @@ def status(config: ConfigOpt = None) -> None:
             f"[red]{r.overdue_items}[/]" if r.overdue_items else "0",
         )
     out.print(table)
+    _print_stack_state(ctx.loaded.state_dir)
     from ..services.outbox import backlog
 
     for target, info in backlog(ctx.db).items():
@@ -428,6 +429,27 @@ def status(config: ConfigOpt = None) -> None:
             line += f", {info['failing']} failing, {info['parked']} parked; last error: {info['last_error']}"
             line += " (see 'qms outbox list')"
         err.print(("[yellow]" if trouble else "") + escape(line) + ("[/]" if trouble else ""))
+
+
+def _print_stack_state(state_dir: Path) -> None:
+    """One line on the stack of `qms up` (from its state file): up or not, and how each child does."""
+    from ..adapters.prefect_api import read_stack_state
+
+    state = read_stack_state(state_dir)
+    if state is None:
+        out.print("stack: not running (start it with 'qms up')")
+        return
+    parts = []
+    for name, child in (state.get("children") or {}).items():
+        part = f"{name} {child.get('status')}"
+        if child.get("restarts"):
+            part += f" (restarted {child['restarts']}x, last exit code {child.get('last_exit')})"
+        elif child.get("status") != "running" and child.get("last_exit") is not None:
+            part += f" (exit code {child['last_exit']})"
+        parts.append(part)
+    out.print(
+        f"stack: {state.get('status', 'up')} (pid {state.get('pid')}, {state.get('web_url')}); " + ", ".join(parts)
+    )
 
 
 # ------------------------------------------------------------------ records and documents
@@ -639,16 +661,20 @@ def document_submit(
         )
         uow.commit()
         submission_id, data = submission.id, dict(submission.data)
-    url = prefect_api.api_url(ctx.loaded.state_dir)
     try:
+        endpoint = prefect_api.locate(ctx.loaded.state_dir)
+        url = endpoint.url
         run_id = prefect_api.start_run(
-            url,
+            endpoint,
             "document-review/on-demand",
             {"submission_id": submission_id},
             idempotency_key=f"submission:{submission_id}",
         )
     except prefect_api.PrefectUnavailable as exc:
-        raise CliError(f"{submission_id} recorded, but its review did not start: {exc}") from None
+        raise CliError(
+            f"{submission_id} recorded, but its review did not start: {exc}; "
+            "the stack starts it once it runs (follow-up flow)"
+        ) from None
     out.print(
         f"{submission_id}: review of {doc_id} started (flow run {run_id}); approvers are notified; "
         f"see 'qms approvals list' and {url.removesuffix('/api')}/runs/flow-run/{run_id}"
@@ -1414,44 +1440,50 @@ def up(
     that Prefect server (production).
     """
     from ..services.sync import sync_config
-    from ..stack import Stack, StackError
+    from ..stack import Stack, StackInterrupted
     from ..store.uow import UnitOfWork
 
-    ctx = _ctx(config, migrate=True)
-    _say_repaired(ctx.repaired_guards)
-    with UnitOfWork(ctx.db, "qmsflow") as uow:
-        report = sync_config(uow, ctx.config, ctx.root)
-        uow.commit()
-    out.print(f"records store {ctx.db.safe_url}: schema current; qms.yaml synced ({len(report.changes)} change(s))")
-    for warning in ctx.db.privilege_warnings():
-        err.print(f"[yellow]warning:[/] {escape(warning)}")
-    stack = Stack(
-        ctx, host=host, port=port, external_api=os.environ.get("PREFECT_API_URL"), web_port=web_port, say=out.print
-    )
+    # Our own handlers, whatever was inherited: a background job starts with SIGINT ignored, and Python
+    # then installs no KeyboardInterrupt. Either signal stops the stack, also during start-up.
     stopping = False
 
     def _stop(_sig, _frame):  # noqa: ANN001
         nonlocal stopping
-        stopping = True
+        if not stopping:
+            stopping = True
+            raise StackInterrupted
 
+    signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    stack = None
     try:
+        ctx = _ctx(config, migrate=True)
+        _say_repaired(ctx.repaired_guards)
+        with UnitOfWork(ctx.db, "qmsflow") as uow:
+            report = sync_config(uow, ctx.config, ctx.root)
+            uow.commit()
+        out.print(f"records store {ctx.db.safe_url}: schema current; qms.yaml synced ({len(report.changes)} change(s))")
+        for warning in ctx.db.privilege_warnings():
+            err.print(f"[yellow]warning:[/] {escape(warning)}")
+        stack = Stack(
+            ctx, host=host, port=port, external_api=os.environ.get("PREFECT_API_URL"), web_port=web_port, say=out.print
+        )
         stack.start()
         if stack.ui_url:
             out.print(f"Prefect UI:  {stack.ui_url}")
         out.print(f"Prefect API: {stack.api_url}")
         out.print(f"qmsflow web: {stack.web_url}  (Slack interactivity: {stack.web_url}/slack/interactions)")
         out.print("qmsflow is up. Ctrl-C stops it.")
-        while not stopping:
-            dead = stack.check()
-            if dead:
-                raise StackError(dead)
+        while True:
+            stack.supervise()  # a child that died is restarted with backoff; the others keep serving
             time.sleep(0.5)
-    except KeyboardInterrupt:
+    except StackInterrupted:
         pass
     finally:
+        stopping = True  # a second signal while stopping does not interrupt the stop
         out.print("stopping …")
-        stack.stop()
+        if stack is not None:
+            stack.stop()
         out.print("qmsflow stopped")
 
 

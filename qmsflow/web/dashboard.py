@@ -296,6 +296,7 @@ def build_router(ctx: QmsContext, prefect_ui: str | None = None) -> APIRouter:
         request: Request,
         request_id: str,
         user: User,
+        background: BackgroundTasks,
         decision: Annotated[str, Form(max_length=20)],
         password: Annotated[str, Form(max_length=1024)] = "",
         comment: Annotated[str, Form(max_length=limits.COMMENT)] = "",
@@ -334,7 +335,7 @@ def build_router(ctx: QmsContext, prefect_ui: str | None = None) -> APIRouter:
         except (NotAuthorized, AlreadyDecided) as exc:
             raise HTTPException(403 if isinstance(exc, NotAuthorized) else 409, str(exc)) from None
 
-        approvals.after_decision(ctx, result)
+        background.add_task(approvals.after_decision, ctx, result)  # after the answer: resume, Slack, Jira
         return RedirectResponse(f"/approvals/{quote(request_id)}", status_code=303)
 
     @router.get("/documents", response_class=HTMLResponse)
