@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,7 +39,8 @@ class StackError(Exception):
 
 
 class StackInterrupted(BaseException):  # noqa: N818 - like KeyboardInterrupt: not caught by `except Exception`
-    """SIGINT or SIGTERM reached `qms up`: stop everything."""
+    """SIGINT or SIGTERM reached `qms up`: stop everything (raised at the next check, not in the handler:
+    an exception raised in a signal handler can land in code that swallows it, e.g. an at-fork hook)."""
 
 
 def new_auth_string() -> str:
@@ -120,10 +122,16 @@ def port_free(host: str, port: int) -> bool:
 
 
 def wait_healthy(
-    api_url: str, timeout: float, alive: Callable[[], bool] = lambda: True, tick: Callable[[float], None] | None = None
+    api_url: str,
+    timeout: float,
+    alive: Callable[[], bool] = lambda: True,
+    tick: Callable[[float], None] | None = None,
+    interrupted: Callable[[], bool] = lambda: False,
 ) -> None:
     start = time.monotonic()
     while time.monotonic() - start < timeout:
+        if interrupted():
+            raise StackInterrupted
         if not alive():
             raise StackError(f"{api_url} stopped during start-up (see the logs in .qms/logs/)")
         try:
@@ -188,6 +196,15 @@ class Stack:
     children: list[Child] = field(default_factory=list)
     auth_string: str | None = None
     up: bool = False
+    stop_requested: threading.Event = field(default_factory=threading.Event)
+
+    def interrupted(self) -> bool:
+        return self.stop_requested.is_set()
+
+    def _check(self) -> None:
+        """Between steps of start-up: a SIGINT or SIGTERM received meanwhile stops it here."""
+        if self.stop_requested.is_set():
+            raise StackInterrupted
 
     @property
     def api_url(self) -> str:
@@ -244,6 +261,8 @@ class Stack:
         os.replace(tmp, self.state_file)
 
     def start(self) -> None:
+        """Start server, runner and web app; raises StackInterrupted as soon as a stop is requested."""
+        self._check()
         self._take_lock()
         if not self.external_api:
             self.auth_string = new_auth_string()
@@ -258,14 +277,16 @@ class Stack:
                 ["-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.port)],
                 env,
             )
-            wait_healthy(self.api_url, 180, alive=server.running)
+            wait_healthy(self.api_url, 180, alive=server.running, interrupted=self.interrupted)
             self.say("Prefect server ready (API requires the stack's credential)")
         else:
-            wait_healthy(self.api_url, 30)
+            wait_healthy(self.api_url, 30, interrupted=self.interrupted)
         self.write_state()
+        self._check()
         runner = self._spawn("runner", "runner", ["-m", "qmsflow.runner"], env)
         names = self._wait_deployments(runner)
         self.say(f"runner serving {len(names)} deployment(s): {', '.join(names)}")
+        self._check()
         if not port_free(self.host, self.web_port):
             raise StackError(f"port {self.web_port} on {self.host} is in use: pass --web-port or stop what uses it")
         web = self._spawn(
@@ -274,7 +295,7 @@ class Stack:
             ["-m", "qmsflow.web", "--host", self.host, "--port", str(self.web_port)],
             {**env, "QMS_PREFECT_UI_URL": self.ui_url or ""},
         )
-        wait_healthy(self.web_url, 60, alive=web.running)
+        wait_healthy(self.web_url, 60, alive=web.running, interrupted=self.interrupted)
         self.up = True
         self.write_state()
         self.say("web app ready")
@@ -311,6 +332,7 @@ class Stack:
             headers = Endpoint(self.api_url, self.auth_string).headers()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            self._check()
             if not runner.running():
                 raise StackError(
                     f"the runner exited with code {runner.proc.returncode} "

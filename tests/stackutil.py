@@ -24,11 +24,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _ignore_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class RunningStack:
     """A `qms up` process: its output lines, its ports, and a clean way to stop it."""
 
     def __init__(
-        self, repo: Path, port: int, web_port: int, env_extra: dict[str, str] | None = None, cwd: Path | None = None
+        self,
+        repo: Path,
+        port: int,
+        web_port: int,
+        env_extra: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        ignore_sigint: bool = False,
     ):
         self.repo, self.port, self.web_port = repo, port, web_port
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "QMS_", "SLACK_"))}
@@ -42,6 +54,8 @@ class RunningStack:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            # as a background job of a shell starts it: SIGINT ignored, and the ignore is inherited
+            preexec_fn=_ignore_sigint if ignore_sigint else None,
         )
         self.lines: list[str] = []
         self._queue: queue.Queue[str] = queue.Queue()
@@ -97,13 +111,22 @@ class RunningStack:
             f"{text!r} not printed within {timeout} s; output:\n" + "\n".join(self.lines) + "\n" + self.logs()
         )
 
-    def stop(self) -> int:
+    def stop(self, sig: int | None = None, timeout: float = 120) -> int:
+        """Send SIGINT (or ``sig``) and wait until `qms up` says it stopped and exits."""
         import signal
 
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            self.wait_for("qmsflow stopped", timeout=120)
+            self.proc.send_signal(sig if sig is not None else signal.SIGINT)
+            self.wait_for("qmsflow stopped", timeout=timeout)
         return self.proc.wait(timeout=30)
+
+    def children(self) -> list[int]:
+        """Pids of the processes `qms up` started (server, runner, web app), from /proc."""
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        try:
+            return [int(p) for p in path.read_text().split()]
+        except OSError:
+            return []
 
     def kill(self) -> None:
         """Teardown: stop cleanly if possible, else kill (the children die with `qms up`)."""
@@ -157,8 +180,9 @@ def start_stack(
     cwd: Path | None = None,
     port: int | None = None,
     web_port: int | None = None,
+    ignore_sigint: bool = False,
 ) -> RunningStack:
-    stack = RunningStack(repo, port or free_port(), web_port or free_port(), env_extra, cwd)
+    stack = RunningStack(repo, port or free_port(), web_port or free_port(), env_extra, cwd, ignore_sigint)
     try:
         stack.wait_for("qmsflow is up", timeout=240)
     except BaseException:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -1444,14 +1445,12 @@ def up(
     from ..store.uow import UnitOfWork
 
     # Our own handlers, whatever was inherited: a background job starts with SIGINT ignored, and Python
-    # then installs no KeyboardInterrupt. Either signal stops the stack, also during start-up.
-    stopping = False
+    # then installs no KeyboardInterrupt. Either signal stops the stack, also during start-up: the handler
+    # only sets the event, which start-up checks between its steps and while it waits.
+    requested = threading.Event()
 
     def _stop(_sig, _frame):  # noqa: ANN001
-        nonlocal stopping
-        if not stopping:
-            stopping = True
-            raise StackInterrupted
+        requested.set()
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
@@ -1466,7 +1465,13 @@ def up(
         for warning in ctx.db.privilege_warnings():
             err.print(f"[yellow]warning:[/] {escape(warning)}")
         stack = Stack(
-            ctx, host=host, port=port, external_api=os.environ.get("PREFECT_API_URL"), web_port=web_port, say=out.print
+            ctx,
+            host=host,
+            port=port,
+            external_api=os.environ.get("PREFECT_API_URL"),
+            web_port=web_port,
+            say=out.print,
+            stop_requested=requested,
         )
         stack.start()
         if stack.ui_url:
@@ -1474,13 +1479,11 @@ def up(
         out.print(f"Prefect API: {stack.api_url}")
         out.print(f"qmsflow web: {stack.web_url}  (Slack interactivity: {stack.web_url}/slack/interactions)")
         out.print("qmsflow is up. Ctrl-C stops it.")
-        while True:
+        while not requested.wait(0.5):
             stack.supervise()  # a child that died is restarted with backoff; the others keep serving
-            time.sleep(0.5)
     except StackInterrupted:
         pass
     finally:
-        stopping = True  # a second signal while stopping does not interrupt the stop
         out.print("stopping …")
         if stack is not None:
             stack.stop()
