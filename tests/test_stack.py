@@ -1,7 +1,9 @@
 """End to end: `qms up` starts the Prefect server and the runner, the due-scan deployment runs and
-records into the store, Ctrl-C stops the runner, then the server.
+records into the store; a child that dies is restarted while the others serve; SIGINT and SIGTERM stop
+everything within 15 s, also in the background, during start-up and under a CPU hog.
 
-One embedded stack for the whole module (a Prefect server cold start takes ~20 s).
+One shared stack for the tests that only use it (a Prefect server cold start takes ~20 s); the tests
+that stop a stack start their own, so no test depends on another's order.
 """
 
 from __future__ import annotations
