@@ -390,15 +390,6 @@ class Stack:
             self.say(line)
         return events
 
-    def check(self) -> str | None:
-        """Name of a child that died, if any (supervise() restarts it)."""
-        for child in self.children:
-            if child.proc is not None and child.proc.poll() is not None:
-                return (
-                    f"{child.title} exited with code {child.proc.returncode} (see {self.ctx.loaded.state_dir / 'logs'})"
-                )
-        return None
-
     def stop(self, within: float = STOP_WITHIN) -> None:
         """Stop every child under one deadline: web app and runner together, then the server, SIGKILL after.
 
@@ -438,6 +429,6 @@ class Stack:
             _kill_group(child.proc.pid)
             child.proc.kill()
             try:
-                child.proc.wait(timeout=3)
+                child.proc.wait(timeout=1)  # SIGKILLed: reaped at once unless the machine is swamped
             except subprocess.TimeoutExpired:
                 pass
