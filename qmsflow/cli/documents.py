@@ -150,16 +150,20 @@ def document_submit(
         )
         uow.commit()
         submission_id, data = submission.id, dict(submission.data)
-    url = prefect_api.api_url(ctx.loaded.state_dir)
     try:
+        endpoint = prefect_api.locate(ctx.loaded.state_dir)
+        url = endpoint.url
         run_id = prefect_api.start_run(
-            url,
+            endpoint,
             "document-review/on-demand",
             {"submission_id": submission_id},
             idempotency_key=f"submission:{submission_id}",
         )
     except prefect_api.PrefectUnavailable as exc:
-        raise CliError(f"{submission_id} recorded, but its review did not start: {exc}") from None
+        raise CliError(
+            f"{submission_id} recorded, but its review did not start: {exc}; "
+            "the stack starts it once it runs (follow-up flow)"
+        ) from None
     out.print(
         f"{submission_id}: review of {doc_id} started (flow run {run_id}); approvers are notified; "
         f"see 'qms approvals list' and {url.removesuffix('/api')}/runs/flow-run/{run_id}"

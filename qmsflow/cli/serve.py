@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
-import time
+import threading
 from typing import Annotated
 
 import typer
@@ -49,42 +49,50 @@ def up(
     that Prefect server (production).
     """
     from ..services.sync import sync_config
-    from ..stack import Stack, StackError
+    from ..stack import Stack, StackInterrupted
     from ..store.uow import UnitOfWork
 
-    ctx = _ctx(config, migrate=True)
-    _say_repaired(ctx.repaired_guards)
-    with UnitOfWork(ctx.db, "qmsflow") as uow:
-        report = sync_config(uow, ctx.config, ctx.root)
-        uow.commit()
-    out.print(f"records store {ctx.db.safe_url}: schema current; qms.yaml synced ({len(report.changes)} change(s))")
-    for warning in ctx.db.privilege_warnings():
-        err.print(f"[yellow]warning:[/] {escape(warning)}")
-    stack = Stack(
-        ctx, host=host, port=port, external_api=os.environ.get("PREFECT_API_URL"), web_port=web_port, say=out.print
-    )
-    stopping = False
+    # Our own handlers, whatever was inherited: a background job starts with SIGINT ignored, and Python
+    # then installs no KeyboardInterrupt. Either signal stops the stack, also during start-up: the handler
+    # only sets the event, which start-up checks between its steps and while it waits.
+    requested = threading.Event()
 
     def _stop(_sig, _frame):  # noqa: ANN001
-        nonlocal stopping
-        stopping = True
+        requested.set()
 
+    signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    stack = None
     try:
+        ctx = _ctx(config, migrate=True)
+        _say_repaired(ctx.repaired_guards)
+        with UnitOfWork(ctx.db, "qmsflow") as uow:
+            report = sync_config(uow, ctx.config, ctx.root)
+            uow.commit()
+        out.print(f"records store {ctx.db.safe_url}: schema current; qms.yaml synced ({len(report.changes)} change(s))")
+        for warning in ctx.db.privilege_warnings():
+            err.print(f"[yellow]warning:[/] {escape(warning)}")
+        stack = Stack(
+            ctx,
+            host=host,
+            port=port,
+            external_api=os.environ.get("PREFECT_API_URL"),
+            web_port=web_port,
+            say=out.print,
+            stop_requested=requested,
+        )
         stack.start()
         if stack.ui_url:
             out.print(f"Prefect UI:  {stack.ui_url}")
         out.print(f"Prefect API: {stack.api_url}")
         out.print(f"qmsflow web: {stack.web_url}  (Slack interactivity: {stack.web_url}/slack/interactions)")
         out.print("qmsflow is up. Ctrl-C stops it.")
-        while not stopping:
-            dead = stack.check()
-            if dead:
-                raise StackError(dead)
-            time.sleep(0.5)
-    except KeyboardInterrupt:
+        while not requested.wait(0.5):
+            stack.supervise()  # a child that died is restarted with backoff; the others keep serving
+    except StackInterrupted:
         pass
     finally:
         out.print("stopping …")
-        stack.stop()
+        if stack is not None:
+            stack.stop()
         out.print("qmsflow stopped")

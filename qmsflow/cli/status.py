@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -54,6 +55,7 @@ def status(config: ConfigOpt = None) -> None:
             f"[red]{r.overdue_items}[/]" if r.overdue_items else "0",
         )
     out.print(table)
+    _print_stack_state(ctx.loaded.state_dir)
     from ..services.outbox import backlog
 
     for target, info in backlog(ctx.db).items():
@@ -63,6 +65,27 @@ def status(config: ConfigOpt = None) -> None:
             line += f", {info['failing']} failing, {info['parked']} parked; last error: {info['last_error']}"
             line += " (see 'qms outbox list')"
         err.print(("[yellow]" if trouble else "") + escape(line) + ("[/]" if trouble else ""))
+
+
+def _print_stack_state(state_dir: Path) -> None:
+    """One line on the stack of `qms up` (from its state file): up or not, and how each child does."""
+    from ..adapters.prefect_api import read_stack_state
+
+    state = read_stack_state(state_dir)
+    if state is None:
+        out.print("stack: not running (start it with 'qms up')")
+        return
+    parts = []
+    for name, child in (state.get("children") or {}).items():
+        part = f"{name} {child.get('status')}"
+        if child.get("restarts"):
+            part += f" (restarted {child['restarts']}x, last exit code {child.get('last_exit')})"
+        elif child.get("status") != "running" and child.get("last_exit") is not None:
+            part += f" (exit code {child['last_exit']})"
+        parts.append(part)
+    out.print(
+        f"stack: {state.get('status', 'up')} (pid {state.get('pid')}, {state.get('web_url')}); " + ", ".join(parts)
+    )
 
 
 @records_app.command("list")

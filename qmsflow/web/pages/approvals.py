@@ -3,7 +3,7 @@
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi import APIRouter, BackgroundTasks, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from ...adapters.render import markdown_to_html
@@ -51,6 +51,7 @@ def router(site: Site) -> APIRouter:
         request: Request,
         request_id: str,
         user: User,
+        background: BackgroundTasks,
         decision: Annotated[str, Form(max_length=20)],
         password: Annotated[str, Form(max_length=1024)] = "",
         comment: Annotated[str, Form(max_length=limits.COMMENT)] = "",
@@ -89,7 +90,7 @@ def router(site: Site) -> APIRouter:
         except (NotAuthorized, AlreadyDecided) as exc:
             raise HTTPException(403 if isinstance(exc, NotAuthorized) else 409, str(exc)) from None
 
-        approvals.after_decision(site.ctx, result)
+        background.add_task(approvals.after_decision, site.ctx, result)  # after the answer: resume, Slack, Jira
         return RedirectResponse(f"/approvals/{quote(request_id)}", status_code=303)
 
     return router
