@@ -44,7 +44,7 @@ from identityutil import token  # noqa: E402
 from stackutil import start_stack  # noqa: E402
 
 from qmsflow.adapters import prefect_api  # noqa: E402
-from qmsflow.services.scaffold import scaffold  # noqa: E402
+from qmsflow.scaffold import scaffold  # noqa: E402
 from qmsflow.store.db import Database  # noqa: E402
 from qmsflow.store.tables import ApprovalRequestRow, DocumentVersionRow  # noqa: E402
 
@@ -76,9 +76,14 @@ def signed_post(url: str, payload: dict) -> float:
     return elapsed
 
 
+HEADERS: dict[str, str] = {}  # the stack's credential (its Prefect API requires it)
+
+
 def states_of(api_url: str, run_id: str) -> list[tuple[float, str]]:
     """(epoch seconds, state name) of a run as the Prefect server recorded them, oldest first."""
-    states = httpx.get(f"{api_url}/flow_run_states/", params={"flow_run_id": run_id}, timeout=10).json()
+    states = httpx.get(
+        f"{api_url}/flow_run_states/", params={"flow_run_id": run_id}, timeout=10, headers=HEADERS
+    ).json()
     stamped = [(datetime.fromisoformat(s["timestamp"].replace("Z", "+00:00")).timestamp(), s["name"]) for s in states]
     return sorted(stamped)
 
@@ -151,7 +156,13 @@ def main() -> int:
         baseline_runner = None
         try:
             # the baseline runner polls as often as qmsflow's runner (qms up sets 2 s)
-            env = {**stack.env, "PREFECT_API_URL": stack.api_url, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+            HEADERS.update(stack.headers())
+            env = {
+                **stack.env,
+                "PREFECT_API_URL": stack.api_url,
+                "PREFECT_API_AUTH_STRING": stack.auth_string,
+                "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+            }
             submit_env = {**env, "QMS_TOKEN": token(db, "ana", role="admin")}  # ana submits, signed in
             baseline_runner = subprocess.Popen(
                 [sys.executable, str(ROOT / "bench" / "bare_flow.py")],
@@ -218,7 +229,8 @@ def main() -> int:
                 stack.wait_state(run_id, "PAUSED", timeout=120)
                 t0 = time.time()
                 # the same resume call (and retries on a busy server) as qmsflow's signing channels
-                assert prefect_api.resume(stack.api_url, run_id, {"request_id": "x", "status": "approved"})
+                endpoint = prefect_api.Endpoint(stack.api_url, stack.auth_string)
+                assert prefect_api.resume(endpoint, run_id, {"request_id": "x", "status": "approved"})
                 stack.wait_state(run_id, "COMPLETED", timeout=120)
                 baseline_s.append(completed_at(stack.api_url, run_id) - t0)
                 bare_phases.append(phases(stack.api_url, run_id, t0, t0 + baseline_s[-1]))
