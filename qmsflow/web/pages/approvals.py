@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from ...adapters.render import markdown_to_html
 from ...domain import limits
 from ...domain.approvals import AlreadyDecided, Decision, Method, NotAuthorized
-from ...services import accounts, approvals, contents, dashboard, queries
+from ...services import accounts, approvals, contents, queries
 from ...services.records import NotFound
 from ...store.uow import UnitOfWork
 from ..site import Site, client_address
@@ -23,7 +23,7 @@ def router(site: Site) -> APIRouter:
     @router.get("/approvals", response_class=HTMLResponse)
     def approvals_inbox(request: Request, user: User) -> HTMLResponse:
         with db.read() as session:
-            rows = dashboard.inbox(session, user.person)
+            rows = queries.inbox(session, user.person)
             recent = queries.recent_requests(session, 20)
         return site.page(request, "approvals.html", user, rows=rows, recent=recent)
 
@@ -33,7 +33,7 @@ def router(site: Site) -> APIRouter:
             row, signatures = queries.request_with_signatures(session, request_id)
             if row is None:
                 raise HTTPException(404, f"no approval request {request_id}")
-            may_sign = row.status == "pending" and any(r.id == row.id for r in dashboard.inbox(session, user.person))
+            may_sign = row.status == "pending" and any(r.id == row.id for r in queries.inbox(session, user.person))
             content = signed_content(session, row.content_sha256)
         return site.page(
             request,

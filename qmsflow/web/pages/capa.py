@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
 from ...domain.capa import STAGE_TITLES
-from ...services import dashboard
+from ...services import queries
 from ..site import Site
 
 
@@ -20,9 +20,9 @@ def router(site: Site) -> APIRouter:
     def capas_page(request: Request, user: User, page_no: Annotated[int, Query(alias="page", ge=1, le=10_000)] = 1):
         today = datetime.now(UTC).date()
         with db.read() as session:
-            board = dashboard.capa_board(session)
-            late = dashboard.overdue(session, today, page_no, kind="capa")
-            people = dashboard.names(session)
+            board = queries.capa_board(session)
+            late = queries.overdue(session, today, page_no, kind="capa")
+            people = queries.names(session)
         return site.page(request, "capas.html", user, board=board, titles=STAGE_TITLES, late=late, people=people)
 
     return router

@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
 from ...context import QmsContext
-from ...services import dashboard, queries
+from ...services import queries
 from ..site import Site
 
 _FILE_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # document ids and versions, as files are named
@@ -25,11 +25,11 @@ def router(site: Site) -> APIRouter:
     def documents_page(request: Request, user: User, page_no: Annotated[int, Query(alias="page", ge=1, le=10_000)] = 1):
         today = datetime.now(UTC).date()
         with db.read() as session:
-            docs, current = dashboard.documents(session, today, page_no)
-            people = dashboard.names(session)
-            registered = dashboard.registered_on(session, [d[0].id for d in docs.rows])
+            docs, current = queries.documents(session, today, page_no)
+            people = queries.names(session)
+            registered = queries.registered_on(session, [d[0].id for d in docs.rows])
         rows = [
-            (d[0], current.get(d[0].id), dashboard.review_flag(current.get(d[0].id), registered.get(d[0].id), today))
+            (d[0], current.get(d[0].id), queries.review_flag(current.get(d[0].id), registered.get(d[0].id), today))
             for d in docs.rows
         ]
         return site.page(request, "documents.html", user, rows=rows, pager=docs, people=people)
@@ -42,9 +42,9 @@ def router(site: Site) -> APIRouter:
             doc = queries.document(session, doc_id)
             if doc is None:
                 raise HTTPException(404, f"no document {doc_id}")
-            versions, signatures = dashboard.document_history(session, doc_id, page_no)
-            people = dashboard.names(session)
-            current = dashboard.effective(session, doc_id)
+            versions, signatures = queries.document_history(session, doc_id, page_no)
+            people = queries.names(session)
+            current = queries.effective(session, doc_id)
         rendered = {v[0].version: rendered_files(site.ctx, doc_id, v[0].version) for v in versions.rows}
         return site.page(
             request,
@@ -63,7 +63,7 @@ def router(site: Site) -> APIRouter:
     def current_file(doc_id: str, kind: str, user: User) -> FileResponse:
         """The controlled copy of the effective version: what 'current' means, always."""
         with db.read() as session:
-            current = dashboard.effective(session, doc_id)
+            current = queries.effective(session, doc_id)
         if current is None:
             raise HTTPException(404, f"{doc_id} has no effective version")
         return document_file(doc_id, current.version, kind, user)

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 
-from ...services import dashboard, outbox
+from ...services import outbox, queries
 from ...services.status import process_status
 from .. import charts
 from ..site import Site
@@ -19,9 +19,9 @@ def router(site: Site) -> APIRouter:
     @router.get("/", response_class=HTMLResponse)
     def overview(request: Request, user: User) -> HTMLResponse:
         with db.read() as session:
-            verification = dashboard.last_verification(session)
-            pending = dashboard.pending_count(session)
-            mine = len(dashboard.inbox(session, user.person))
+            verification = queries.last_verification(session)
+            pending = queries.pending_count(session)
+            mine = len(queries.inbox(session, user.person))
         return site.page(
             request,
             "overview.html",
@@ -41,7 +41,7 @@ def router(site: Site) -> APIRouter:
                 svg = charts.cached(
                     name,
                     lambda: charts.bar(
-                        "Open CAPAs by age", "open CAPAs", dashboard.capa_ageing(session, now), "open CAPAs"
+                        "Open CAPAs by age", "open CAPAs", queries.capa_ageing(session, now), "open CAPAs"
                     ),
                 )
             elif name == "overdue":
@@ -50,7 +50,7 @@ def router(site: Site) -> APIRouter:
                     lambda: charts.bar(
                         "Items not done by their due date, by due month",
                         "overdue",
-                        dashboard.overdue_by_month(session, now.date()),
+                        queries.overdue_by_month(session, now.date()),
                         "items",
                     ),
                 )
@@ -58,7 +58,7 @@ def router(site: Site) -> APIRouter:
                 svg = charts.cached(
                     name,
                     lambda: charts.histogram(
-                        "Approval lead time, last 12 months", dashboard.approval_lead_times(session, now), "days"
+                        "Approval lead time, last 12 months", queries.approval_lead_times(session, now), "days"
                     ),
                 )
             else:

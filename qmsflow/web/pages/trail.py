@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
 from ...domain import limits
-from ...services import dashboard
+from ...services import queries
 from ..site import Site
 
 
@@ -27,7 +27,7 @@ def router(site: Site) -> APIRouter:
         before: Annotated[int | None, Query(ge=1, le=limits.INT_MAX)] = None,
     ) -> HTMLResponse:
         with db.read() as session:
-            events = dashboard.trail_search(
+            events = queries.trail_search(
                 session,
                 record or None,
                 actor or None,
@@ -35,8 +35,8 @@ def router(site: Site) -> APIRouter:
                 datetime.combine(until, datetime.min.time(), UTC) if until else None,
                 before,
             )
-            head = dashboard.trail_head(session)
-            verification = dashboard.last_verification(session)
+            head = queries.trail_head(session)
+            verification = queries.last_verification(session)
         return site.page(
             request,
             "trail.html",
