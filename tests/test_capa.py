@@ -14,7 +14,6 @@ from qmsflow.domain.approvals import Decision, Method, NotAuthorized
 from qmsflow.domain.capa import SIGNED_STAGES, STAGES, Capa, MissingField, closure_signers, is_closable
 from qmsflow.domain.errors import DomainError, InvalidTransition
 from qmsflow.services import approvals, capa
-from qmsflow.services.sync import sync_config
 from qmsflow.store import UnitOfWork, trail
 from qmsflow.store.tables import RecordRow
 
@@ -140,13 +139,11 @@ def test_closure_never_by_the_capa_owner() -> None:
 
 
 @pytest.fixture
-def synced(ctx: QmsContext, monkeypatch: pytest.MonkeyPatch) -> QmsContext:
+def synced(synced_ctx: QmsContext, monkeypatch: pytest.MonkeyPatch) -> QmsContext:
+    """The scaffolded repo, synced, on SQLite and on PostgreSQL (``synced_ctx``), without integrations."""
     for var in ("SLACK_BOT_TOKEN", "JIRA_API_TOKEN", "JIRA_EMAIL"):
         monkeypatch.delenv(var, raising=False)
-    with UnitOfWork(ctx.db, "qmsflow") as uow:
-        sync_config(uow, ctx.config, ctx.root)
-        uow.commit()
-    return ctx
+    return synced_ctx
 
 
 def advance(ctx: QmsContext, capa_id: str, target: str, fields: dict, who: str = "dev") -> dict:
