@@ -1635,5 +1635,7 @@ def _visible(value: str, limit: int = 40) -> str:
     return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
+from . import plugins  # noqa: E402,F401  - commands outside qmsflow/ (qms deploy: deployments/cli.py)
+
 if __name__ == "__main__":
     sys.exit(run())
