@@ -19,7 +19,10 @@ from typing import Any
 
 from . import DEPLOYMENTS, DeploymentSpec, schedule_for
 
-POOL_TYPE = "process"
+POOL_TYPE = "process"  # created when missing
+# pools whose workers can run module-path entrypoints from an installed qmsflow: a process worker on a
+# host with it, or Kubernetes jobs from its image (deploy/kubernetes/base-job-template.json)
+POOL_TYPES = ("process", "kubernetes")
 
 
 class TopologyError(Exception):
@@ -79,10 +82,11 @@ def ensure_pool(client: Any, pool: str, pool_limit: int | None) -> str:
     if existing is None:
         client.create_work_pool(WorkPoolCreate(name=pool, type=POOL_TYPE, concurrency_limit=pool_limit))
         return "created"
-    if existing.type != POOL_TYPE:
+    if existing.type not in POOL_TYPES:
         raise TopologyError(
-            f"work pool {pool!r} is of type {existing.type!r}: qmsflow's deployments run in a {POOL_TYPE!r} "
-            "pool (module-path entrypoints from the installed package); name another pool with --pool"
+            f"work pool {pool!r} is of type {existing.type!r}: qmsflow's deployments run in a process pool "
+            "(or a kubernetes pool of the qmsflow image): module-path entrypoints from the installed "
+            "package; name another pool with --pool"
         )
     if pool_limit is not None and existing.concurrency_limit != pool_limit:
         client.update_work_pool(pool, WorkPoolUpdate(concurrency_limit=pool_limit))
