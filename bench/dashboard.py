@@ -48,12 +48,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def build_demo(repo: Path, database_url: str | None) -> None:
-    print(f"building the large demo in {repo} ({'PostgreSQL' if database_url else 'SQLite'}) …", file=sys.stderr)
+def build_demo(repo: Path, database_url: str | None, scale: str = "large") -> None:
+    print(f"building the {scale} demo in {repo} ({'PostgreSQL' if database_url else 'SQLite'}) …", file=sys.stderr)
     env = {k: v for k, v in os.environ.items() if k != "QMS_DATABASE_URL"}
     if database_url:
         env["QMS_DATABASE_URL"] = database_url
-    subprocess.run([QMS, "demo", str(repo), "--scale", "large"], check=True, stdout=subprocess.DEVNULL, env=env)
+    subprocess.run([QMS, "demo", str(repo), "--scale", scale], check=True, stdout=subprocess.DEVNULL, env=env)
 
 
 class Server:
@@ -165,9 +165,12 @@ def sequential(server: Server, pages: dict[str, str], requests: int) -> dict[str
 def throughput(server: Server, paths: list[str], clients: int, per_client: int) -> tuple[float, list[float], int]:
     """(requests per second, latencies in ms, errors) of ``clients`` concurrent clients, each requesting
     ``per_client`` pages in turn (each client starts at another page)."""
-    sessions = [server.client() for _ in range(clients)]
+    signed_in = server.client()  # a sign-in keeps at most 3 sessions per user: the clients share this one's cookie
+    sessions = [httpx.Client(base_url=server.base, timeout=60, cookies=signed_in.cookies) for _ in range(clients)]
+    signed_in.close()
     latencies: list[float] = []
     errors = [0]
+    seen: list[str] = []
     lock = threading.Lock()
     start_gate = threading.Barrier(clients + 1)
 
@@ -179,9 +182,12 @@ def throughput(server: Server, paths: list[str], clients: int, per_client: int) 
             path = paths[(index + n) % len(paths)]
             begin = time.perf_counter()
             try:
-                ok = sessions[index].get(path).status_code == 200
-            except httpx.HTTPError:
-                ok = False
+                response = sessions[index].get(path)
+                ok, problem = response.status_code == 200, f"{path}: HTTP {response.status_code}"
+            except httpx.HTTPError as exc:
+                ok, problem = False, f"{path}: {exc.__class__.__name__}"
+            if not ok and len(seen) < 5:
+                seen.append(problem)
             own.append((time.perf_counter() - begin) * 1000)
             bad += not ok
         with lock:
@@ -198,6 +204,8 @@ def throughput(server: Server, paths: list[str], clients: int, per_client: int) 
     elapsed = time.perf_counter() - began
     for session in sessions:
         session.close()
+    for problem in seen:
+        print(f"  error: {problem}", file=sys.stderr)
     return clients * per_client / elapsed, sorted(latencies), errors[0]
 
 
@@ -219,13 +227,16 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=0, help="concurrent clients (0: no concurrency run)")
     parser.add_argument("--per-client", type=int, default=30, help="requests of each client in the concurrency run")
     parser.add_argument("--workers", type=int, default=2, help="web app worker processes")
+    parser.add_argument(
+        "--scale", choices=["small", "large"], default="large", help="demo to build (small: a smoke run)"
+    )
     args = parser.parse_args()
     os.environ.pop("QMS_DATABASE_URL", None)
     work = Path(tempfile.mkdtemp(prefix="qms-bench-dashboard-"))
     repo = args.repo
     if repo is None:
         repo = work / "large"
-        build_demo(repo, None)
+        build_demo(repo, None, args.scale)
     stores: dict[str, tuple[Path, str | None]] = {"sqlite": (repo, None)}
     schema = None
     if args.database == "postgresql":
@@ -238,7 +249,7 @@ def main() -> int:
         stores["postgresql"] = (work / "large-pg", pg_url)
     try:
         if schema:
-            build_demo(*stores["postgresql"])
+            build_demo(*stores["postgresql"], args.scale)
         measured = {}
         for name, (store_repo, url) in stores.items():
             pages, events = pages_of(store_repo, url)
