@@ -1572,6 +1572,7 @@ def run(argv: list[str] | None = None) -> int:
     if bad:
         err.print(f"[red]error:[/] {escape(bad)}")
         return 2
+    plugins.load(sys.argv[1:] if argv is None else argv)
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name="qms", standalone_mode=False)
