@@ -35,6 +35,7 @@ class RoundRobinProxy:
     def __init__(self, backends: list[tuple[str, int]]):
         self.backends = backends
         self.counts = [0] * len(backends)
+        self.first_lines: list[tuple[int, str]] = []  # (backend, first request line of each connection)
         self._next = 0
         self._lock = threading.Lock()
         self._server = socket.socket()
@@ -55,7 +56,7 @@ class RoundRobinProxy:
                 index = self._next
                 self._next = (self._next + 1) % len(self.backends)
                 self.counts[index] += 1
-            threading.Thread(target=self._serve, args=(client, self.backends[index]), daemon=True).start()
+            threading.Thread(target=self._serve, args=(client, index), daemon=True).start()
 
     @staticmethod
     def _pipe(src: socket.socket, dst: socket.socket) -> None:
@@ -71,15 +72,29 @@ class RoundRobinProxy:
                 except OSError:
                     pass
 
-    def _serve(self, client: socket.socket, backend: tuple[str, int]) -> None:
+    def _serve(self, client: socket.socket, index: int) -> None:
         try:
-            upstream = socket.create_connection(backend, timeout=10)
+            upstream = socket.create_connection(self.backends[index], timeout=10)
             upstream.settimeout(None)
+            first = client.recv(65536)
+            with self._lock:
+                self.first_lines.append((index, first.split(b"\r\n", 1)[0].decode("latin-1")))
+            upstream.sendall(first)
         except OSError:
             client.close()
             return
         threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
         self._pipe(client, upstream)
+
+    def requests_to(self, method: str, path_suffix: str) -> list[int]:
+        """How many connections began with ``METHOD …path_suffix`` at each backend."""
+        out = [0] * len(self.backends)
+        with self._lock:
+            for index, line in self.first_lines:
+                parts = line.split(" ")
+                if len(parts) >= 2 and parts[0] == method and parts[1].endswith(path_suffix):
+                    out[index] += 1
+        return out
 
     def close(self) -> None:
         self._closed = True
