@@ -50,7 +50,7 @@ from stackutil import start_stack  # noqa: E402
 from topoutil import Topology, add_burst_documents, burst, burst_counts  # noqa: E402
 
 from qmsflow.adapters import prefect_api  # noqa: E402
-from qmsflow.services.scaffold import scaffold  # noqa: E402
+from qmsflow.scaffold import scaffold  # noqa: E402
 from qmsflow.store.db import Database  # noqa: E402
 from qmsflow.store.tables import ApprovalRequestRow, DocumentVersionRow  # noqa: E402
 
@@ -82,9 +82,14 @@ def signed_post(url: str, payload: dict) -> float:
     return elapsed
 
 
+HEADERS: dict[str, str] = {}  # the stack's credential (its Prefect API requires it)
+
+
 def states_of(api_url: str, run_id: str) -> list[tuple[float, str]]:
     """(epoch seconds, state name) of a run as the Prefect server recorded them, oldest first."""
-    states = httpx.get(f"{api_url}/flow_run_states/", params={"flow_run_id": run_id}, timeout=10).json()
+    states = httpx.get(
+        f"{api_url}/flow_run_states/", params={"flow_run_id": run_id}, timeout=10, headers=HEADERS
+    ).json()
     stamped = [(datetime.fromisoformat(s["timestamp"].replace("Z", "+00:00")).timestamp(), s["name"]) for s in states]
     return sorted(stamped)
 
@@ -117,7 +122,13 @@ def start_embedded(repo: Path, slack_env: dict[str, str]):  # noqa: ANN201
     """`qms up` with its SQLite store; the baseline's bare flow served by a runner polling as often (2 s)."""
     stack = start_stack(repo, slack_env)
     db = Database(f"sqlite:///{repo / '.qms' / 'qms.db'}")
-    env = {**stack.env, "PREFECT_API_URL": stack.api_url, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+    HEADERS.update(stack.headers())  # the stack's Prefect API requires its credential
+    env = {
+        **stack.env,
+        "PREFECT_API_URL": stack.api_url,
+        "PREFECT_API_AUTH_STRING": stack.auth_string,
+        "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+    }
     runner = subprocess.Popen(
         [sys.executable, str(ROOT / "bench" / "bare_flow.py")],
         env=env,
@@ -267,7 +278,8 @@ def main() -> int:
                 stack.wait_state(run_id, "PAUSED", timeout=120)
                 t0 = time.time()
                 # the same resume call (and retries on a busy server) as qmsflow's signing channels
-                assert prefect_api.resume(stack.api_url, run_id, {"request_id": "x", "status": "approved"})
+                endpoint = prefect_api.Endpoint(stack.api_url, stack.auth_string)
+                assert prefect_api.resume(endpoint, run_id, {"request_id": "x", "status": "approved"})
                 stack.wait_state(run_id, "COMPLETED", timeout=120)
                 baseline_s.append(completed_at(stack.api_url, run_id) - t0)
                 bare_phases.append(phases(stack.api_url, run_id, t0, t0 + baseline_s[-1]))

@@ -40,7 +40,7 @@ def main() -> int:
     if args.file:
         path = args.file
     else:
-        from qmsflow.services.demo_large import write_config
+        from qmsflow.demo.large import write_config
 
         path = Path(tempfile.mkdtemp(prefix="qms-bench-config-")) / "large"
         write_config(path)

@@ -29,9 +29,9 @@ from fakes.jira import FakeJira  # noqa: E402
 from qmsflow.adapters import jira  # noqa: E402
 from qmsflow.context import open_context  # noqa: E402
 from qmsflow.domain.approvals import Decision, Method  # noqa: E402
+from qmsflow.scaffold import scaffold  # noqa: E402
 from qmsflow.services import approvals, capa, jira_sync  # noqa: E402
 from qmsflow.services.delivery import deliver  # noqa: E402
-from qmsflow.services.scaffold import scaffold  # noqa: E402
 from qmsflow.services.sync import sync_config  # noqa: E402
 from qmsflow.store import UnitOfWork  # noqa: E402
 

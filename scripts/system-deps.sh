@@ -3,7 +3,7 @@
 # loads GObject, Pango, PangoFT2, HarfBuzz (+ subset), fontconfig through cffi, and the controlled-copy
 # template uses the DejaVu fonts. Idempotent: exits 0 at once when all are installed. When some are
 # missing: as root runs `apt-get update` once and installs them; otherwise prints the command, exits 1.
-# Keep the list in step with DEBIAN_PACKAGES in qmsflow/services/render.py.
+# Keep the list in step with DEBIAN_PACKAGES in qmsflow/adapters/render.py.
 set -euo pipefail
 
 PACKAGES=(

@@ -102,7 +102,7 @@ def start_unstarted_reviews_task() -> list[str]:
     """Start the review runs of submissions made while Prefect was unreachable (idempotent per submission)."""
     started = []
     with open_context() as ctx:
-        url = prefect_api.api_url(ctx.loaded.state_dir)
+        url = prefect_api.locate(ctx.loaded.state_dir)
         with UnitOfWork(ctx.db, SYSTEM_ACTOR) as uow:
             waiting = review.unstarted_submissions(uow)
         for submission_id in waiting:
@@ -124,7 +124,7 @@ def resume_decided_task() -> list[str]:
     """Resume runs whose request was decided while Prefect was unreachable (the decision is in our store)."""
     resumed = []
     with open_context() as ctx:
-        url = prefect_api.api_url(ctx.loaded.state_dir)
+        url = prefect_api.locate(ctx.loaded.state_dir)
         with UnitOfWork(ctx.db, SYSTEM_ACTOR) as uow:
             rows = approvals.decided_requests_with_runs(uow)
         for row in rows:

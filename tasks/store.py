@@ -76,7 +76,7 @@ def start_periodic_reviews_task(due: list[dict[str, Any]]) -> list[str]:
 
     started = []
     with open_context() as ctx:
-        url = prefect_api.api_url(ctx.loaded.state_dir)
+        url = prefect_api.locate(ctx.loaded.state_dir)
         for item in due:
             with UnitOfWork(ctx.db, SYSTEM_ACTOR) as uow:
                 try:

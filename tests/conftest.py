@@ -23,7 +23,7 @@ for _name in ("QMS_TOKEN", "QMS_ACTOR"):
     os.environ.pop(_name, None)
 
 from qmsflow.context import QmsContext, open_context  # noqa: E402
-from qmsflow.services.scaffold import scaffold  # noqa: E402
+from qmsflow.scaffold import scaffold  # noqa: E402
 from qmsflow.store.db import Database  # noqa: E402
 
 PG_URL = os.environ.get("QMS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")

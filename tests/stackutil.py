@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import queue
 import socket
@@ -22,11 +24,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _ignore_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class RunningStack:
     """A `qms up` process: its output lines, its ports, and a clean way to stop it."""
 
     def __init__(
-        self, repo: Path, port: int, web_port: int, env_extra: dict[str, str] | None = None, cwd: Path | None = None
+        self,
+        repo: Path,
+        port: int,
+        web_port: int,
+        env_extra: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        ignore_sigint: bool = False,
     ):
         self.repo, self.port, self.web_port = repo, port, web_port
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "QMS_", "SLACK_"))}
@@ -40,6 +54,8 @@ class RunningStack:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            # as a background job of a shell starts it: SIGINT ignored, and the ignore is inherited
+            preexec_fn=_ignore_sigint if ignore_sigint else None,
         )
         self.lines: list[str] = []
         self._queue: queue.Queue[str] = queue.Queue()
@@ -52,6 +68,22 @@ class RunningStack:
     @property
     def web_url(self) -> str:
         return f"http://127.0.0.1:{self.web_port}"
+
+    def state(self) -> dict:
+        """The stack's own state file (`.qms/stack.json`): urls, pids, children, the API credential."""
+        return json.loads((self.repo / ".qms" / "stack.json").read_text())
+
+    @property
+    def auth_string(self) -> str:
+        return self.state()["auth_string"]
+
+    def headers(self) -> dict[str, str]:
+        """What an insider sends: the stack's credential (HTTP basic auth), read from its state file."""
+        return {"Authorization": "Basic " + base64.b64encode(self.auth_string.encode()).decode()}
+
+    def api(self, method: str, path: str, **kw) -> httpx.Response:  # noqa: ANN003
+        """A request to the stack's Prefect API with its credential."""
+        return httpx.request(method, f"{self.api_url}{path}", headers=self.headers(), timeout=10, **kw)
 
     def _read(self) -> None:
         for raw in self.proc.stdout:
@@ -79,13 +111,22 @@ class RunningStack:
             f"{text!r} not printed within {timeout} s; output:\n" + "\n".join(self.lines) + "\n" + self.logs()
         )
 
-    def stop(self) -> int:
+    def stop(self, sig: int | None = None, timeout: float = 120) -> int:
+        """Send SIGINT (or ``sig``) and wait until `qms up` says it stopped and exits."""
         import signal
 
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            self.wait_for("qmsflow stopped", timeout=120)
+            self.proc.send_signal(sig if sig is not None else signal.SIGINT)
+            self.wait_for("qmsflow stopped", timeout=timeout)
         return self.proc.wait(timeout=30)
+
+    def children(self) -> list[int]:
+        """Pids of the processes `qms up` started (server, runner, web app), from /proc."""
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        try:
+            return [int(p) for p in path.read_text().split()]
+        except OSError:
+            return []
 
     def kill(self) -> None:
         """Teardown: stop cleanly if possible, else kill (the children die with `qms up`)."""
@@ -104,6 +145,7 @@ class RunningStack:
         env.update(
             {
                 "PREFECT_API_URL": self.api_url,
+                "PREFECT_API_AUTH_STRING": self.auth_string,
                 "DO_NOT_TRACK": "1",
                 "PREFECT_HOME": str(self.repo / ".qms" / "prefect-cli"),
                 "COLUMNS": "200",
@@ -114,7 +156,7 @@ class RunningStack:
         )
 
     def flow_state(self, flow_run_id: str) -> str | None:
-        response = httpx.get(f"{self.api_url}/flow_runs/{flow_run_id}", timeout=10)
+        response = self.api("GET", f"/flow_runs/{flow_run_id}")
         response.raise_for_status()
         state = response.json().get("state") or {}
         return state.get("type")
@@ -138,8 +180,9 @@ def start_stack(
     cwd: Path | None = None,
     port: int | None = None,
     web_port: int | None = None,
+    ignore_sigint: bool = False,
 ) -> RunningStack:
-    stack = RunningStack(repo, port or free_port(), web_port or free_port(), env_extra, cwd)
+    stack = RunningStack(repo, port or free_port(), web_port or free_port(), env_extra, cwd, ignore_sigint)
     try:
         stack.wait_for("qmsflow is up", timeout=240)
     except BaseException:

@@ -224,3 +224,28 @@ def test_a_dropped_trigger_fails_verify_and_db_upgrade_or_any_start_reinstalls_i
 
     with open_context(cfg, migrate=True) as ctx:  # what `qms up` opens and then prints
         assert ctx.repaired_guards == ["append-only trigger trail_events_no_delete is missing"]
+
+
+def test_submit_with_the_stack_down_says_so_and_never_tries_a_default_port(
+    qms, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: ANN001
+    """Issue 10: with no `qms up` running, the submission is kept and the user is told, no 127.0.0.1:4200."""
+    from identityutil import token
+
+    from qmsflow.scaffold import scaffold
+    from qmsflow.store.db import Database
+
+    repo = tmp_path / "repo"
+    scaffold(repo, org_name="Down GmbH", git=True)
+    cfg = str(repo / "qms.yaml")
+    code, _, err = qms("sync", "-c", cfg)
+    assert code == 0, err
+    db = Database(f"sqlite:///{repo / '.qms' / 'qms.db'}")
+    monkeypatch.setenv("QMS_TOKEN", token(db, "ana", role="admin"))
+    db.dispose()
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    (repo / ".qms" / "stack.json").write_text('{"api_url": "http://127.0.0.1:1/api", "pid": 999999999}')  # stale
+    code, out, err = qms("document", "submit", "SOP-DOC-001", "-c", cfg)
+    assert code == 1, out + err
+    assert "recorded, but its review did not start: the stack is not running (start it with 'qms up')" in err
+    assert "4200" not in err and "Traceback" not in err

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qmsflow.services.scaffold import environment
+from qmsflow.scaffold import environment
 from qmsflow.settings import ConfigError, check_repo, find_config, load_config, parse_config
 
 SAMPLE = environment().get_template("scaffold/qms.yaml.j2").render(org_name="Test AI GmbH")

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from qmsflow.context import open_context
-from qmsflow.services.demo_large import fill, write_config
+from qmsflow.demo.large import fill, write_config
 from qmsflow.services.verify import verify
 from qmsflow.store.tables import DocumentVersionRow, RecordRow
 

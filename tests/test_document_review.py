@@ -24,7 +24,7 @@ from identityutil import account, password_of, token
 from sqlalchemy import func, select
 from stackutil import QMS, RunningStack, start_stack
 
-from qmsflow.services.scaffold import scaffold
+from qmsflow.scaffold import scaffold
 from qmsflow.store.db import Database
 from qmsflow.store.tables import ApprovalRequestRow, DocumentVersionRow, SignatureRow, TrailEventRow
 
@@ -58,7 +58,7 @@ class World:
         env: dict[str, str] | None = None,
         input: str | None = None,  # noqa: A002
     ) -> subprocess.CompletedProcess:
-        full = {**self.stack.env, "PREFECT_API_URL": self.stack.api_url, **(env or {})}
+        full = {**self.stack.env, **(env or {})}  # the stack is found from its state file in .qms/
         return subprocess.run(
             [QMS, *args, "-c", str(self.repo / "qms.yaml")],
             env=full,
@@ -92,6 +92,29 @@ class World:
                 return row
             time.sleep(0.3)
         raise AssertionError(f"no approval request for {doc_id}\n{self.stack.logs()}")
+
+    def pending(self, doc_id: str, who: str) -> ApprovalRequestRow:
+        """The pending review request of ``doc_id``; edited and submitted by ``who`` when there is none
+        (each test sets up what it needs, whatever ran before it)."""
+        with self.db.read() as s:
+            row = s.scalars(
+                select(ApprovalRequestRow).where(
+                    ApprovalRequestRow.subject.startswith(f"document-version:{doc_id}@"),
+                    ApprovalRequestRow.status == "pending",
+                )
+            ).first()
+        if row is not None:
+            return row
+        path = next(p for p in (self.repo / "procedures").glob(f"{doc_id}-*.md"))
+        self.edit(str(path.relative_to(self.repo)), f"Revised for a test at {time.time_ns()}.")
+        return self.submit(doc_id, who=who)
+
+    def effective(self, doc_id: str, who: str, approver: str) -> ApprovalRequestRow:
+        """An approved review of ``doc_id`` whose flow run completed, the version effective."""
+        request = self.pending(doc_id, who)
+        assert self.click(request.id, approver).status_code == 200
+        self.stack.wait_state(request.flow_run_id, "COMPLETED")
+        return self.request(request.id)
 
     def request_ids(self) -> set[str]:
         with self.db.read() as s:
@@ -150,6 +173,10 @@ class World:
     def rendered(self, doc_id: str, version: str) -> Path:
         return self.repo / ".qms" / "rendered" / doc_id / version / f"{doc_id}-v{version}.pdf"
 
+    def version_of(self, request: ApprovalRequestRow) -> DocumentVersionRow:
+        doc_id, version = request.subject.removeprefix("document-version:").split("@")
+        return self.version(doc_id, version)
+
     def version(self, doc_id: str, version: str) -> DocumentVersionRow:
         with self.db.read() as s:
             return s.scalars(
@@ -184,27 +211,31 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             w.db.dispose()
 
 
+def posts_about(world: World, request_id: str) -> list:
+    return [c for c in world.slack.calls_to("chat.postMessage") if request_id in json.dumps(c.params.get("blocks"))]
+
+
 def test_submission_suspends_and_asks_the_approver_in_slack(world: World) -> None:
-    world.edit("procedures/SOP-DOC-001-document-control.md", "Clarified the review interval.")
-    request = world.submit("SOP-DOC-001", "--comment", "clarify review interval")
-    assert request.subject == "document-version:SOP-DOC-001@1.0" and request.approvers == ["ben"]
+    world.edit("procedures/SOP-CAPA-001-corrective-action.md", "Clarified the effectiveness check.")
+    request = world.submit("SOP-CAPA-001", "--comment", "clarify effectiveness check")
+    assert request.subject == "document-version:SOP-CAPA-001@1.0" and request.approvers == ["ben"]
     assert request.author == "ana"
     deadline = time.monotonic() + 30
-    while not world.slack.calls_to("chat.postMessage") and time.monotonic() < deadline:
+    while not posts_about(world, request.id) and time.monotonic() < deadline:
         time.sleep(0.2)
-    [post] = world.slack.calls_to("chat.postMessage")
+    [post] = posts_about(world, request.id)
     assert post.params["channel"] == FakeSlack.dm_channel_for(SLACK_ID["ben"])
     buttons = [b for b in post.params["blocks"] if b["type"] == "actions"][0]["elements"]
     assert [b["action_id"] for b in buttons] == ["approve", "reject", "changes"]
     assert {b["value"] for b in buttons} == {request.id}
-    assert world.version("SOP-DOC-001", "1.0").status == "in_review"
+    assert world.version("SOP-CAPA-001", "1.0").status == "in_review"
 
 
 def test_refusals_are_answered_and_recorded(world: World) -> None:
-    [request_id] = [
-        r for r in world.request_ids() if world.request(r).subject.startswith("document-version:SOP-DOC-001")
-    ]
+    request_id = world.pending("SOP-RSK-001", who="ana").id
     ref = f"approval:{request_id}"
+    with world.db.read() as s:
+        signatures = s.scalar(select(func.count()).select_from(SignatureRow))
     click = {
         "type": "block_actions",
         "user": {"id": SLACK_ID["ben"]},
@@ -225,50 +256,58 @@ def test_refusals_are_answered_and_recorded(world: World) -> None:
     assert "not a known person" in reasons["slack:U0NOBODY1"]
     assert world.stack.flow_state(world.request(request_id).flow_run_id) == "PAUSED"
     with world.db.read() as s:
-        assert s.scalar(select(func.count()).select_from(SignatureRow)) == 0
+        assert s.scalar(select(func.count()).select_from(SignatureRow)) == signatures
 
 
 def test_signed_click_resumes_the_flow_to_an_effective_version(world: World) -> None:
-    [request_id] = [
-        r for r in world.request_ids() if world.request(r).subject.startswith("document-version:SOP-DOC-001")
-    ]
+    pending = world.pending("SOP-DOC-001", who="ana")
+    request_id = pending.id
+    refused_before = len(world.trail("approval.refused", f"approval:{request_id}"))
     started = time.perf_counter()
     response = world.click(request_id, "ben")
     assert response.status_code == 200 and time.perf_counter() - started < 3
     world.stack.wait_state(world.request(request_id).flow_run_id, "COMPLETED")
-    version = world.version("SOP-DOC-001", "1.0")
+    version = world.version_of(pending)
+    number = version.version
     assert version.status == "effective" and version.next_review_date is not None
     request = world.request(request_id)
     assert request.status == "approved"
-    pdf = world.rendered("SOP-DOC-001", "1.0")
+    pdf = world.rendered("SOP-DOC-001", number)
     assert pdf.is_file() and pdf.read_bytes().startswith(b"%PDF")
     [signed] = world.trail("approval.signed", f"approval:{request_id}")
     signature = json.loads(signed.after_json)
     assert signature["signer"] == "ben" and signature["printed_name"] == "Ben Brandt"
     assert signature["method"] == "slack" and signature["content_sha256"] == version.content_sha256
-    assert signature["meaning"] == "approves SOP-DOC-001 v1.0 for use"
+    assert signature["meaning"] == f"approves SOP-DOC-001 v{number} for use"
     # the snapshot is the submitter's act; the version is effective in the transaction of ben's signature
-    [snapshot] = world.trail("document-version.in_review", "document-version:SOP-DOC-001@1.0")
-    [effective] = world.trail("document-version.effective", "document-version:SOP-DOC-001@1.0")
+    [snapshot] = world.trail("document-version.in_review", f"document-version:SOP-DOC-001@{number}")
+    [effective] = world.trail("document-version.effective", f"document-version:SOP-DOC-001@{number}")
     assert (snapshot.actor, effective.actor) == ("ana", "ben") and effective.seq == signed.seq + 2
     assert json.loads(effective.after_json)["approval_request"] == request_id
+
+    def updates() -> list:
+        return [c for c in world.slack.calls_to("chat.update") if request_id in c.params.get("text", "")]
+
     deadline = time.monotonic() + 30
-    while not world.slack.calls_to("chat.update") and time.monotonic() < deadline:
+    while not updates() and time.monotonic() < deadline:
         time.sleep(0.2)
-    [update] = world.slack.calls_to("chat.update")
+    [update] = updates()
     assert "approved by Ben Brandt" in update.params["text"]
     # more clicks: one decision only; the clicker is told once, only to them, and one refusal is recorded
     for _ in range(3):
         assert world.click(request_id, "ben").status_code == 200
-    again = world.wait_trail("approval.refused", f"approval:{request_id}", count=4)
+    again = world.wait_trail("approval.refused", f"approval:{request_id}", count=refused_before + 1)
     assert "already decided" in json.loads(again[-1].after_json)["reason"]
+
+    def told() -> list:
+        return [e for e in world.slack.ephemerals if e["user"] == SLACK_ID["ben"] and request_id in e["text"]]
+
     deadline = time.monotonic() + 30
-    while not world.slack.ephemerals and time.monotonic() < deadline:
+    while not told() and time.monotonic() < deadline:
         time.sleep(0.2)
     time.sleep(1)  # room for any duplicate to arrive
-    told = [e for e in world.slack.ephemerals if e["user"] == SLACK_ID["ben"] and request_id in e["text"]]
-    assert len(told) == 1 and "already decided" in told[0]["text"]
-    assert len(world.trail("approval.refused", f"approval:{request_id}")) == 4
+    assert len(told()) == 1 and "already decided" in told()[0]["text"]
+    assert len(world.trail("approval.refused", f"approval:{request_id}")) == refused_before + 1
     with world.db.read() as s:
         assert (
             s.scalar(select(func.count()).select_from(SignatureRow).where(SignatureRow.request_id == request_id)) == 1
@@ -277,10 +316,8 @@ def test_signed_click_resumes_the_flow_to_an_effective_version(world: World) -> 
 
 
 def test_a_lost_controlled_copy_is_rendered_again_from_the_record(world: World) -> None:
-    [request_id] = [
-        r for r in world.request_ids() if world.request(r).subject.startswith("document-version:SOP-DOC-001")
-    ]
-    pdf = world.rendered("SOP-DOC-001", "1.0")
+    effective = world.version_of(world.effective("SOP-DOC-001", who="ana", approver="ben"))
+    pdf = world.rendered("SOP-DOC-001", effective.version)
     html = pdf.with_suffix(".html")
     pdf.unlink()
     html.unlink()
@@ -289,7 +326,7 @@ def test_a_lost_controlled_copy_is_rendered_again_from_the_record(world: World) 
     assert pdf.read_bytes().startswith(b"%PDF") and "Ben Brandt" in html.read_text()
     for args, message in (
         (["SOP-NOPE-001"], "no controlled document 'SOP-NOPE-001'"),
-        (["SOP-AUD-001"], "SOP-AUD-001 has no effective version"),
+        (["SOP-CHG-001"], "SOP-CHG-001 has no effective version"),  # no test approves SOP-CHG-001
         (["SOP-DOC-001", "--version", "9.9"], "no version 9.9 of document SOP-DOC-001"),
     ):
         refused = world.qms("document", "render", *args)
@@ -298,27 +335,32 @@ def test_a_lost_controlled_copy_is_rendered_again_from_the_record(world: World) 
 
 
 def test_a_submission_that_cannot_be_reviewed_is_refused_before_a_run_starts(world: World) -> None:
+    number = world.version_of(world.effective("SOP-DOC-001", who="ana", approver="ben")).version
     before = world.request_ids()
-    runs = httpx.post(f"{world.stack.api_url}/flow_runs/count", json=REVIEW_RUNS, timeout=10).json()
+    runs = world.stack.api("POST", "/flow_runs/count", json=REVIEW_RUNS).json()
     for args, message in (
-        (["SOP-DOC-001"], "procedures/SOP-DOC-001-document-control.md is unchanged since version 1.0"),
-        (["SOP-AUD-001", "--still-valid"], "SOP-AUD-001 has no effective version"),
+        (["SOP-DOC-001"], f"procedures/SOP-DOC-001-document-control.md is unchanged since version {number}"),
+        (["SOP-CHG-001", "--still-valid"], "SOP-CHG-001 has no effective version"),
         (["SOP-NOPE-001"], "'SOP-NOPE-001' is not a registered document"),
     ):
         refused = world.qms("document", "submit", *args, env={"QMS_TOKEN": world.token("ana")})
         assert refused.returncode == 1 and message in refused.stderr, refused.stderr
     assert world.request_ids() == before
-    assert httpx.post(f"{world.stack.api_url}/flow_runs/count", json=REVIEW_RUNS, timeout=10).json() == runs
+    assert world.stack.api("POST", "/flow_runs/count", json=REVIEW_RUNS).json() == runs
 
 
 def test_reject_asks_for_a_comment_and_returns_the_document_to_draft(world: World) -> None:
     world.edit("procedures/SOP-TST-001-code-review-and-testing.md", "Coverage gate raised to 85%.")
     request = world.submit("SOP-TST-001", who="chloe")
     assert world.click(request.id, "ana", action="reject").status_code == 200
+
+    def views() -> list:
+        return [v for v in world.slack.views if v["private_metadata"].startswith(f"{request.id}|")]
+
     deadline = time.monotonic() + 30
-    while not world.slack.views and time.monotonic() < deadline:
+    while not views() and time.monotonic() < deadline:
         time.sleep(0.2)
-    [view] = world.slack.views
+    [view] = views()
     assert view["callback_id"] == "qms_decision" and view["private_metadata"] == f"{request.id}|reject"
     submission = {
         "type": "view_submission",
@@ -333,7 +375,7 @@ def test_reject_asks_for_a_comment_and_returns_the_document_to_draft(world: Worl
     }
     assert world.post(submission).status_code == 200
     world.stack.wait_state(request.flow_run_id, "COMPLETED")
-    version = world.version("SOP-TST-001", "1.0")
+    version = world.version_of(request)
     assert version.status == "draft" and version.comment == "No evidence for 85% yet."
     assert world.request(request.id).status == "rejected"
 
@@ -347,7 +389,8 @@ def test_restart_while_suspended_then_click_completes_without_duplicates(world: 
     world.start(port=port, web_port=web_port)
     assert world.click(request.id, "ana").status_code == 200
     world.stack.wait_state(request.flow_run_id, "COMPLETED")
-    assert world.version("SOP-DES-001", "1.0").status == "effective"
+    version = world.version_of(request)
+    assert version.status == "effective"
     with world.db.read() as s:
         assert (
             s.scalar(
@@ -361,7 +404,7 @@ def test_restart_while_suspended_then_click_completes_without_duplicates(world: 
             s.scalar(
                 select(func.count())
                 .select_from(DocumentVersionRow)
-                .where(DocumentVersionRow.document_id == "SOP-DES-001")
+                .where(DocumentVersionRow.document_id == "SOP-DES-001", DocumentVersionRow.version == version.version)
             )
             == 1
         )
@@ -383,16 +426,17 @@ def test_cli_approval_with_a_personal_token_and_a_still_valid_review(world: Worl
     created = world.qms("token", "create", "--user", "ben", "--password-stdin", input=password_of("ben") + "\n")
     assert created.returncode == 0, created.stderr
     token = created.stdout.strip()
+    number = world.version_of(world.effective("SOP-DOC-001", who="ana", approver="ben")).version
     request = world.submit("SOP-DOC-001", "--still-valid", who="ana")
-    assert request.author is None and request.subject == "document-version:SOP-DOC-001@1.0"
+    assert request.author is None and request.subject == f"document-version:SOP-DOC-001@{number}"
     bad = world.qms("approve", request.id, "--decision", "approve", env={"QMS_TOKEN": "qms_forged"})
     assert bad.returncode == 1 and "the API token is unknown" in bad.stderr and "qms login" in bad.stderr
     done = world.qms("approve", request.id, "--decision", "approve", env={"QMS_TOKEN": token})
     assert done.returncode == 0, done.stderr
     assert "signed by Ben Brandt" in done.stdout
     world.stack.wait_state(request.flow_run_id, "COMPLETED")
-    assert world.trail("document-version.review-confirmed", "document-version:SOP-DOC-001@1.0")
-    assert world.version("SOP-DOC-001", "1.0").status == "effective"
+    assert world.trail("document-version.review-confirmed", f"document-version:SOP-DOC-001@{number}")
+    assert world.version("SOP-DOC-001", number).status == "effective"
 
 
 def test_browser_approval_from_the_inbox(world: World) -> None:
@@ -471,12 +515,24 @@ def test_browser_approval_from_the_inbox(world: World) -> None:
 
 
 def test_verify_reports_a_signature_whose_content_changed(world: World) -> None:
+    """Its own signed version (QMS-001: ben, its owner, submits; ana approves); the tampering is undone after."""
     import sqlite3
 
+    version = world.version_of(world.effective("QMS-001", who="ben", approver="ana"))
+    assert version.status == "effective"
+    where = "WHERE document_id = ? AND version = ?"
     conn = sqlite3.connect(world.repo / ".qms" / "qms.db")
-    conn.execute("UPDATE document_versions SET content_sha256 = ? WHERE document_id = 'SOP-DES-001'", ("0" * 64,))
-    conn.commit()
-    conn.close()
-    done = world.qms("verify")
-    assert done.returncode == 1
-    assert "no longer verifies: SOP-DES-001 v1.0 content is now 0000000000000000" in done.stderr
+    try:
+        conn.execute(f"UPDATE document_versions SET content_sha256 = ? {where}", ("0" * 64, "QMS-001", version.version))
+        conn.commit()
+        done = world.qms("verify")
+        assert done.returncode == 1
+        assert f"no longer verifies: QMS-001 v{version.version} content is now 0000000000000000" in done.stderr
+    finally:
+        conn.execute(
+            f"UPDATE document_versions SET content_sha256 = ? {where}",
+            (version.content_sha256, "QMS-001", version.version),
+        )
+        conn.commit()
+        conn.close()
+    assert world.qms("verify").returncode == 0, "the tampering was not undone"

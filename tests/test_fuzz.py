@@ -29,7 +29,7 @@ def _build_app():  # noqa: ANN202
     from pathlib import Path
 
     from qmsflow.context import open_context
-    from qmsflow.services.scaffold import scaffold
+    from qmsflow.scaffold import scaffold
 
     os.environ.pop("QMS_DATABASE_URL", None)
     repo = Path(tempfile.mkdtemp(prefix="qms-fuzz-")) / "repo"

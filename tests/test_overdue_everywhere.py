@@ -12,7 +12,7 @@ from test_web import sign_in
 
 from qmsflow.cli.main import run
 from qmsflow.context import QmsContext
-from qmsflow.services.demo import seed
+from qmsflow.demo.seed import seed
 from qmsflow.services.documents import scan_due_reviews
 from qmsflow.services.status import process_status
 from qmsflow.store import UnitOfWork

@@ -171,3 +171,47 @@ def test_https_uses_prefects_tls_settings() -> None:
     with temporary_settings({PREFECT_API_TLS_INSECURE_SKIP_VERIFY: True}):
         context = prefect_api._tls_verify("https://prefect.example/api")
         assert context.verify_mode == ssl.CERT_NONE and context.check_hostname is False
+
+
+def test_the_stacks_credential_is_sent_with_its_endpoint(prefect: ScriptedPrefect) -> None:
+    endpoint = prefect_api.Endpoint(prefect.url, "qmsflow:s3cret")
+    assert prefect_api.resume(endpoint, RUN, {}) is True
+    assert prefect.seen[0]["auth"] == "Basic cW1zZmxvdzpzM2NyZXQ="
+    assert "s3cret" not in repr(endpoint)
+
+
+def _state(tmp_path, **fields) -> None:  # noqa: ANN001, ANN003
+    (tmp_path / "stack.json").write_text(json.dumps(fields))
+
+
+def test_locate_finds_the_running_stack_from_its_state_file(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    import os
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.delenv("PREFECT_API_AUTH_STRING", raising=False)
+    _state(tmp_path, api_url="http://127.0.0.1:4711/api", pid=os.getpid(), auth_string="qmsflow:x")
+    assert prefect_api.locate(tmp_path) == prefect_api.Endpoint("http://127.0.0.1:4711/api", "qmsflow:x")
+    # the same URL named by PREFECT_API_URL (as the stack's children have it) keeps the stack's credential
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4711/api")
+    assert prefect_api.locate(tmp_path).auth_string == "qmsflow:x"
+    # another server named by PREFECT_API_URL: Prefect's own settings authenticate, not our credential
+    monkeypatch.setenv("PREFECT_API_URL", "https://prefect.example/api")
+    assert prefect_api.locate(tmp_path) == prefect_api.Endpoint("https://prefect.example/api", None)
+
+
+@pytest.mark.parametrize("state", ["absent", "dead pid", "garbage"])
+def test_locate_says_the_stack_is_down_never_guesses_a_port(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, state: str
+) -> None:  # noqa: ANN001
+    import subprocess
+    import sys
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    if state == "dead pid":
+        gone = subprocess.Popen([sys.executable, "-c", "pass"])
+        gone.wait()
+        _state(tmp_path, api_url="http://127.0.0.1:4711/api", pid=gone.pid, auth_string="qmsflow:x")
+    elif state == "garbage":
+        (tmp_path / "stack.json").write_text("{not json")
+    with pytest.raises(prefect_api.PrefectUnavailable, match=r"the stack is not running \(start it with 'qms up'\)"):
+        prefect_api.locate(tmp_path)

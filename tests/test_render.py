@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from qmsflow.services.render import Rendered, RenderError, markdown_to_html, render_controlled
+from qmsflow.adapters.render import Rendered, RenderError, markdown_to_html, render_controlled
 
 CONTENT = "3f2a9c0d1e4b5a6978c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2"
 COMMIT = "9b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c"

@@ -18,7 +18,7 @@ import pytest
 from fakes.slack import FakeSlack
 from test_document_review import SECRET, SLACK_ID, USERS, World
 
-from qmsflow.services.scaffold import scaffold
+from qmsflow.scaffold import scaffold
 from qmsflow.store.tables import ApprovalRequestRow, SubmissionRow, TrailEventRow
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
@@ -94,8 +94,36 @@ def test_a_git_author_cannot_approve_the_change_submitted_by_someone_else(world:
     assert world.qms("verify").returncode == 0
 
 
+def test_an_outsider_gets_401_from_the_prefect_api_of_the_stack(world: World) -> None:
+    """The attack of issue 11: a POST to create_flow_run with foreign parameters. Without the stack's
+    credential (generated at each start, in .qms/stack.json, 0600) Prefect answers 401 and no run exists."""
+    import base64
+    import stat
+
+    deployment = world.stack.api("GET", "/deployments/name/document-review/on-demand").json()
+    runs_before = world.stack.api("POST", "/flow_runs/count", json={}).json()
+    attack = {"parameters": {"submission_id": "SUB-2099-9999", "config": "/tmp/attacker/qms.yaml"}}
+    create = f"{world.stack.api_url}/deployments/{deployment['id']}/create_flow_run"
+    wrong = "Basic " + base64.b64encode(b"qmsflow:guessed").decode()
+    for headers in ({}, {"Authorization": wrong}, {"Authorization": "Bearer pnu_guessed"}):
+        assert httpx.post(create, json=attack, headers=headers, timeout=10).status_code == 401
+        assert (
+            httpx.post(f"{world.stack.api_url}/flow_runs/count", json={}, headers=headers, timeout=10).status_code
+            == 401
+        )
+        assert (
+            httpx.post(f"{world.stack.api_url}/flow_runs/filter", json={}, headers=headers, timeout=10).status_code
+            == 401
+        )
+    assert world.stack.api("POST", "/flow_runs/count", json={}).json() == runs_before
+    state_file = world.repo / ".qms" / "stack.json"
+    assert stat.S_IMODE(state_file.stat().st_mode) == 0o600
+    assert httpx.get(f"{world.stack.api_url}/health", timeout=10).status_code == 200  # the probe stays open
+
+
 def test_runs_started_from_outside_with_foreign_parameters_change_nothing(world: World) -> None:
-    deployment = httpx.get(f"{world.stack.api_url}/deployments/name/document-review/on-demand", timeout=10).json()
+    """An insider (with the stack's credential) still cannot make a run take a config or an identity."""
+    deployment = world.stack.api("GET", "/deployments/name/document-review/on-demand").json()
     with world.db.read() as s:
         requests_before = s.query(ApprovalRequestRow).count()
         submission = s.query(SubmissionRow).order_by(SubmissionRow.created_at).first()
@@ -107,10 +135,8 @@ def test_runs_started_from_outside_with_foreign_parameters_change_nothing(world:
     }
     runs = {}
     for name, parameters in attacks.items():
-        created = httpx.post(
-            f"{world.stack.api_url}/deployments/{deployment['id']}/create_flow_run",
-            json={"parameters": parameters},
-            timeout=10,
+        created = world.stack.api(
+            "POST", f"/deployments/{deployment['id']}/create_flow_run", json={"parameters": parameters}
         )
         if created.status_code >= 400:  # refused by Prefect before any run: nothing to record
             runs[name] = None

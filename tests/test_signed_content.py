@@ -20,8 +20,8 @@ from test_web import sign_in
 from qmsflow.context import QmsContext, open_context
 from qmsflow.domain.approvals import AlreadyDecided, Decision, Method, NotAuthorized
 from qmsflow.domain.errors import DomainError
+from qmsflow.scaffold import render_document, scaffold
 from qmsflow.services import approvals, capa, contents, review
-from qmsflow.services.scaffold import render_document, scaffold
 from qmsflow.services.sync import sync_config
 from qmsflow.services.verify import verify
 from qmsflow.settings import parse_config

@@ -1,7 +1,9 @@
 """End to end: `qms up` starts the Prefect server and the runner, the due-scan deployment runs and
-records into the store, Ctrl-C stops the runner, then the server.
+records into the store; a child that dies is restarted while the others serve; SIGINT and SIGTERM stop
+everything within 15 s, also in the background, during start-up and under a CPU hog.
 
-One embedded stack for the whole module (a Prefect server cold start takes ~20 s).
+One shared stack for the tests that only use it (a Prefect server cold start takes ~20 s); the tests
+that stop a stack start their own, so no test depends on another's order.
 """
 
 from __future__ import annotations
@@ -10,12 +12,13 @@ import json
 import socket
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from stackutil import RunningStack, start_stack
+from stackutil import QMS, RunningStack, free_port, start_stack
 
-from qmsflow.services.scaffold import scaffold
+from qmsflow.scaffold import scaffold
 from qmsflow.store import trail
 from qmsflow.store.db import Database
 from qmsflow.store.tables import DocumentVersionRow, ProcessRunRow, RecordRow
@@ -98,14 +101,175 @@ def test_the_hourly_anchor_deployment_anchors_the_head_and_commits_it(stack: Run
     assert len(digest) == 64
 
 
-def test_ctrl_c_stops_runner_then_server(stack: RunningStack) -> None:
-    assert stack.stop() == 0
-    order = [line for line in stack.lines if line.startswith("stopped ")]
-    assert order == ["stopped web app", "stopped runner", "stopped Prefect server"]
-    assert not (stack.repo / ".qms" / "stack.pid").exists()
-    with socket.socket() as sock:  # nothing listens on the server's port any more
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", stack.port))
+def test_a_killed_runner_or_web_app_is_restarted_while_the_rest_keeps_serving(stack: RunningStack) -> None:
+    """kill -9 of the runner: the web app (and so Slack) keeps answering, the runner comes back with backoff,
+    `qms status` shows the restart; then the same for the web app."""
+    import os
+    import signal
+    import time
+
+    import httpx
+
+    def pid_of(name: str) -> int:
+        return stack.state()["children"][name]["pid"]
+
+    runner = pid_of("runner")
+    os.kill(runner, signal.SIGKILL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # the web app answers all along the runner's restart
+        assert httpx.get(f"{stack.web_url}/health", timeout=10).status_code == 200
+        state = stack.state()["children"]["runner"]
+        if state["status"] == "running" and state["pid"] not in (None, runner):
+            break
+        time.sleep(0.3)
+    stack.wait_for("restarted runner", timeout=30)
+    assert any("runner exited with code -9; restarting in" in line for line in stack.lines)
+    status = subprocess.run(
+        [QMS, "status", "-c", str(stack.repo / "qms.yaml")], env=stack.env, capture_output=True, text=True, timeout=120
+    )
+    assert status.returncode == 0, status.stderr
+    assert "runner running (restarted 1x, last exit code -9)" in " ".join(status.stdout.split()), status.stdout
+    assert not Path(f"/proc/{runner}").exists() or _zombie(str(runner))
+    # the restarted runner serves: a deployment run completes
+    done = stack.prefect("deployment", "run", "trail-anchor/hourly", "--watch")
+    assert done.returncode == 0 and "Completed" in done.stdout, done.stdout + done.stderr
+
+    web = pid_of("web app")
+    os.kill(web, signal.SIGKILL)
+    stack.wait_for("restarted web app", timeout=60)
+    deadline = time.monotonic() + 60
+    answered = None
+    while time.monotonic() < deadline and answered != 200:
+        try:
+            answered = httpx.get(f"{stack.web_url}/health", timeout=5).status_code
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    assert answered == 200
+    assert stack.proc.poll() is None  # `qms up` itself never stopped
+
+
+def test_ctrl_c_of_a_background_qms_up_stops_web_app_runner_then_server(tmp_path: Path) -> None:
+    """Started as a background job starts it (SIGINT ignored, inherited): SIGINT still stops everything,
+    within 15 s, web app and runner first, the server last; the children do not ignore SIGINT either."""
+    import time
+
+    repo = tmp_path / "repo"
+    scaffold(repo, org_name="Background GmbH", git=True)
+    s = start_stack(repo, ignore_sigint=True)
+    try:
+        children = s.children()
+        assert len(children) == 3
+        for pid in children:  # SigIgn: bit 2 is SIGINT; a child deaf to SIGINT could only be killed
+            ignored = int(Path(f"/proc/{pid}/status").read_text().split("SigIgn:")[1].split()[0], 16)
+            assert not ignored & (1 << (2 - 1)), f"child {pid} ignores SIGINT"
+        started = time.monotonic()
+        assert s.stop(timeout=15) == 0
+        assert time.monotonic() - started < 15
+        order = [line for line in s.lines if line.startswith("stopped ")]
+        assert order == ["stopped web app", "stopped runner", "stopped Prefect server"]
+        assert not (repo / ".qms" / "stack.pid").exists() and not (repo / ".qms" / "stack.json").exists()
+        assert _gone(children, within=5) == []
+        with socket.socket() as sock:  # nothing listens on the server's port any more
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", s.port))
+    finally:
+        s.kill()
+
+
+def test_sigterm_during_start_up_stops_within_15_s(tmp_path: Path) -> None:
+    """SIGTERM while the Prefect server is still starting (also in the background, SIGINT ignored)."""
+    import signal
+    import time
+
+    repo = tmp_path / "repo"
+    scaffold(repo, org_name="Early Stop GmbH", git=True)
+    s = RunningStack(repo, free_port(), free_port(), ignore_sigint=True)
+    try:
+        s.wait_for("starting the Prefect server", timeout=120)
+        children = s.children()
+        started = time.monotonic()
+        assert s.stop(signal.SIGTERM, timeout=15) == 0
+        assert time.monotonic() - started < 15
+        assert "qmsflow is up. Ctrl-C stops it." not in s.lines
+        assert _gone(children, within=5) == []
+    finally:
+        s.kill()
+
+
+def test_stop_and_restart_on_a_loaded_machine(tmp_path: Path) -> None:
+    """Two busy loops keep both cores busy: the stack still starts, stops within 15 s (SIGINT, then
+    SIGTERM after a restart on the same ports), and leaves no child behind."""
+    import signal
+    import sys
+    import time
+
+    repo = tmp_path / "repo"
+    scaffold(repo, org_name="Busy GmbH", git=True)
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    s = None
+    try:
+        s = start_stack(repo)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            children = s.children()
+            started = time.monotonic()
+            assert s.stop(sig, timeout=15) == 0
+            assert time.monotonic() - started < 15, f"{sig!r} took {time.monotonic() - started:.1f} s"
+            assert _gone(children, within=5) == []
+            if sig == signal.SIGINT:
+                s = start_stack(repo, port=s.port, web_port=s.web_port)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+        if s is not None:
+            s.kill()
+
+
+def test_a_flow_run_process_dies_with_the_runner_that_started_it(tmp_path: Path) -> None:
+    """A flow-run process of the runner (it imports `flows` with QMS_RUNNER_PID set) is killed when the
+    runner dies, even by SIGKILL: it never outlives the stack to reconnect to a later server."""
+    import os
+    import signal
+    import sys
+    import time
+
+    pidfile = tmp_path / "flow-run.pid"
+    (tmp_path / "flow_run.py").write_text(
+        f"import os, time, flows\nopen({str(pidfile)!r}, 'w').write(str(os.getpid()))\ntime.sleep(120)\n"
+    )
+    fake_runner = (
+        "import os, subprocess, sys, time\n"
+        "os.environ['QMS_RUNNER_PID'] = str(os.getpid())\n"
+        f"subprocess.Popen([sys.executable, {str(tmp_path / 'flow_run.py')!r}])\n"
+        "time.sleep(120)\n"
+    )
+    runner = subprocess.Popen([sys.executable, "-c", fake_runner], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (pidfile.is_file() and pidfile.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        flow_run = int(pidfile.read_text())
+        assert _gone([flow_run], within=0.5) == [flow_run]  # it runs while its runner does
+        runner.send_signal(signal.SIGKILL)
+        runner.wait(timeout=10)
+        assert _gone([flow_run], within=10) == []
+    finally:
+        try:
+            os.killpg(runner.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _gone(pids: list[int], within: float) -> list[int]:
+    """Pids still alive (not zombies) after waiting up to ``within`` seconds."""
+    import time
+
+    deadline = time.monotonic() + within
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
+        alive = [pid for pid in alive if Path(f"/proc/{pid}").exists() and not _zombie(str(pid))]
+        time.sleep(0.1)
+    return alive
 
 
 def test_killing_qms_up_takes_its_server_runner_and_web_app_with_it(tmp_path) -> None:  # noqa: ANN001

@@ -33,7 +33,7 @@ DEEP = "[" * 100_000 + "]" * 100_000
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
     """One app for the module (the requests change nothing but sessions): Slack and Jira secrets set."""
     from qmsflow.context import open_context
-    from qmsflow.services.scaffold import scaffold
+    from qmsflow.scaffold import scaffold
 
     repo = tmp_path_factory.mktemp("raw") / "repo"
     scaffold(repo, org_name="Test AI GmbH", git=False)

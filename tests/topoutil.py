@@ -208,6 +208,11 @@ class Topology:
     def env(self) -> dict[str, str]:
         return self.client_env()
 
+    auth_string: str | None = None  # this topology's API replicas run without basic auth (see docs/operations.md)
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
     def wait_state(self, run_id: str, wanted: str, timeout: float = 120) -> None:
         wait_states(self.api_url, [run_id], wanted, timeout, self.log_tail)
 

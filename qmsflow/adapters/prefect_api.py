@@ -1,45 +1,107 @@
 """Talking to the Prefect API from outside a flow: start runs, resume suspended runs, read states.
 
-The API URL is ``PREFECT_API_URL`` when set, else the one ``qms up`` recorded in ``.qms/stack.json``.
+The endpoint (URL and credential) is ``PREFECT_API_URL`` when set, else the one the running ``qms up``
+recorded in ``.qms/stack.json`` (see ``locate``).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from uuid import UUID
-
-DEFAULT_API = "http://127.0.0.1:4200/api"
 
 
 class PrefectUnavailable(Exception):
     """The Prefect API cannot be reached; the message says how to start it."""
 
 
-def api_url(state_dir: Path | None) -> str:
-    if os.environ.get("PREFECT_API_URL"):
-        return os.environ["PREFECT_API_URL"]
-    if state_dir is not None:
-        stack = state_dir / "stack.json"
-        if stack.is_file():
-            return json.loads(stack.read_text()).get("api_url", DEFAULT_API)
-    return DEFAULT_API
+STACK_DOWN = "the stack is not running (start it with 'qms up')"
 
 
-def _settings(url: str):  # noqa: ANN202
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the Prefect API is and how to authenticate to it.
 
-    return temporary_settings({PREFECT_API_URL: url})
+    ``auth_string`` is the ``user:password`` of HTTP basic auth that the server of ``qms up`` requires
+    (``PREFECT_SERVER_API_AUTH_STRING``); ``None`` means "whatever Prefect's own settings say"
+    (``PREFECT_API_AUTH_STRING`` or ``PREFECT_API_KEY`` of an external server).
+    """
+
+    url: str
+    auth_string: str | None = field(default=None, repr=False)
+
+    def headers(self) -> dict[str, str]:
+        if self.auth_string:
+            return {"Authorization": "Basic " + base64.b64encode(self.auth_string.encode("utf-8")).decode("ascii")}
+        return _auth_headers()
+
+    def settings(self):  # noqa: ANN201
+        """Prefect client settings for this endpoint (a context manager)."""
+        from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+        updates: dict[Any, Any] = {PREFECT_API_URL: self.url}
+        if self.auth_string:
+            updates[PREFECT_API_AUTH_STRING] = self.auth_string
+        return temporary_settings(updates)
 
 
-def start_run(url: str, deployment: str, parameters: dict[str, Any], idempotency_key: str | None = None) -> str:
+def read_stack_state(state_dir: Path) -> dict[str, Any] | None:
+    """The state file of the running ``qms up`` of this repo, or None when no stack runs."""
+    path = state_dir / "stack.json"
+    try:
+        state = json.loads(path.read_text())
+        pid = int(state["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(state, dict):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None  # left behind by a stack that was killed
+    except PermissionError:
+        pass  # alive, another user's
+    return state
+
+
+def locate(state_dir: Path | None) -> Endpoint:
+    """The Prefect API to talk to, with its credential.
+
+    ``PREFECT_API_URL`` when set (production: an external server; inside the stack's own children it is
+    the embedded server, with ``PREFECT_API_AUTH_STRING``); otherwise what the running ``qms up`` of this
+    repo wrote into ``.qms/stack.json``. Never a guessed default port: with no stack running this raises
+    ``PrefectUnavailable`` saying so.
+    """
+    state = read_stack_state(state_dir) if state_dir is not None else None
+    env_url = os.environ.get("PREFECT_API_URL")
+    if env_url:
+        auth = os.environ.get("PREFECT_API_AUTH_STRING") or None
+        if auth is None and state and state.get("api_url") == env_url:
+            auth = state.get("auth_string") or None
+        return Endpoint(env_url, auth)
+    if state is None or not state.get("api_url"):
+        raise PrefectUnavailable(STACK_DOWN)
+    return Endpoint(state["api_url"], state.get("auth_string") or None)
+
+
+def _as_endpoint(where: Endpoint | str) -> Endpoint:
+    return where if isinstance(where, Endpoint) else Endpoint(where)
+
+
+def start_run(
+    where: Endpoint | str, deployment: str, parameters: dict[str, Any], idempotency_key: str | None = None
+) -> str:
     """Create a flow run of ``flow/deployment`` and return its id (does not wait)."""
     from prefect.deployments import run_deployment
 
+    endpoint = _as_endpoint(where)
+    url = endpoint.url
     try:
-        with _settings(url):
+        with endpoint.settings():
             run = run_deployment(
                 deployment, parameters=parameters, timeout=0, idempotency_key=idempotency_key, as_subflow=False
             )
@@ -52,7 +114,6 @@ def start_run(url: str, deployment: str, parameters: dict[str, Any], idempotency
 
 def _auth_headers() -> dict[str, str]:
     """The Authorization header Prefect's own client sends: basic auth string if set, else the API key."""
-    import base64
 
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_KEY
 
@@ -86,7 +147,7 @@ def _tls_verify(url: str) -> Any:
 BUSY = (408, 429, 500, 502, 503, 504)
 
 
-def resume(url: str, flow_run_id: str, run_input: dict[str, Any], within: float = 5.0) -> bool:
+def resume(where: Endpoint | str, flow_run_id: str, run_input: dict[str, Any], within: float = 5.0) -> bool:
     """Resume a suspended run with input (``POST /flow_runs/{id}/resume``). False if it was not suspended.
 
     A Prefect server on SQLite answers 503 ("database is locked") for a moment, e.g. while the run
@@ -102,6 +163,8 @@ def resume(url: str, flow_run_id: str, run_input: dict[str, Any], within: float 
 
     import httpx
 
+    api = _as_endpoint(where)
+    url = api.url
     endpoint = f"{url.rstrip('/')}/flow_runs/{flow_run_id}/resume"
     deadline = time.monotonic() + within
     delay = 0.1
@@ -112,7 +175,7 @@ def resume(url: str, flow_run_id: str, run_input: dict[str, Any], within: float 
             f"cannot resume flow run {flow_run_id} at {url}: the CA file of PREFECT_API_SSL_CERT_FILE "
             f"cannot be used: {exc}"
         ) from None
-    with httpx.Client(timeout=10, headers=_auth_headers(), verify=verify) as client:
+    with httpx.Client(timeout=10, headers=api.headers(), verify=verify) as client:
         while True:
             try:
                 response = client.post(endpoint, json={"run_input": run_input})
@@ -136,7 +199,7 @@ def resume(url: str, flow_run_id: str, run_input: dict[str, Any], within: float 
                         return False
                     busy, problem = result.get("status") == "WAIT", f"{result.get('status')}: {reason}"
                 elif response.status_code == 403 and "csrf" in response.text.lower():
-                    return _resume_with_prefect_client(url, flow_run_id, run_input)
+                    return _resume_with_prefect_client(api, flow_run_id, run_input)
                 else:
                     busy, problem = response.status_code in BUSY, f"HTTP {response.status_code}: {response.text[:300]}"
             if not busy or time.monotonic() + delay > deadline:
@@ -145,24 +208,24 @@ def resume(url: str, flow_run_id: str, run_input: dict[str, Any], within: float 
             delay = min(delay * 1.5, 1.0)
 
 
-def _resume_with_prefect_client(url: str, flow_run_id: str, run_input: dict[str, Any]) -> bool:
+def _resume_with_prefect_client(api: Endpoint, flow_run_id: str, run_input: dict[str, Any]) -> bool:
     """For a Prefect server with CSRF protection on: its own client fetches and sends the token."""
     from prefect.exceptions import NotPausedError
     from prefect.flow_runs import resume_flow_run
 
     try:
-        with _settings(url):
+        with api.settings():
             resume_flow_run(UUID(flow_run_id), run_input=run_input)
     except NotPausedError:
         return False
     except Exception as exc:  # noqa: BLE001 - connection errors and HTTP errors come in many types
-        raise PrefectUnavailable(f"cannot resume flow run {flow_run_id} at {url}: {exc}") from None
+        raise PrefectUnavailable(f"cannot resume flow run {flow_run_id} at {api.url}: {exc}") from None
     return True
 
 
-def state_of(url: str, flow_run_id: str) -> str | None:
+def state_of(where: Endpoint | str, flow_run_id: str) -> str | None:
     from prefect.client.orchestration import get_client
 
-    with _settings(url), get_client(sync_client=True) as client:
+    with _as_endpoint(where).settings(), get_client(sync_client=True) as client:
         run = client.read_flow_run(UUID(flow_run_id))
         return run.state.type.value if run.state else None

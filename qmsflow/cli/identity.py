@@ -104,19 +104,14 @@ def _token(ctx: QmsContext, token_file: Path | None) -> tuple[str | None, str]:
 
 
 def _trusted(ctx: QmsContext, person: str) -> Actor:
-    from sqlalchemy import select
-
     from ..services.accounts import ROLES
-    from ..store.tables import PersonRow, UserRow
+    from ..services.queries import person_with_roles
 
     with ctx.db.read() as session:
-        row = session.get(PersonRow, person)
-        if row is None or not row.active:
-            people = ", ".join(p.id for p in ctx.config.people)
-            raise IdentityError(f"--as {person!r} is not a person of this QMS (people: {people}; run 'qms sync')")
-        roles = session.scalars(
-            select(UserRow.role).where(UserRow.person == person, UserRow.disabled_at.is_(None))
-        ).all()
+        row, roles = person_with_roles(session, person)
+    if row is None or not row.active:
+        people = ", ".join(p.id for p in ctx.config.people)
+        raise IdentityError(f"--as {person!r} is not a person of this QMS (people: {people}; run 'qms sync')")
     role = max(roles, key=ROLES.index) if roles else None
     return Actor(person, "trusted single-user mode (--as)", person=person, name=row.name, role=role)
 

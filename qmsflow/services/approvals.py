@@ -432,7 +432,7 @@ def after_decision(ctx: QmsContext, result: DecisionResult) -> None:
     if result.decided and result.flow_run_id:
         try:
             prefect_api.resume(
-                prefect_api.api_url(ctx.loaded.state_dir),
+                prefect_api.locate(ctx.loaded.state_dir),
                 result.flow_run_id,
                 {"request_id": result.request_id, "status": result.status.value},
             )

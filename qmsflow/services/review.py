@@ -24,6 +24,7 @@ from ..domain.documents import DocStatus, add_months, next_version
 from ..domain.errors import DomainError
 from ..domain.organisation import QmsConfig
 from ..domain.refs import Ref, document_version
+from ..scaffold import SCAFFOLD_AUTHOR
 from ..store.tables import (
     ApprovalRequestRow,
     DocumentRow,
@@ -40,7 +41,6 @@ from .common import row_values
 from .documents import REVIEW_DUE, effective_version, latest_version, transition_version
 from .reactions import on_decided
 from .records import NotFound, next_id, update_record
-from .scaffold import SCAFFOLD_AUTHOR
 
 KIND = "document-review"
 
@@ -493,7 +493,7 @@ def render_document_copy(
 def _render(
     uow: UnitOfWork, root: Path, out_dir: Path, version: DocumentVersionRow, organisation: str
 ) -> dict[str, Any]:
-    from .render import render_controlled
+    from ..adapters.render import render_controlled
 
     session = uow.session
     doc = session.get(DocumentRow, version.document_id)

@@ -29,6 +29,7 @@ from ..store import guards, trail
 from ..store.db import GUARDS_REINSTALLED, Database
 from ..store.state import StateReport, check_states
 from ..store.tables import ApprovalRequestRow, DocumentVersionRow, SignatureRow, TrailEventRow, VerificationRow
+from ..store.uow import UnitOfWork
 from . import signed_records
 
 Progress = Callable[[Iterable], Iterable] | None
@@ -291,3 +292,13 @@ def anchor(db: Database, anchors_file: Path) -> Anchored:
 def last_verification(db: Database) -> VerificationRow | None:
     with db.read() as session:
         return session.scalar(select(VerificationRow).order_by(VerificationRow.id.desc()).limit(1))
+
+
+def start_trail(uow: UnitOfWork, about: dict) -> bool:
+    """Open an empty store's trail with one ``store.initialised`` event (what, which schema, which qmsflow);
+    commits. False when the trail had begun already."""
+    if trail.count(uow.session) > 0:
+        return False
+    uow.record("store.initialised", "store:trail", None, about)
+    uow.commit()
+    return True

@@ -29,8 +29,8 @@ from ..services.delivery import deliver
 from ..services.records import NotFound
 from ..store.uow import UnitOfWork
 from .dashboard import LoginRequired, build_router
-from .dashboard import _env as _error_env
 from .guard import Guard, security_headers
+from .site import environment as _error_env
 from .slack_interactions import BadPayload, SlackInteractions, load_payload, parse
 
 log = logging.getLogger("qmsflow.web")
@@ -212,9 +212,14 @@ def create_app(ctx: QmsContext) -> FastAPI:
         request_id: Annotated[str, Path(max_length=limits.RECORD_ID)],
         body: DecisionIn,
         request: Request,
+        background: BackgroundTasks,
         authorization: Annotated[str | None, Header(max_length=1000)] = None,
     ) -> DecisionOut:
-        """Sign an approval request with a personal API token (``Authorization: Bearer qms_…``)."""
+        """Sign an approval request with a personal API token (``Authorization: Bearer qms_…``).
+
+        Answers as soon as the decision is committed; resuming the flow run and delivering the Slack and
+        Jira updates follow after the answer (a client gone by then still has its decision recorded).
+        """
         token = authorization.removeprefix("Bearer ").strip() if authorization else None
         if not token:
             raise HTTPException(401, "no API token: send 'Authorization: Bearer qms_…'", {"WWW-Authenticate": "Bearer"})
@@ -243,7 +248,7 @@ def create_app(ctx: QmsContext) -> FastAPI:
             raise HTTPException(409, str(exc)) from None
         except NotAuthorized as exc:
             raise HTTPException(403, str(exc)) from None
-        approvals.after_decision(ctx, result)
+        background.add_task(approvals.after_decision, ctx, result)
         return DecisionOut(
             request_id=result.request_id,
             status=result.status.value,
@@ -299,7 +304,7 @@ def create_app(ctx: QmsContext) -> FastAPI:
             raise HTTPException(409, str(exc)) from None
         try:
             run_id = prefect_api.start_run(
-                prefect_api.api_url(ctx.loaded.state_dir),
+                prefect_api.locate(ctx.loaded.state_dir),
                 "document-review/on-demand",
                 {"submission_id": submission_id},
                 idempotency_key=f"submission:{submission_id}",

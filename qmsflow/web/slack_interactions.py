@@ -11,15 +11,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
-
 from ..adapters import slack
 from ..context import QmsContext
 from ..domain import limits
 from ..domain.approvals import AlreadyDecided, Decision, Method, NotAuthorized
-from ..services import approvals
+from ..services import approvals, queries
 from ..services.delivery import deliver
-from ..store.tables import PersonRow
 from ..store.uow import UnitOfWork
 
 log = logging.getLogger("qmsflow.slack")
@@ -131,7 +128,7 @@ class SlackInteractions:
         if slack_user in self._by_slack_id:
             return self._by_slack_id[slack_user]
         with self.ctx.db.read() as session:
-            people = session.scalars(select(PersonRow).where(PersonRow.active.is_(True))).all()
+            people = queries.active_people(session)
         for person in people:
             if person.slack_id == slack_user:
                 self._by_slack_id[slack_user] = person.id

@@ -21,6 +21,7 @@ from ..domain.capa import STAGES
 from ..domain.documents import add_months
 from ..domain.organisation import ANNEX_III_AREAS
 from ..domain.trail import Canonical, canonical_json
+from ..services.sync import sync_config
 from ..store.db import Database
 from ..store.state import BY_MODEL
 from ..store.tables import (
@@ -31,7 +32,6 @@ from ..store.tables import (
     SignatureRow,
 )
 from ..store.uow import UnitOfWork
-from .sync import sync_config
 
 SYSTEM_DOCS = (
     ("TD", "Technical documentation (Annex IV)"),
@@ -74,8 +74,8 @@ LAST = ("Alves", "Brandt", "Chen", "Patel", "Novak", "Weber", "Rossi", "Dubois",
 
 def write_config(root: Path, systems: int = 50, people: int = 40, seed: int = 7) -> int:
     """Write qms.yaml and the document files of the large organisation; returns the document count."""
+    from ..scaffold import environment, render_document
     from ..settings import parse_config
-    from .scaffold import environment, render_document
 
     rng = random.Random(seed)
     yaml = YAML()

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from ..domain.approvals import describe_rule
-from ..domain.aspects import ASPECTS
-from ..domain.organisation import QmsConfig
-from ..paths import templates_dir
-from ..settings import CONFIG_NAME, parse_config
+from .domain.approvals import describe_rule
+from .domain.aspects import ASPECTS
+from .domain.organisation import QmsConfig
+from .paths import templates_dir
+from .settings import CONFIG_NAME, parse_config
 
 # the author of the scaffold commit: qmsflow itself, not a person (never an author of a later change)
 SCAFFOLD_AUTHOR = ("qmsflow", "qmsflow@localhost")

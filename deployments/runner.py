@@ -15,7 +15,7 @@ import sys
 def main() -> int:
     from prefect import serve
 
-    import deployments
+    import deployments  # this package: the runner is the deployments' entry point
     from qmsflow.settings import ConfigError, load_config
 
     try:
@@ -34,6 +34,7 @@ def main() -> int:
     manifest = loaded.state_dir / "runner-deployments.json"
     manifest.parent.mkdir(parents=True, exist_ok=True)
     manifest.write_text(json.dumps([f"{d.flow_name}/{d.name}" for d in built]))
+    os.environ["QMS_RUNNER_PID"] = str(os.getpid())  # its flow-run processes die with it (flows/__init__.py)
     serve(*built, pause_on_shutdown=False, print_starting_message=True)
     return 0
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from jinja2 import Environment, select_autoescape
 from markdown_it import MarkdownIt
 
-from .scaffold import environment
+from ..scaffold import environment
 
 TEMPLATE = "documents/_controlled.html.j2"
 

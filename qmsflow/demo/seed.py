@@ -6,11 +6,11 @@ from datetime import UTC, date, datetime, timedelta
 
 from ..context import QmsContext
 from ..domain.documents import DocStatus, add_months
+from ..services.documents import scan_due_reviews, transition_version
+from ..services.status import record_run
+from ..services.sync import sync_config
 from ..store.tables import DocumentVersionRow
 from ..store.uow import UnitOfWork
-from .documents import scan_due_reviews, transition_version
-from .status import record_run
-from .sync import sync_config
 
 DEMO_ACTOR = "demo-seed"
 
