@@ -25,7 +25,7 @@ from identityutil import token
 from sqlalchemy import func, select
 from topoutil import Topology, add_burst_documents, burst, burst_counts, completions, wait_states
 
-from qmsflow.services.scaffold import scaffold
+from qmsflow.scaffold import scaffold
 from qmsflow.store.db import Database
 from qmsflow.store.tables import ApprovalRequestRow, DocumentVersionRow, SignatureRow, TrailEventRow
 
