@@ -1,8 +1,11 @@
 """Benchmark of Slack approvals, end to end over real HTTP on 127.0.0.1.
 
-    python bench/approval.py [--rounds 10] [--clicks 100]
+    python bench/approval.py [--rounds 10] [--clicks 100] [--topology embedded|postgres] [--burst 50]
 
-Starts `qms up` (Prefect server, runner, web app) on a scaffolded repo with a fake Slack, then:
+Starts `qms up` (Prefect server, runner, web app) on a scaffolded repo with a fake Slack, or with
+`--topology postgres` the production topology of docs/operations.md (Prefect server on PostgreSQL:
+two API replicas behind one URL, a services process, Redis messaging; `qms deploy` to a process work
+pool; one `prefect worker`; the records store on PostgreSQL; tests/topoutil.py), then:
 1. approval: for each round, a document review is submitted and suspends; from the signed Slack
    POST, the time until the records are final (the version is effective in the records store,
    polled every 20 ms: p50 and p95 over the rounds, goal p95 <= 300 ms), until the flow is past the
@@ -14,6 +17,10 @@ Starts `qms up` (Prefect server, runner, web app) on a scaffolded repo with a fa
 COMPLETED times are the server's own state timestamps (not the 0.5 s polling of the driver).
 Prints the ratios to the baseline, mean and median (goal <= 1.2), where the time goes (until the
 run is resumed, the runner's poll wait, run start + work), and ack p50/p99 (goal p99 <= 300 ms).
+With --topology postgres the baseline's bare flow is deployed to the same work pool and run by the
+same worker, and then --burst reviews (default 50) are submitted and approved at once, on this
+topology and, in the same run, on the embedded stack (`qms up`, SQLite): seconds from the first
+submission to the last completion, side by side (--burst 0 skips it).
 BENCH_DEBUG=1 also prints every round's flow run states.
 """
 
@@ -42,6 +49,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 from fakes.slack import FakeSlack  # noqa: E402
 from identityutil import token  # noqa: E402
 from stackutil import start_stack  # noqa: E402
+from topoutil import Topology, add_burst_documents, burst, burst_counts  # noqa: E402
 
 from qmsflow.adapters import prefect_api  # noqa: E402
 from qmsflow.scaffold import scaffold  # noqa: E402
@@ -101,7 +109,10 @@ def past_approval_at(api_url: str, run_id: str) -> float:
     deadline = time.time() + 30
     while True:
         runs = httpx.post(
-            f"{api_url}/task_runs/filter", json={"flow_runs": {"id": {"any_": [run_id]}}}, timeout=10
+            f"{api_url}/task_runs/filter",
+            json={"flow_runs": {"id": {"any_": [run_id]}}},
+            timeout=10,
+            headers=HEADERS,
         ).json()
         starts = [
             datetime.fromisoformat(r["start_time"].replace("Z", "+00:00")).timestamp()
@@ -115,6 +126,12 @@ def past_approval_at(api_url: str, run_id: str) -> float:
         time.sleep(0.2)
 
 
+def percentile(ordered: list[float], pct: float) -> float:
+    """The nearest-rank percentile of an ascending list (p95 of 10 rounds is the 10th value)."""
+    rank = max(1, -(-len(ordered) * pct // 100))
+    return ordered[int(rank) - 1]
+
+
 def phases(api_url: str, run_id: str, t0: float, end: float) -> tuple[float, float, float]:
     """(until resumed, runner poll wait, run start + work): t0 -> Resuming -> Pending -> end."""
     states = [(t, name) for t, name in states_of(api_url, run_id) if t >= t0]
@@ -123,12 +140,6 @@ def phases(api_url: str, run_id: str, t0: float, end: float) -> tuple[float, flo
     if os.environ.get("BENCH_DEBUG"):
         print("  " + ", ".join(f"{name} +{t - t0:.2f}" for t, name in states), file=sys.stderr)
     return resuming - t0, pending - resuming, end - pending
-
-
-def percentile(ordered: list[float], pct: float) -> float:
-    """The nearest-rank percentile of an ascending list (p95 of 10 rounds is the 10th value)."""
-    rank = max(1, -(-len(ordered) * pct // 100))
-    return ordered[int(rank) - 1]
 
 
 def click(request_id: str, user: str = "U0BEN0001") -> dict:
@@ -140,36 +151,108 @@ def click(request_id: str, user: str = "U0BEN0001") -> dict:
     }
 
 
+def start_embedded(repo: Path, slack_env: dict[str, str]):  # noqa: ANN201
+    """`qms up` with its SQLite store; the baseline's bare flow served by a runner polling as often (2 s)."""
+    stack = start_stack(repo, slack_env)
+    db = Database(f"sqlite:///{repo / '.qms' / 'qms.db'}")
+    HEADERS.update(stack.headers())  # the stack's Prefect API requires its credential
+    env = {
+        **stack.env,
+        "PREFECT_API_URL": stack.api_url,
+        "PREFECT_API_AUTH_STRING": stack.auth_string,
+        "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+    }
+    runner = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "bare_flow.py")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def stop() -> None:
+        runner.terminate()
+        runner.wait(timeout=30)
+        stack.stop()
+        db.dispose()
+
+    return stack, db, env, stop
+
+
+def start_postgres(repo: Path, slack_env: dict[str, str]):  # noqa: ANN201
+    """The production topology (tests/topoutil.py) with the records store in a PostgreSQL schema of its
+    own; the baseline's bare flow deployed to the same work pool, run by the same worker."""
+    import uuid
+    from urllib.parse import quote
+
+    import psycopg
+    from bare_flow import bare_suspend
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.types.entrypoint import EntrypointType
+
+    pg = os.environ.get("QMS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    schema = f"qms_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    records_url = f"{pg}{'&' if '?' in pg else '?'}options={quote(f'-csearch_path={schema}')}"
+    topo = Topology(repo, records_url, extra_env={**slack_env, "PYTHONPATH": str(ROOT / "bench")})
+    db = None
+
+    def stop() -> None:
+        topo.stop()
+        if db is not None:
+            db.dispose()
+        with psycopg.connect(pg, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+    try:
+        topo.start()
+        topo.start_worker("bench-worker")
+        db = Database(records_url)
+        with temporary_settings({PREFECT_API_URL: topo.api_url}):
+            bare_suspend.to_deployment(name="bench", entrypoint_type=EntrypointType.MODULE_PATH).apply(
+                work_pool_name=topo.pool
+            )
+    except BaseException:
+        stop()
+        raise
+    return topo, db, topo.client_env(), stop
+
+
+def run_burst(kind: str, count: int) -> tuple[float, dict[str, int], list[str]]:
+    """``count`` reviews submitted and approved at once on a fresh repo of the given topology."""
+    repo = Path(tempfile.mkdtemp(prefix=f"qms-bench-burst-{kind}-")) / "repo"
+    scaffold(repo, org_name="Bench GmbH", git=True)
+    docs = add_burst_documents(repo, count)
+    target, db, _, stop = (start_postgres if kind == "postgres" else start_embedded)(repo, {})
+    try:
+        ana, ben = token(db, "ana", role="admin"), token(db, "ben")
+        elapsed, run_ids, request_ids, errors = burst(target.web_url, target.api_url, db, ana, ben, docs)
+        counts = burst_counts(target.api_url, db, docs, run_ids, request_ids)
+    finally:
+        stop()
+    return elapsed, counts, errors
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--clicks", type=int, default=100)
+    parser.add_argument("--topology", choices=["embedded", "postgres"], default="embedded")
+    parser.add_argument("--burst", type=int, default=50, help="with --topology postgres: reviews at once (0: none)")
     args = parser.parse_args()
     os.environ.setdefault("DO_NOT_TRACK", "1")
     repo = Path(tempfile.mkdtemp(prefix="qms-bench-approval-")) / "repo"
     scaffold(repo, org_name="Bench GmbH", git=True)
-    db = Database(f"sqlite:///{repo / '.qms' / 'qms.db'}")
     with FakeSlack(users=USERS) as slack:
-        stack = start_stack(
-            repo, {"SLACK_BOT_TOKEN": slack.token, "SLACK_SIGNING_SECRET": SECRET, "QMS_SLACK_BASE_URL": slack.base_url}
-        )
-        baseline_runner = None
+        slack_env = {
+            "SLACK_BOT_TOKEN": slack.token,
+            "SLACK_SIGNING_SECRET": SECRET,
+            "QMS_SLACK_BASE_URL": slack.base_url,
+        }
+        stack, db, env, stop = (start_postgres if args.topology == "postgres" else start_embedded)(repo, slack_env)
+        print(f"topology: {args.topology} (Prefect API {stack.api_url})", file=sys.stderr)
         try:
-            # the baseline runner polls as often as qmsflow's runner (qms up sets 2 s)
-            HEADERS.update(stack.headers())
-            env = {
-                **stack.env,
-                "PREFECT_API_URL": stack.api_url,
-                "PREFECT_API_AUTH_STRING": stack.auth_string,
-                "PREFECT_RUNNER_POLL_FREQUENCY": "2",
-            }
             submit_env = {**env, "QMS_TOKEN": token(db, "ana", role="admin")}  # ana submits, signed in
-            baseline_runner = subprocess.Popen(
-                [sys.executable, str(ROOT / "bench" / "bare_flow.py")],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
             approval_s, applied_s, past_s, baseline_s = [], [], [], []
             ours_phases, bare_phases = [], []
             for n in range(args.rounds):
@@ -247,10 +330,7 @@ def main() -> int:
                 signed_post(f"{stack.web_url}/slack/interactions", click(decided)) for _ in range(args.clicks)
             )
         finally:
-            if baseline_runner is not None:
-                baseline_runner.terminate()
-                baseline_runner.wait(timeout=30)
-            stack.stop()
+            stop()
     mean_b = statistics.mean(baseline_s)
     p50 = acks[len(acks) // 2] * 1000
     p99 = acks[min(len(acks) - 1, int(len(acks) * 0.99))] * 1000
@@ -298,7 +378,16 @@ def main() -> int:
         f"ack latency over {len(acks)} clicks: p50 {p50:.1f} ms, p99 {p99:.1f} ms "
         f"(goal p99 <= 300 ms: {'met' if p99 <= 300 else 'NOT met'})"
     )
-    db.dispose()
+    if args.topology == "postgres" and args.burst:
+        results = {kind: run_burst(kind, args.burst) for kind in ("postgres", "embedded")}
+        for kind, (elapsed, counts, errors) in results.items():
+            label = "PostgreSQL topology" if kind == "postgres" else "embedded (qms up, SQLite)"
+            print(
+                f"{args.burst}-review burst, {label:26}: {elapsed:6.1f} s, {len(errors)} error(s), "
+                f"{counts['effective versions']} effective, {counts['runs completed more than once']} duplicate run(s)"
+            )
+            for error in errors[:5]:
+                print(f"  {error}")
     return 0
 
 

@@ -29,6 +29,8 @@ class DeploymentSpec:
     with_schedule: bool = True
     # integrations that must be on for the schedule to run (else the deployment is on demand only)
     needs: frozenset[str] = frozenset()
+    # at most this many runs at once on a work pool (`qms deploy`); None: no limit (reviews wait for people)
+    concurrency_limit: int | None = 1
 
 
 DEPLOYMENTS: list[DeploymentSpec] = [
@@ -46,6 +48,7 @@ DEPLOYMENTS: list[DeploymentSpec] = [
         cron=None,
         description="Review and signed approval of one controlled document (qms document submit).",
         with_schedule=False,
+        concurrency_limit=None,
     ),
     DeploymentSpec(
         name="hourly",

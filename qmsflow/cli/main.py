@@ -35,6 +35,7 @@ def run(argv: list[str] | None = None) -> int:
     if bad:
         err.print(f"[red]error:[/] {escape(bad)}")
         return 2
+    plugins.load(sys.argv[1:] if argv is None else argv)
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name="qms", standalone_mode=False)
@@ -97,6 +98,8 @@ def _visible(value: str, limit: int = 40) -> str:
     shown = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
+
+from . import plugins  # noqa: E402,F401  - commands outside qmsflow/ (qms deploy: deployments/cli.py)
 
 if __name__ == "__main__":
     sys.exit(run())
