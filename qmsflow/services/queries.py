@@ -1,7 +1,7 @@
 """Read models: every list, count and page the CLI, the dashboard and ``qms status`` show, in one place.
 
 One definition of each rule (overdue: ``domain.records.is_overdue``; open: ``store.tables.record_is_open``),
-so every surface shows the same numbers (tests/test_overdue_everywhere.py). Every query pages or aggregates
+so every surface shows the same numbers (tests/integration/test_overdue_everywhere.py). Every query pages or aggregates
 in SQL and uses an index; the entry points never build SQL themselves.
 """
 

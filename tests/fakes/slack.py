@@ -15,7 +15,7 @@ as JSON strings in form bodies and are parsed): ``chat.postMessage``, ``chat.upd
 ``{"ok": false, "error": "unknown_method"}``.
 
 Response bodies follow Slack's OpenAPI 2 spec (``shared/contracts/slack-web-api.openapi-v2.json``,
-checked by ``tests/test_fake_slack.py``), with these known departures, which follow real Slack:
+checked by ``tests/integration/test_fake_slack.py``), with these known departures, which follow real Slack:
 
 - HTTP 429 (``rate_limit_next``) answers ``{"ok": false, "error": "ratelimited"}`` plus a
   ``Retry-After`` header, as Slack does; ``ratelimited`` is in no method's error enum of the spec.

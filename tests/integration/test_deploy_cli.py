@@ -1,4 +1,4 @@
-"""`qms deploy` without a Prefect server: what it would register, and its refusals (tests/test_topology.py
+"""`qms deploy` without a Prefect server: what it would register, and its refusals (tests/e2e/test_topology.py
 registers against a real one)."""
 
 from __future__ import annotations

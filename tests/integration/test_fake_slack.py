@@ -25,7 +25,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
-SPEC_PATH = Path(__file__).resolve().parents[2] / "shared" / "contracts" / "slack-web-api.openapi-v2.json"
+SPEC_PATH = Path(__file__).resolve().parents[3] / "shared" / "contracts" / "slack-web-api.openapi-v2.json"
 SPEC_URI = "urn:slack:web-api:openapi-v2"
 
 USERS = [

@@ -50,7 +50,7 @@ from jsonschema import Draft4Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
-SPEC_PATH = Path(__file__).resolve().parents[2] / "shared" / "contracts" / "jira-cloud-platform-rest-v3.openapi.json"
+SPEC_PATH = Path(__file__).resolve().parents[3] / "shared" / "contracts" / "jira-cloud-platform-rest-v3.openapi.json"
 SPEC_URI = "urn:jira:cloud-platform:rest-v3"
 LABEL = "qms-CAPA-2026-0001"
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc)

@@ -446,7 +446,7 @@ def test_browser_approval_from_the_inbox(world: World) -> None:
         pytest.fail("chromium is not installed: run scripts/system-deps.sh (make test does)")
     from playwright.sync_api import sync_playwright
 
-    artifacts = Path(__file__).resolve().parents[1] / "test-artifacts"
+    artifacts = Path(__file__).resolve().parents[2] / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
     added = world.qms(  # an admin creates the account; its first password must be changed at first sign-in
         "user",
