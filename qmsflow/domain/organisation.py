@@ -310,7 +310,32 @@ class Integrations(Strict):
     outbox: OutboxSettings = OutboxSettings()
 
 
-class ApprovalSettings(Strict):
+class LadderSettings(Strict):
+    """The days of a deadline ladder (remind, escalate to the manager, escalate further), in order.
+
+    A procedure's settings section subclasses it with its own defaults (approvals, CAPA; next audit
+    findings, management review actions, incident clocks)."""
+
+    remind_after_days: int
+    escalate_after_days: int
+    escalate_further_after_days: int | None = None
+
+    @model_validator(mode="after")
+    def _in_order(self) -> LadderSettings:
+        if self.escalate_after_days <= self.remind_after_days:
+            raise ValueError("escalate_after_days must be greater than remind_after_days")
+        if (
+            self.escalate_further_after_days is not None
+            and self.escalate_further_after_days <= self.escalate_after_days
+        ):
+            raise ValueError("escalate_further_after_days must be greater than escalate_after_days")
+        return self
+
+    def ladder(self) -> Ladder:
+        return Ladder.of(self.remind_after_days, self.escalate_after_days, self.escalate_further_after_days)
+
+
+class ApprovalSettings(LadderSettings):
     """Pending signatures: the deadline ladder runs from the request's creation (days)."""
 
     remind_after_days: int = Field(default=3, ge=1, le=90)
@@ -322,41 +347,13 @@ class ApprovalSettings(Strict):
     # dashboard signing page, where the password is entered again (21 CFR Part 11 §11.200)
     slack_signing: Literal["click", "reauth"] = "click"
 
-    @model_validator(mode="after")
-    def _escalate_after_remind(self) -> ApprovalSettings:
-        if self.escalate_after_days <= self.remind_after_days:
-            raise ValueError("escalate_after_days must be greater than remind_after_days")
-        if (
-            self.escalate_further_after_days is not None
-            and self.escalate_further_after_days <= self.escalate_after_days
-        ):
-            raise ValueError("escalate_further_after_days must be greater than escalate_after_days")
-        return self
 
-    def ladder(self) -> Ladder:
-        return Ladder.of(self.remind_after_days, self.escalate_after_days, self.escalate_further_after_days)
-
-
-class CapaSettings(Strict):
+class CapaSettings(LadderSettings):
     """Overdue CAPA stages: the deadline ladder runs from the stage's due date (days after it)."""
 
     remind_after_days: int = Field(default=1, ge=1, le=90)  # the CAPA owner; 1: the first day overdue
     escalate_after_days: int = Field(default=7, ge=1, le=180)  # the owner's manager
     escalate_further_after_days: int | None = Field(default=None, ge=1, le=365)  # the manager's manager
-
-    @model_validator(mode="after")
-    def _in_order(self) -> CapaSettings:
-        if self.escalate_after_days <= self.remind_after_days:
-            raise ValueError("escalate_after_days must be greater than remind_after_days")
-        if (
-            self.escalate_further_after_days is not None
-            and self.escalate_further_after_days <= self.escalate_after_days
-        ):
-            raise ValueError("escalate_further_after_days must be greater than escalate_after_days")
-        return self
-
-    def ladder(self) -> Ladder:
-        return Ladder.of(self.remind_after_days, self.escalate_after_days, self.escalate_further_after_days)
 
 
 class WebSettings(Strict):
