@@ -222,3 +222,33 @@ def test_a_capa_signed_step_is_decided_and_applied_once(store: QmsContext, serve
         )
         row = s.get(RecordRow, capa_id)
     assert row.status == "action_plan" and entered == 3  # containment, root cause, the signed plan: once
+
+
+def test_the_api_answers_once_the_decision_is_committed_before_delivery(
+    store: QmsContext, server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 10: resuming the run and delivering to Slack/Jira follow the answer; a delivery that hangs
+    (an outage) does not hold the signer's answer, and the decision is already in the store."""
+    request_id = open_request(store)
+    token = token_for(store, "ana")
+    delivering, release = threading.Event(), threading.Event()
+
+    def hanging_delivery(ctx: QmsContext, result: approvals.DecisionResult) -> None:
+        delivering.set()
+        release.wait(60)
+
+    monkeypatch.setattr(approvals, "after_decision", hanging_delivery)
+    try:
+        response = httpx.post(
+            f"{server}/api/approvals/{request_id}/decision",
+            json={"decision": "approve", "comment": None},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "approved"
+        assert not release.is_set()  # answered while the delivery still hangs
+        assert delivering.wait(30)  # and the delivery did start, after the answer
+        assert decisions_of(store, request_id) == (1, 1, "approved")
+    finally:
+        release.set()
