@@ -186,7 +186,7 @@ def start_postgres(repo: Path, slack_env: dict[str, str]):  # noqa: ANN201
 
     import psycopg
     from bare_flow import bare_suspend
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
     from prefect.types.entrypoint import EntrypointType
 
     pg = os.environ.get("QMS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -208,7 +208,7 @@ def start_postgres(repo: Path, slack_env: dict[str, str]):  # noqa: ANN201
         topo.start()
         topo.start_worker("bench-worker")
         db = Database(records_url)
-        with temporary_settings({PREFECT_API_URL: topo.api_url}):
+        with temporary_settings({PREFECT_API_URL: topo.api_url, PREFECT_API_AUTH_STRING: topo.auth_string}):
             bare_suspend.to_deployment(name="bench", entrypoint_type=EntrypointType.MODULE_PATH).apply(
                 work_pool_name=topo.pool
             )
@@ -226,8 +226,9 @@ def run_burst(kind: str, count: int) -> tuple[float, dict[str, int], list[str]]:
     target, db, _, stop = (start_postgres if kind == "postgres" else start_embedded)(repo, {})
     try:
         ana, ben = token(db, "ana", role="admin"), token(db, "ben")
-        elapsed, run_ids, request_ids, errors = burst(target.web_url, target.api_url, db, ana, ben, docs)
-        counts = burst_counts(target.api_url, db, docs, run_ids, request_ids)
+        auth = tuple(target.auth_string.split(":", 1))  # each topology's own Prefect API credential
+        elapsed, run_ids, request_ids, errors = burst(target.web_url, target.api_url, db, ana, ben, docs, auth=auth)
+        counts = burst_counts(target.api_url, db, docs, run_ids, request_ids, auth=auth)
     finally:
         stop()
     return elapsed, counts, errors

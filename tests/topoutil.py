@@ -8,11 +8,16 @@
   connections each replica got);
 - ``qms deploy`` against that URL, and ``prefect worker start --pool … --type process`` workers;
 - the web app (``python -m qmsflow.web``) against the records store on PostgreSQL.
+
+The API requires HTTP basic auth, as in production (``PREFECT_SERVER_API_AUTH_STRING`` on the API
+processes, ``PREFECT_API_AUTH_STRING`` on every client): ``prefect_client()`` is an httpx client with it.
 """
 
 from __future__ import annotations
 
+import base64
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -27,6 +32,13 @@ from stackutil import QMS, free_port
 
 PG_ADMIN = os.environ.get("QMS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("QMS_TEST_REDIS", "127.0.0.1:6379")
+AUTH = ("qmsflow", secrets.token_urlsafe(24))  # this process's topologies' Prefect API credential
+AUTH_STRING = ":".join(AUTH)
+
+
+def prefect_client(timeout: float = 60, auth: tuple[str, str] = AUTH) -> httpx.Client:
+    """An httpx client for a Prefect API with basic auth (the topology's credential unless told)."""
+    return httpx.Client(timeout=timeout, auth=auth)
 
 
 class RoundRobinProxy:
@@ -173,6 +185,7 @@ class Topology:
                     "postgresql://", "postgresql+asyncpg://"
                 ).rsplit("/", 1)[0]
                 + f"/{self.prefect_db}",
+                "PREFECT_SERVER_API_AUTH_STRING": AUTH_STRING,
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                 "PREFECT_UI_ENABLED": "false",
                 "PREFECT_SERVER_UI_ENABLED": "false",
@@ -196,6 +209,7 @@ class Topology:
         env.update(
             {
                 "PREFECT_API_URL": self.api_url,
+                "PREFECT_API_AUTH_STRING": AUTH_STRING,
                 "PREFECT_HOME": str(self.logs / "prefect-client"),
                 "QMS_CONFIG": str(self.repo / "qms.yaml"),
                 "QMS_DATABASE_URL": self.records_url,
@@ -208,10 +222,10 @@ class Topology:
     def env(self) -> dict[str, str]:
         return self.client_env()
 
-    auth_string: str | None = None  # this topology's API replicas run without basic auth (see docs/operations.md)
+    auth_string: str = AUTH_STRING
 
     def headers(self) -> dict[str, str]:
-        return {}
+        return {"Authorization": "Basic " + base64.b64encode(AUTH_STRING.encode()).decode()}
 
     def wait_state(self, run_id: str, wanted: str, timeout: float = 120) -> None:
         wait_states(self.api_url, [run_id], wanted, timeout, self.log_tail)
@@ -370,9 +384,11 @@ def add_burst_documents(repo: Path, count: int) -> list[str]:
     return docs
 
 
-def states(api_url: str, run_ids: list[str], client: httpx.Client | None = None) -> dict[str, str | None]:
+def states(
+    api_url: str, run_ids: list[str], client: httpx.Client | None = None, auth: tuple[str, str] = AUTH
+) -> dict[str, str | None]:
     """The state type of each run, in one request."""
-    own = client or httpx.Client(timeout=60)
+    own = client or prefect_client(auth=auth)
     try:
         response = own.post(
             f"{api_url}/flow_runs/filter", json={"flow_runs": {"id": {"any_": run_ids}}, "limit": len(run_ids)}
@@ -384,10 +400,12 @@ def states(api_url: str, run_ids: list[str], client: httpx.Client | None = None)
             own.close()
 
 
-def wait_states(api_url: str, run_ids: list[str], wanted: str, timeout: float, logs=lambda: "") -> None:  # noqa: ANN001
+def wait_states(  # noqa: ANN001
+    api_url: str, run_ids: list[str], wanted: str, timeout: float, logs=lambda: "", auth: tuple[str, str] = AUTH
+) -> None:
     deadline = time.monotonic() + timeout
     pending = list(run_ids)
-    with httpx.Client(timeout=60) as client:
+    with prefect_client(auth=auth) as client:
         while pending:
             found = states(api_url, pending, client)
             bad = {r: s for r, s in found.items() if s in ("FAILED", "CRASHED", "CANCELLED")}
@@ -404,7 +422,17 @@ def completions(api_url: str, run_id: str, client: httpx.Client) -> int:
     return sum(1 for s in found if s["type"] == "COMPLETED")
 
 
-def burst(web_url: str, api_url: str, db, ana: str, ben: str, docs: list[str], timeout: float = 1500, logs=lambda: ""):  # noqa: ANN001, ANN201
+def burst(  # noqa: ANN001, ANN201
+    web_url: str,
+    api_url: str,
+    db,
+    ana: str,
+    ben: str,
+    docs: list[str],
+    timeout: float = 1500,
+    logs=lambda: "",
+    auth: tuple[str, str] = AUTH,
+):
     """Submit a review of every doc at once (10 clients), approve them all at once, wait for every run
     to complete; returns (seconds from the first submission to the last completion, run ids, request
     ids, error answers)."""
@@ -453,16 +481,18 @@ def burst(web_url: str, api_url: str, db, ana: str, ben: str, docs: list[str], t
             requests = {run: rid for run, rid in rows}
             assert time.monotonic() < deadline, f"{len(run_ids) - len(requests)} request(s) never opened\n{logs()}"
             time.sleep(1)
-        wait_states(api_url, run_ids, "PAUSED", max(1, deadline - time.monotonic()), logs)
+        wait_states(api_url, run_ids, "PAUSED", max(1, deadline - time.monotonic()), logs, auth)
         with ThreadPoolExecutor(max_workers=10) as pool:
             list(pool.map(approve, [requests[r] for r in run_ids]))
-        wait_states(api_url, run_ids, "COMPLETED", max(1, deadline - time.monotonic()), logs)
+        wait_states(api_url, run_ids, "COMPLETED", max(1, deadline - time.monotonic()), logs, auth)
     finally:
         client.close()
     return time.monotonic() - started, run_ids, [requests[r] for r in run_ids], errors
 
 
-def burst_counts(api_url: str, db, docs: list[str], run_ids: list[str], request_ids: list[str]) -> dict[str, int]:  # noqa: ANN001
+def burst_counts(  # noqa: ANN001
+    api_url: str, db, docs: list[str], run_ids: list[str], request_ids: list[str], auth: tuple[str, str] = AUTH
+) -> dict[str, int]:
     """What a burst left: effective versions, versions, signatures, requests, 'effective' events, completions."""
     from sqlalchemy import func, select
 
@@ -472,7 +502,7 @@ def burst_counts(api_url: str, db, docs: list[str], run_ids: list[str], request_
         with db.read() as s:
             return s.scalar(select(func.count()).select_from(model).where(*where))
 
-    with httpx.Client(timeout=60) as client:
+    with prefect_client(auth=auth) as client:
         completed = [completions(api_url, r, client) for r in run_ids]
     return {
         "effective versions": count(

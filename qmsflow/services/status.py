@@ -8,7 +8,8 @@ from functools import lru_cache
 from typing import Any
 
 from croniter import croniter
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import and_, case, func, select, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..store.db import Database
 from ..store.tables import ApprovalRequestRow, PersonRow, ProcessRow, ProcessRunRow, RecordRow, record_is_open
@@ -127,3 +128,13 @@ def record_run(
         None,
         {"flow": flow_name, "flow_run_id": flow_run_id, "state": state, "summary": summary},
     )
+
+
+def store_reachable(db: Database) -> bool:
+    """Readiness of a process that serves the records store: one trivial query answers."""
+    try:
+        with db.read() as session:
+            session.execute(text("SELECT 1"))
+        return True
+    except SQLAlchemyError:
+        return False

@@ -27,6 +27,7 @@ from ..paths import templates_dir
 from ..services import approvals, tokens
 from ..services.delivery import deliver
 from ..services.records import NotFound
+from ..services.status import store_reachable
 from ..store.uow import UnitOfWork
 from .dashboard import LoginRequired, build_router
 from .guard import Guard, security_headers
@@ -148,7 +149,15 @@ def create_app(ctx: QmsContext) -> FastAPI:
 
     @app.get("/health")
     def health() -> dict[str, str]:
+        """Liveness: the process answers (no dependency is checked)."""
         return {"status": "ok"}
+
+    @app.get("/ready")
+    def ready() -> JSONResponse:
+        """Readiness: the records store answers; 503 while it does not (take the replica out of rotation)."""
+        if store_reachable(ctx.db):
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "unavailable", "reason": "the records store does not answer"}, status_code=503)
 
     @app.post("/slack/interactions", include_in_schema=False)
     async def slack_interactions(request: Request, background: BackgroundTasks) -> Response:

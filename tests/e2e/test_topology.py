@@ -23,7 +23,7 @@ import pytest
 from conftest import PG_URL, require_pg
 from identityutil import token
 from sqlalchemy import func, select
-from topoutil import Topology, add_burst_documents, burst, burst_counts, completions, wait_states
+from topoutil import AUTH, Topology, add_burst_documents, burst, burst_counts, completions, prefect_client, wait_states
 
 from qmsflow.scaffold import scaffold
 from qmsflow.store.db import Database
@@ -72,7 +72,7 @@ class World:
         wait_states(self.topo.api_url, run_ids, wanted, timeout, self.topo.log_tail)
 
     def completions(self, run_id: str) -> int:
-        with httpx.Client(timeout=60) as client:
+        with prefect_client() as client:
             return completions(self.topo.api_url, run_id, client)
 
     def count(self, model, *where) -> int:  # noqa: ANN001
@@ -116,9 +116,11 @@ def test_deploy_registers_every_deployment_in_the_process_pool_idempotently(worl
     topo = world.topo
     again = topo.qms_ok("deploy", "--pool", topo.pool, "--pool-limit", "4")
     assert "work pool qms-test (exists)" in again and "7 deployment(s) registered" in again
-    pool = httpx.get(f"{topo.api_url}/work_pools/{topo.pool}", timeout=30).json()
+    # the API requires its credential, as in production: an outsider gets 401
+    assert httpx.get(f"{topo.api_url}/work_pools/{topo.pool}", timeout=30).status_code == 401
+    pool = httpx.get(f"{topo.api_url}/work_pools/{topo.pool}", timeout=30, auth=AUTH).json()
     assert pool["type"] == "process" and pool["concurrency_limit"] == 4
-    deployments = httpx.post(f"{topo.api_url}/deployments/filter", json={}, timeout=30).json()
+    deployments = httpx.post(f"{topo.api_url}/deployments/filter", json={}, timeout=30, auth=AUTH).json()
     by_name = {d["name"] + "@" + d["entrypoint"]: d for d in deployments}
     assert len(deployments) == 7, sorted(by_name)
     assert {d["work_pool_name"] for d in deployments} == {topo.pool}
@@ -216,7 +218,7 @@ def test_capa_opened_by_cli_is_escalated_by_the_worker(world: World) -> None:
     with UnitOfWork(world.db, "test-setup") as uow:  # ten days overdue, recorded like any change
         update_record(uow, uow.session.get(RecordRow, capa_id), "advanced", due_date=date.today() - timedelta(days=10))
         uow.commit()
-    with httpx.Client(timeout=60) as client:
+    with prefect_client() as client:
         deployment = client.get(f"{topo.api_url}/deployments/name/capa-escalation/daily").json()
         run = client.post(f"{topo.api_url}/deployments/{deployment['id']}/create_flow_run", json={}).json()
     world.wait_states([run["id"]], "COMPLETED", timeout=300)

@@ -11,6 +11,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -558,3 +559,29 @@ def test_swagger_ui_renders_in_a_browser_under_our_csp(app: FastAPI) -> None:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_health_is_liveness_and_ready_checks_the_records_store(
+    app: FastAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/health answers while the process lives; /ready answers 200 only while the records store answers."""
+    from qmsflow.services.status import store_reachable
+    from qmsflow.store.db import Database
+
+    client = TestClient(app)
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/ready").json() == {"status": "ready"}
+    import qmsflow.web.app as web_app
+
+    monkeypatch.setattr(web_app, "store_reachable", lambda db: False)
+    answer = client.get("/ready")
+    assert answer.status_code == 503 and answer.json()["status"] == "unavailable"
+
+    reachable = Database(f"sqlite:///{tmp_path / 'ok.db'}")
+    gone = Database("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=2")  # nothing listens on port 1
+    try:
+        assert store_reachable(reachable) is True
+        assert store_reachable(gone) is False
+    finally:
+        reachable.dispose()
+        gone.dispose()
