@@ -117,6 +117,7 @@ def open_capa(
     )
     if created:
         mirror.record_created(uow, config, row)
+    uow.commit()
     return row
 
 
@@ -175,8 +176,10 @@ def advance(uow: UnitOfWork, config: QmsConfig, capa_id: str, target: str, field
                 "requests": [*row.data.get("requests", []), request.id],
             },
         )
+        uow.commit()
         return {"capa": capa_id, "stage": row.status, "awaiting": request.id}
     _apply(uow, config, row, capa, target, stage_data)
+    uow.commit()
     return {"capa": capa_id, "stage": row.status}
 
 
@@ -291,6 +294,7 @@ def escalate_overdue(uow: UnitOfWork, config: QmsConfig, today: date) -> list[tu
             done.append((row.id, notice.level.value, notice.to))
         if fired:
             update_record(uow, row, "escalations-recorded", data={**row.data, "escalations": sent})
+    uow.commit()
     return done
 
 

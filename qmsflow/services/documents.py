@@ -115,6 +115,7 @@ def scan_due_reviews(
         if not created and row.data.get("state") != state:
             update_record(uow, row, "state-changed", data={**row.data, "state": state})
         found.append(DueReview(row.id, doc.id, state, due, created))
+    uow.commit()
     return found
 
 

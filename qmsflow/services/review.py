@@ -135,6 +135,7 @@ def submit_document(
     )
     uow.session.add(row)
     uow.record("submission.created", f"submission:{row.id}", None, row_values(row))
+    uow.commit()
     return row
 
 

@@ -113,6 +113,7 @@ def sync_config(uow: UnitOfWork, config: QmsConfig, root: Path, register_drafts:
             _register_draft(uow, d.id, d.path, root, report)
     _deactivate_missing(uow, DocumentRow, "id", {d.id for d in config.documents}, "document", report)
     uow.session.flush()
+    uow.commit()
     return report
 
 
