@@ -199,13 +199,13 @@ def fill(
                 batch.events += _capa(uow, rng, batch, counters, when, today, people, events_per_capa)
             if batch.events >= batch_events:  # one unit of work per batch
                 written += batch.flush(uow)
-                say("events", written, target_events)
+                say("events", written, max(target_events, written))  # the estimate may fall short
         written += batch.flush(uow)
         for prefix, per_year in counters.items():
             for year, last in per_year.items():
                 uow.session.merge(IdCounterRow(prefix=prefix, year=year, last=last))
         uow.commit()
-        say("events", written, target_events)
+        say("events", written, written)  # done: the bar ends full
     finally:
         uow.__exit__(None, None, None)
     return {"documents": len(config.documents), "document_versions": version_count, "capas": capas, "events": written}
