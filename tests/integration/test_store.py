@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
 from qmsflow.context import QmsContext
@@ -240,3 +241,23 @@ def test_store_on_postgres_via_environment(pg_ctx: QmsContext) -> None:
         sync_config(uow, pg_ctx.config, pg_ctx.root)
         uow.commit()
     assert verify(pg_ctx.db, None).report.count == 34
+
+
+def test_analyze_refreshes_the_planner_statistics_on_postgresql(db: Database) -> None:
+    """After a bulk load or a restore: ANALYZE on PostgreSQL (the planner's statistics), nothing on SQLite."""
+    ran = db.analyze()
+    assert ran is (db.dialect == "postgresql")
+    if ran:  # the statistics views may report it a moment later on a busy server
+        deadline = time.monotonic() + 30
+        while True:
+            with db.engine.connect() as conn:
+                analyzed = conn.execute(
+                    text(
+                        "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables "
+                        "WHERE relname = 'records' AND schemaname = current_schema()"
+                    )
+                ).scalar_one()
+            if analyzed or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert analyzed
