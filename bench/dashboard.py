@@ -1,6 +1,6 @@
 """Benchmark of the dashboard over a ten-year, 50-system store, on SQLite and PostgreSQL, under concurrency.
 
-    python bench/dashboard.py [--repo DIR] [--requests 40] [--database sqlite|postgresql]
+    python bench/dashboard.py [--repo DIR] [--requests 40] [--database sqlite|postgresql [--pg-repo DIR --pg-url URL]]
                               [--concurrency N] [--workers 2]
 
 Without --repo it builds the store with `qms demo --scale large` (a few minutes). Serves the web app
@@ -226,6 +226,10 @@ def main() -> int:
     parser.add_argument("--repo", type=Path, help="a compliance repo filled by `qms demo --scale large` (SQLite)")
     parser.add_argument("--requests", type=int, default=40)
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument(
+        "--pg-repo", type=Path, help="with --database postgresql: a repo whose large demo is in --pg-url (no build)"
+    )
+    parser.add_argument("--pg-url", help="the PostgreSQL store of --pg-repo (QMS_DATABASE_URL of its `qms demo`)")
     parser.add_argument("--concurrency", type=int, default=0, help="concurrent clients (0: no concurrency run)")
     parser.add_argument("--per-client", type=int, default=30, help="requests of each client in the concurrency run")
     parser.add_argument("--workers", type=int, default=2, help="web app worker processes")
@@ -241,7 +245,11 @@ def main() -> int:
         build_demo(repo, None, args.scale)
     stores: dict[str, tuple[Path, str | None]] = {"sqlite": (repo, None)}
     schema = None
-    if args.database == "postgresql":
+    if args.database == "postgresql" and args.pg_repo:
+        if not args.pg_url:
+            parser.error("--pg-repo needs --pg-url")
+        stores["postgresql"] = (args.pg_repo, args.pg_url)
+    elif args.database == "postgresql":
         import psycopg
 
         schema = f"qms_bench_dash_{uuid.uuid4().hex[:8]}"
@@ -265,7 +273,7 @@ def main() -> int:
                 )
             finally:
                 server.stop()
-        if schema:
+        if "postgresql" in measured:
             print("\nPostgreSQL / SQLite, sequential p50 per page (goal <= 1.5 each)")
             worst = 0.0
             for (page, (p50, _, _)), sqlite_page in zip(measured["postgresql"].items(), measured["sqlite"].values()):
