@@ -204,6 +204,7 @@ def start_postgres(repo: Path, slack_env: dict[str, str]):  # noqa: ANN201
         with psycopg.connect(pg, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
+    HEADERS.update(topo.headers())  # the topology's Prefect API requires its credential too
     try:
         topo.start()
         topo.start_worker("bench-worker")
