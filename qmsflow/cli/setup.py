@@ -246,8 +246,8 @@ def _demo_large(directory: Path) -> None:
             ctx.root,
             progress=lambda _what, done, total: bar.update(task, completed=done, total=total),
         )
-    if ctx.db.analyze():
-        out.print("PostgreSQL statistics refreshed (ANALYZE) for the planner")
+    if ctx.db.vacuum_analyze():
+        out.print("PostgreSQL tables vacuumed and analysed for the planner (VACUUM (ANALYZE))")
     out.print(
         f"large demo in {ctx.db.safe_url}: {summary['document_versions']:,} document versions, "
         f"{summary['capas']:,} CAPAs, {summary['events']:,} trail events"

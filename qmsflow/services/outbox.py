@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from ..adapters.base import DeliveryError, Handler, RetryLater, Unavailable, Waiting
 from ..domain.errors import DomainError
@@ -467,10 +468,10 @@ def _audit(row: OutboxRow) -> dict[str, Any]:
     }
 
 
-def backlog(db: Database) -> dict[str, Any]:
+def backlog(db: Database, session: Session | None = None) -> dict[str, Any]:
     """Unsent messages per target (pending, failing, parked) and the last error: shown by `qms status`."""
     out: dict[str, Any] = {}
-    with db.read() as session:
+    with db.read(within=session) as session:
         for row in session.scalars(select(OutboxRow).where(OutboxRow.status.in_(UNSENT)).order_by(OutboxRow.id)):
             entry = out.setdefault(
                 row.target, {"pending": 0, "failing": 0, "parked": 0, "last_error": None, "oldest": None}

@@ -10,6 +10,7 @@ from typing import Any
 from croniter import croniter
 from sqlalchemy import and_, case, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from ..store.db import Database
 from ..store.tables import ApprovalRequestRow, PersonRow, ProcessRow, ProcessRunRow, RecordRow, record_is_open
@@ -42,11 +43,13 @@ def _next_due(schedule: str, minute: datetime) -> datetime:
     return croniter(schedule, minute).get_next(datetime)
 
 
-def process_status(db: Database, today: date | None = None, now: datetime | None = None) -> list[ProcessStatus]:
+def process_status(
+    db: Database, today: date | None = None, now: datetime | None = None, session: Session | None = None
+) -> list[ProcessStatus]:
     now = now or datetime.now(UTC)
     today = today or now.date()
     is_open = record_is_open()  # the partial index on open records counts them
-    with db.read() as session:
+    with db.read(within=session) as session:
         counts = dict(
             (row[0], (row[1], row[2] or 0))
             for row in session.execute(

@@ -18,19 +18,21 @@ def router(site: Site) -> APIRouter:
 
     @router.get("/", response_class=HTMLResponse)
     def overview(request: Request, user: User) -> HTMLResponse:
-        with db.read() as session:
+        with db.read() as session:  # one session for every read model of the page
             verification = queries.last_verification(session)
             pending = queries.pending_count(session)
             mine = len(queries.inbox(session, user.person))
+            processes = process_status(db, session=session)
+            backlog = outbox.backlog(db, session=session)
         return site.page(
             request,
             "overview.html",
             user,
-            processes=process_status(db),
+            processes=processes,
             verification=verification,
             pending=pending,
             mine=mine,
-            backlog=outbox.backlog(db),
+            backlog=backlog,
         )
 
     @router.get("/charts/{name}.svg")
