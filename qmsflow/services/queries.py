@@ -32,6 +32,7 @@ from ..store.tables import (
     UserRow,
     VerificationRow,
     record_is_open,
+    version_is_effective,
 )
 
 PAGE = 50
@@ -102,9 +103,7 @@ def documents(session: Session, today: date, page: int) -> tuple[Page, dict[str,
     ids = [d[0].id for d in docs.rows]
     current: dict[str, DocumentVersionRow] = {}
     for version in session.scalars(
-        select(DocumentVersionRow).where(
-            DocumentVersionRow.document_id.in_(ids), DocumentVersionRow.status == "effective"
-        )
+        select(DocumentVersionRow).where(DocumentVersionRow.document_id.in_(ids), version_is_effective())
     ):
         current[version.document_id] = version
     for version in session.scalars(
@@ -118,9 +117,7 @@ def documents(session: Session, today: date, page: int) -> tuple[Page, dict[str,
 
 def effective(session: Session, doc_id: str) -> DocumentVersionRow | None:
     return session.scalar(
-        select(DocumentVersionRow).where(
-            DocumentVersionRow.document_id == doc_id, DocumentVersionRow.status == "effective"
-        )
+        select(DocumentVersionRow).where(DocumentVersionRow.document_id == doc_id, version_is_effective())
     )
 
 

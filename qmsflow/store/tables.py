@@ -102,14 +102,31 @@ class DocumentRow(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
+EFFECTIVE_VERSION_SQL = "status = 'effective'"
+
+
+def version_is_effective() -> TextClause:
+    """``document_versions.status`` is effective, written as the partial index's condition (a bound
+    parameter would keep SQLite's planner, and PostgreSQL's generic plans, from using it)."""
+    return text(f"document_versions.{EFFECTIVE_VERSION_SQL}")
+
+
 class DocumentVersionRow(Base):
     __tablename__ = "document_versions"
     __table_args__ = (
         UniqueConstraint("document_id", "version", name="uq_document_versions_document_id_version"),
         Index("ix_document_versions_status_next_review", "status", "next_review_date"),
+        # the register's "registered on" (first version) and current version per document (migration 0012)
+        Index("ix_document_versions_document_created", "document_id", "created_at"),
+        Index(
+            "ix_document_versions_effective",
+            "document_id",
+            sqlite_where=text(EFFECTIVE_VERSION_SQL),
+            postgresql_where=text(EFFECTIVE_VERSION_SQL),
+        ),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    document_id: Mapped[str] = mapped_column(ForeignKey("documents.id"), index=True)
+    document_id: Mapped[str] = mapped_column(ForeignKey("documents.id"))
     version: Mapped[str] = mapped_column(String(limits.VERSION))
     status: Mapped[str] = mapped_column(String(20))
     path: Mapped[str] = mapped_column(String(limits.PATH))
@@ -146,6 +163,8 @@ class RecordRow(Base):
         Index("ix_records_kind_status", "kind", "status"),
         Index("ix_records_process_status", "process", "status"),
         Index("ix_records_status_due", "status", "due_date"),
+        # the overdue chart: records that fell due in a month, open or closed late (migration 0012)
+        Index("ix_records_due_status_updated", "due_date", "status", "updated_at"),
         # open records only (a few percent of ten years of them): the read models' overdue lists, the
         # boards and the per-process counts (migration 0011); queries name OPEN_RECORD_SQL literally
         *(
