@@ -100,7 +100,11 @@ class Database:
         else:
             self.engine = create_engine(self.url, echo=echo, pool_pre_ping=True, json_serializer=canonical_json)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._readers = sessionmaker(self.engine.execution_options(qms_readonly=True))
+        # reads on PostgreSQL in autocommit: under READ COMMITTED every statement takes its own snapshot
+        # anyway, so a transaction around a read adds only its BEGIN and ROLLBACK round trips (the guard
+        # still checks every flush; snapshot() asks for REPEATABLE READ where one view matters)
+        readers = {"qms_readonly": True} | ({} if self.is_sqlite else {"isolation_level": "AUTOCOMMIT"})
+        self._readers = sessionmaker(self.engine.execution_options(**readers))
         # JSON columns hold canonical JSON, so the state check compares them as stored
         state.install((self._sessions, self._readers), self.engine)
 

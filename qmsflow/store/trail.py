@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
@@ -80,19 +81,20 @@ def iter_rows(session: Session, batch: int = 20_000) -> Iterator[tuple[int, str,
     """
     cols = ", ".join(TRAIL_COLUMNS)
     dbapi = session.connection().connection.dbapi_connection
-    if session.get_bind().dialect.name == "postgresql":
-        cursor = dbapi.cursor(name="qms_trail_verify")  # server-side cursor: streams
-    else:
-        cursor = dbapi.cursor()
-    try:
-        cursor.execute(f"SELECT {cols} FROM trail_events ORDER BY seq")
-        while True:
-            rows = cursor.fetchmany(batch)
-            if not rows:
-                return
-            yield from rows
-    finally:
-        cursor.close()
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    # a server-side cursor lives in a transaction: a read() session on PostgreSQL is in autocommit
+    block = dbapi.transaction() if postgresql and dbapi.autocommit else nullcontext()
+    with block:
+        cursor = dbapi.cursor(name="qms_trail_verify") if postgresql else dbapi.cursor()  # server-side: streams
+        try:
+            cursor.execute(f"SELECT {cols} FROM trail_events ORDER BY seq")
+            while True:
+                rows = cursor.fetchmany(batch)
+                if not rows:
+                    return
+                yield from rows
+        finally:
+            cursor.close()
 
 
 def events_for(session: Session, record: str, limit: int = 200) -> list[TrailEvent]:
