@@ -263,3 +263,27 @@ def test_vacuum_analyze_after_a_bulk_load_on_postgresql(db: Database) -> None:
                 break
             time.sleep(0.2)
         assert analyzed
+
+
+def test_reads_on_postgresql_hold_no_transaction_and_snapshots_do(db: Database) -> None:
+    """``read()`` on PostgreSQL runs each statement in autocommit (READ COMMITTED would take a snapshot per
+    statement anyway: a transaction added only round trips); ``snapshot()`` is one REPEATABLE READ view;
+    the trail streams from a read session too. SQLite's reads are WAL snapshot transactions."""
+    append(db, 3)
+    with db.read() as session:
+        session.execute(text("SELECT 1"))
+        dbapi = session.connection().connection.dbapi_connection
+        if db.is_sqlite:
+            assert dbapi.in_transaction
+        else:
+            from psycopg.pq import TransactionStatus
+
+            assert dbapi.info.transaction_status == TransactionStatus.IDLE
+        assert [seq for seq, _, _ in trail.iter_rows(session)] == [1, 2, 3]
+    with db.snapshot() as session:
+        first = trail.count(session)
+        append(db, 1)  # committed by another connection meanwhile
+        assert trail.count(session) == first == 3
+        if not db.is_sqlite:
+            level = session.execute(text("SHOW transaction_isolation")).scalar_one()
+            assert level == "repeatable read"
