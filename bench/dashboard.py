@@ -1,7 +1,7 @@
 """Benchmark of the dashboard over a ten-year, 50-system store, on SQLite and PostgreSQL, under concurrency.
 
     python bench/dashboard.py [--repo DIR] [--requests 40] [--database sqlite|postgresql [--pg-repo DIR --pg-url URL]]
-                              [--concurrency N] [--workers 2]
+                              [--concurrency N [--concurrency-rounds 3]] [--workers 2]
 
 Without --repo it builds the store with `qms demo --scale large` (a few minutes). Serves the web app
 as its production process (`python -m qmsflow.web --workers W`, uvicorn worker processes with pooled
@@ -11,11 +11,14 @@ the same run). Goal: p95 <= 100 ms for every page on SQLite.
 
 --database postgresql also builds the same demo (same seed) in a fresh PostgreSQL schema
 (QMS_TEST_PG_URL, default postgresql://postgres@127.0.0.1:5432/test; dropped afterwards) and measures
-every page on both stores in the same run: goal, every page's p50 on PostgreSQL <= 1.5 x on SQLite.
+every page on both stores in the same run, both servers up and the requests alternating between them
+(a shared machine's noise then falls on both alike): goal, every page's p50 on PostgreSQL <= 1.5 x on
+SQLite.
 
 --concurrency N then serves the chosen store to N concurrent signed-in clients requesting the pages
-in turn, and compares the requests per second with one client doing the same (goal: >= 1.5 x, 0
-errors), with p50/p95 latency under load.
+in turn, and compares the requests per second with one client doing the same, right before, in
+--concurrency-rounds alternating pairs (goal: median ratio >= 1.5 x, 0 errors), with p50/p95 latency
+under load.
 """
 
 from __future__ import annotations
@@ -140,25 +143,35 @@ def pages_of(repo: Path, database_url: str | None) -> tuple[dict[str, str], int]
     return pages, events
 
 
-def sequential(server: Server, pages: dict[str, str], requests: int) -> dict[str, tuple[float, float, float]]:
-    """(p50, p95, first) in ms per page, one request after the other."""
-    client = server.client()
-    results = {}
-    for label, path in pages.items():
-        first = time.perf_counter()
-        response = client.get(path)
-        cold_ms = (time.perf_counter() - first) * 1000
-        assert response.status_code == 200, f"{path}: {response.status_code}"
-        times = []
-        for _ in range(requests):
-            start = time.perf_counter()
-            response = client.get(path)
-            times.append((time.perf_counter() - start) * 1000)
-            assert response.status_code == 200, f"{path}: {response.status_code}"
-        times.sort()
-        p95 = times[min(len(times) - 1, int(round(len(times) * 0.95)) - 1)]
-        results[label] = (statistics.median(times), p95, cold_ms)
-    client.close()
+def sequential(
+    servers: dict[str, Server], pages: dict[str, list[str]], labels: list[str], requests: int
+) -> dict[str, dict[str, tuple[float, float, float]]]:
+    """(p50, p95, first) in ms per store and page, one request after the other. With several stores the
+    requests alternate between them (one to each store in turn, page by page), so every store's figures
+    come from the same moments of a shared, noisy machine and their ratio is not the noise of two
+    periods."""
+    clients = {name: server.client() for name, server in servers.items()}
+    results: dict[str, dict[str, tuple[float, float, float]]] = {name: {} for name in servers}
+    for index, label in enumerate(labels):
+        times: dict[str, list[float]] = {name: [] for name in servers}
+        cold = {}
+        for round_ in range(requests + 1):
+            for name, client in clients.items():
+                path = pages[name][index]
+                start = time.perf_counter()
+                response = client.get(path)
+                elapsed = (time.perf_counter() - start) * 1000
+                assert response.status_code == 200, f"{name} {path}: {response.status_code}"
+                if round_ == 0:
+                    cold[name] = elapsed
+                else:
+                    times[name].append(elapsed)
+        for name, own in times.items():
+            own.sort()
+            p95 = own[min(len(own) - 1, int(round(len(own) * 0.95)) - 1)]
+            results[name][label] = (statistics.median(own), p95, cold[name])
+    for client in clients.values():
+        client.close()
     return results
 
 
@@ -209,6 +222,10 @@ def throughput(server: Server, paths: list[str], clients: int, per_client: int) 
     return clients * per_client / elapsed, sorted(latencies), errors[0]
 
 
+def pct(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(round(len(values) * q)) - 1)]
+
+
 def report(label: str, results: dict[str, tuple[float, float, float]]) -> None:
     base_p50 = results["baseline /ping"][0]
     print(f"\n{label}")
@@ -232,6 +249,7 @@ def main() -> int:
     parser.add_argument("--pg-url", help="the PostgreSQL store of --pg-repo (QMS_DATABASE_URL of its `qms demo`)")
     parser.add_argument("--concurrency", type=int, default=0, help="concurrent clients (0: no concurrency run)")
     parser.add_argument("--per-client", type=int, default=30, help="requests of each client in the concurrency run")
+    parser.add_argument("--concurrency-rounds", type=int, default=3, help="alternating 1-client/N-client pairs")
     parser.add_argument("--workers", type=int, default=2, help="web app worker processes")
     parser.add_argument(
         "--scale", choices=["small", "large"], default="large", help="demo to build (small: a smoke run)"
@@ -260,19 +278,25 @@ def main() -> int:
     try:
         if schema:
             build_demo(*stores["postgresql"], args.scale)
-        measured = {}
-        for name, (store_repo, url) in stores.items():
-            pages, events = pages_of(store_repo, url)
-            server = Server(store_repo, url, args.workers)
-            try:
-                measured[name] = sequential(server, pages, args.requests)
-                report(
-                    f"{name}: {events:,} trail events; {args.requests} requests per page, sequential, "
-                    f"{args.workers} web worker(s)",
-                    measured[name],
-                )
-            finally:
+        servers: dict[str, Server] = {}
+        pages: dict[str, list[str]] = {}
+        events: dict[str, int] = {}
+        try:
+            for name, (store_repo, url) in stores.items():
+                named, events[name] = pages_of(store_repo, url)
+                labels = list(named)  # the same pages of the same demo (same seed) on every store
+                pages[name] = list(named.values())
+                servers[name] = Server(store_repo, url, args.workers)
+            measured = sequential(servers, pages, labels, args.requests)
+        finally:
+            for server in servers.values():
                 server.stop()
+        for name, results in measured.items():
+            report(
+                f"{name}: {events[name]:,} trail events; {args.requests} requests per page, sequential"
+                f"{' (alternating with the other store)' if len(servers) > 1 else ''}, {args.workers} web worker(s)",
+                results,
+            )
         if "postgresql" in measured:
             print("\nPostgreSQL / SQLite, sequential p50 per page (goal <= 1.5 each)")
             worst = 0.0
@@ -286,27 +310,34 @@ def main() -> int:
             pages, _ = pages_of(store_repo, url)
             paths = [p for label, p in pages.items() if label != "baseline /ping"]
             server = Server(store_repo, url, args.workers)
-            try:
-                one_rps, one_lat, one_errors = throughput(server, paths, 1, args.per_client * 2)
-                many_rps, many_lat, many_errors = throughput(server, paths, args.concurrency, args.per_client)
+            ratios = []
+            try:  # one client, then N, alternately: each pair measures the same period of the machine
+                for round_ in range(args.concurrency_rounds):
+                    one_rps, one_lat, one_errors = throughput(server, paths, 1, args.per_client * 2)
+                    many_rps, many_lat, many_errors = throughput(server, paths, args.concurrency, args.per_client)
+                    ratios.append((many_rps / one_rps, many_errors))
+                    print(
+                        f"\nconcurrency on {args.database}, {args.workers} web worker(s), every page in turn, "
+                        f"round {round_ + 1}/{args.concurrency_rounds}:"
+                    )
+                    print(
+                        f"  1 client : {one_rps:6.1f} req/s, p50 {pct(one_lat, 0.5):7.1f} ms, "
+                        f"p95 {pct(one_lat, 0.95):7.1f} ms, {one_errors} error(s)"
+                    )
+                    print(
+                        f"  {args.concurrency} clients: {many_rps:6.1f} req/s, p50 {pct(many_lat, 0.5):7.1f} ms, "
+                        f"p95 {pct(many_lat, 0.95):7.1f} ms, {many_errors} error(s); ratio {many_rps / one_rps:.2f}"
+                    )
             finally:
                 server.stop()
-
-            def pct(values: list[float], q: float) -> float:
-                return values[min(len(values) - 1, int(round(len(values) * q)) - 1)]
-
-            print(f"\nconcurrency on {args.database}, {args.workers} web worker(s), every page in turn:")
+            ratio = statistics.median(r for r, _ in ratios)
+            errors = sum(e for _, e in ratios)
+            met = ratio >= 1.5 and errors == 0
             print(
-                f"  1 client : {one_rps:6.1f} req/s, p50 {pct(one_lat, 0.5):7.1f} ms, "
-                f"p95 {pct(one_lat, 0.95):7.1f} ms, {one_errors} error(s)"
+                f"throughput ratio, median of {len(ratios)} rounds: {ratio:.2f} "
+                f"({', '.join(f'{r:.2f}' for r, _ in ratios)}); {errors} error(s); "
+                f"goal >= 1.5 with 0 errors: {'met' if met else 'NOT met'}"
             )
-            print(
-                f"  {args.concurrency} clients: {many_rps:6.1f} req/s, p50 {pct(many_lat, 0.5):7.1f} ms, "
-                f"p95 {pct(many_lat, 0.95):7.1f} ms, {many_errors} error(s)"
-            )
-            ratio = many_rps / one_rps
-            met = ratio >= 1.5 and many_errors == 0
-            print(f"  throughput ratio {ratio:.2f} (goal >= 1.5 with 0 errors: {'met' if met else 'NOT met'})")
     finally:
         if schema:
             import psycopg
