@@ -110,8 +110,9 @@ def approve(
     person = who.id
     with UnitOfWork(ctx.db, person) as uow:
         result = decide(uow, ctx.config, request_id, person, choice, comment, Method.CLI, claimed=who.claimed)
-    after_decision(ctx, result)
     out.print(
         f"{request_id}: signed by {result.signature.printed_name} at {result.signature.at:%Y-%m-%d %H:%M:%S} UTC "
         f"({choice.label}; meaning: {result.signature.meaning}); request {result.status.value.replace('_', ' ')}"
     )
+    with err.status("resuming the flow run that waits for this decision …"):
+        after_decision(ctx, result)

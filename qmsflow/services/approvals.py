@@ -398,11 +398,18 @@ def decided_requests_with_runs(uow: UnitOfWork, since: date | None = None) -> li
     return list(uow.session.scalars(query))
 
 
-def after_decision(ctx: QmsContext, result: DecisionResult) -> None:
+# how long a resume is tried while Prefect answers "busy": after the answer to the signer, so waiting costs
+# nobody; 50 reviews approved at once kept the embedded (SQLite) Prefect server answering 503 "database is
+# locked" for longer than 5 s, and runs given up on waited for the hourly follow-up
+RESUME_WITHIN = 60.0
+
+
+def after_decision(ctx: QmsContext, result: DecisionResult, resume_within: float = RESUME_WITHIN) -> None:
     """Once a request is decided, resume the flow run waiting for it; then send what is queued.
 
-    Shared by every way of signing (Slack, dashboard, API, CLI). A resume that fails is logged, not
-    raised: the decision is recorded, and the hourly follow-up flow resumes the run later.
+    Shared by every way of signing (Slack, dashboard, API, CLI), after the signer has the answer. A
+    resume that fails is logged, not raised: the decision is recorded, and the hourly follow-up flow
+    resumes the run later.
     """
     from ..adapters import prefect_api
     from .delivery import deliver
@@ -413,6 +420,7 @@ def after_decision(ctx: QmsContext, result: DecisionResult) -> None:
                 prefect_api.locate(ctx.loaded.state_dir),
                 result.flow_run_id,
                 {"request_id": result.request_id, "status": result.status.value},
+                within=resume_within,
             )
         except prefect_api.PrefectUnavailable as exc:
             log.warning("%s (the hourly follow-up flow resumes it later)", exc)

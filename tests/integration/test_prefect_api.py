@@ -180,6 +180,33 @@ def test_the_stacks_credential_is_sent_with_its_endpoint(prefect: ScriptedPrefec
     assert "s3cret" not in repr(endpoint)
 
 
+def test_after_a_decision_a_server_busy_for_longer_than_five_seconds_is_waited_for(
+    prefect: ScriptedPrefect,
+    ctx,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+) -> None:
+    """A burst of approvals kept the embedded Prefect server answering 503 for longer than the 5 s a
+    resume used to try: the runs then waited for the hourly follow-up. After the signer has the answer,
+    the resume keeps trying for a minute."""
+    from types import SimpleNamespace
+
+    from qmsflow.services.approvals import RESUME_WITHIN, after_decision
+
+    monkeypatch.setenv("PREFECT_API_URL", prefect.url)
+    prefect.script = [LOCKED] * 11  # 0.1 s backing off to 1 s between tries: more than 5 s of 503
+    result = SimpleNamespace(
+        decided=True, flow_run_id=RUN, request_id="APR-1", status=SimpleNamespace(value="approved")
+    )
+    start = time.monotonic()
+    after_decision(ctx, result)
+    assert len(prefect.seen) == 12 and prefect.script == []  # the twelfth try was accepted
+    assert 5.0 < time.monotonic() - start < RESUME_WITHIN
+    prefect.seen.clear()
+    prefect.script = [LOCKED] * 11
+    after_decision(ctx, result, resume_within=1.0)  # given up: logged, the decision stays recorded
+    assert 1 < len(prefect.seen) < 12
+
+
 def _state(tmp_path, **fields) -> None:  # noqa: ANN001, ANN003
     (tmp_path / "stack.json").write_text(json.dumps(fields))
 
