@@ -19,6 +19,10 @@ class PrefectUnavailable(Exception):
     """The Prefect API cannot be reached; the message says how to start it."""
 
 
+class PrefectBusy(PrefectUnavailable):
+    """The Prefect API still answered "busy" (5xx, 429, timeout) when the time to try ran out."""
+
+
 STACK_DOWN = "the stack is not running (start it with 'qms up')"
 
 
@@ -203,7 +207,9 @@ def resume(where: Endpoint | str, flow_run_id: str, run_input: dict[str, Any], w
                 else:
                     busy, problem = response.status_code in BUSY, f"HTTP {response.status_code}: {response.text[:300]}"
             if not busy or time.monotonic() + delay > deadline:
-                raise PrefectUnavailable(f"cannot resume flow run {flow_run_id} at {url}: {problem}")
+                raise (PrefectBusy if busy else PrefectUnavailable)(
+                    f"cannot resume flow run {flow_run_id} at {url}: {problem}"
+                )
             time.sleep(delay)
             delay = min(delay * 1.5, 1.0)
 

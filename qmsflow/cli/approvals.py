@@ -115,4 +115,4 @@ def approve(
         f"({choice.label}; meaning: {result.signature.meaning}); request {result.status.value.replace('_', ' ')}"
     )
     with err.status("resuming the flow run that waits for this decision …"):
-        after_decision(ctx, result)
+        after_decision(ctx, result, inline=True)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -398,30 +400,58 @@ def decided_requests_with_runs(uow: UnitOfWork, since: date | None = None) -> li
     return list(uow.session.scalars(query))
 
 
-# how long a resume is tried while Prefect answers "busy": after the answer to the signer, so waiting costs
-# nobody; 50 reviews approved at once kept the embedded (SQLite) Prefect server answering 503 "database is
-# locked" for longer than 5 s, and runs given up on waited for the hourly follow-up
+# how long a resume is tried while Prefect answers "busy": RESUME_INLINE seconds in the caller's thread
+# (a request's background task), then up to RESUME_WITHIN by two threads of the process's own, so that
+# retries never hold the threads that serve requests. 50 reviews approved at once kept the embedded
+# (SQLite) Prefect server answering 503 "database is locked" for longer than 5 s, and every run given up
+# on waited for the hourly follow-up.
+RESUME_INLINE = 5.0
 RESUME_WITHIN = 60.0
+_resumers: ThreadPoolExecutor | None = None
+_resumers_lock = threading.Lock()
 
 
-def after_decision(ctx: QmsContext, result: DecisionResult, resume_within: float = RESUME_WITHIN) -> None:
+def after_decision(ctx: QmsContext, result: DecisionResult, inline: bool = False) -> Future | None:
     """Once a request is decided, resume the flow run waiting for it; then send what is queued.
 
     Shared by every way of signing (Slack, dashboard, API, CLI), after the signer has the answer. A
     resume that fails is logged, not raised: the decision is recorded, and the hourly follow-up flow
-    resumes the run later.
+    resumes the run later. While Prefect answers busy the resume goes on in the background (returned);
+    ``inline`` (the CLI, whose process would wait for it anyway) tries the whole time here.
     """
     from ..adapters import prefect_api
     from .delivery import deliver
 
+    pending = None
     if result.decided and result.flow_run_id:
+        run_input = {"request_id": result.request_id, "status": result.status.value}
         try:
+            endpoint = prefect_api.locate(ctx.loaded.state_dir)
             prefect_api.resume(
-                prefect_api.locate(ctx.loaded.state_dir),
-                result.flow_run_id,
-                {"request_id": result.request_id, "status": result.status.value},
-                within=resume_within,
+                endpoint, result.flow_run_id, run_input, within=RESUME_WITHIN if inline else RESUME_INLINE
             )
+        except prefect_api.PrefectBusy as exc:
+            if inline:
+                log.warning("%s (the hourly follow-up flow resumes it later)", exc)
+            else:
+                pending = _resume_later(endpoint, result.flow_run_id, run_input)
         except prefect_api.PrefectUnavailable as exc:
             log.warning("%s (the hourly follow-up flow resumes it later)", exc)
     deliver(ctx.db, ctx.config)
+    return pending
+
+
+def _resume_later(endpoint: Any, flow_run_id: str, run_input: dict[str, Any]) -> Future:  # noqa: ANN401
+    from ..adapters import prefect_api
+
+    def attempt() -> None:
+        try:
+            prefect_api.resume(endpoint, flow_run_id, run_input, within=RESUME_WITHIN - RESUME_INLINE)
+        except prefect_api.PrefectUnavailable as exc:
+            log.warning("%s (the hourly follow-up flow resumes it later)", exc)
+
+    global _resumers
+    with _resumers_lock:
+        if _resumers is None:
+            _resumers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="qms-resume")
+    return _resumers.submit(attempt)

@@ -180,31 +180,41 @@ def test_the_stacks_credential_is_sent_with_its_endpoint(prefect: ScriptedPrefec
     assert "s3cret" not in repr(endpoint)
 
 
-def test_after_a_decision_a_server_busy_for_longer_than_five_seconds_is_waited_for(
+def test_after_a_decision_a_server_busy_for_longer_than_five_seconds_is_waited_for_in_the_background(
     prefect: ScriptedPrefect,
     ctx,
     monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
 ) -> None:
     """A burst of approvals kept the embedded Prefect server answering 503 for longer than the 5 s a
-    resume used to try: the runs then waited for the hourly follow-up. After the signer has the answer,
-    the resume keeps trying for a minute."""
+    resume used to try: the runs then waited for the hourly follow-up. Now the caller's thread (a
+    request's background task) tries RESUME_INLINE seconds, and the process's own two threads go on for
+    the rest of the minute, so retries never hold the threads that serve requests."""
     from types import SimpleNamespace
 
-    from qmsflow.services.approvals import RESUME_WITHIN, after_decision
+    from qmsflow.services.approvals import RESUME_INLINE, RESUME_WITHIN, after_decision
 
     monkeypatch.setenv("PREFECT_API_URL", prefect.url)
-    prefect.script = [LOCKED] * 11  # 0.1 s backing off to 1 s between tries: more than 5 s of 503
     result = SimpleNamespace(
         decided=True, flow_run_id=RUN, request_id="APR-1", status=SimpleNamespace(value="approved")
     )
+    prefect.script = [LOCKED] * 11  # 0.1 s backing off to 1 s between tries: more than 5 s of 503
     start = time.monotonic()
-    after_decision(ctx, result)
-    assert len(prefect.seen) == 12 and prefect.script == []  # the twelfth try was accepted
-    assert 5.0 < time.monotonic() - start < RESUME_WITHIN
+    pending = after_decision(ctx, result)
+    handed_over = time.monotonic() - start
+    # the caller's thread gave up inside its window and handed the run over
+    assert pending is not None and handed_over < RESUME_INLINE + 2
+    pending.result(timeout=RESUME_WITHIN)
+    assert len(prefect.seen) == 12 and prefect.script == []  # the twelfth try, in the background, was accepted
+
     prefect.seen.clear()
     prefect.script = [LOCKED] * 11
-    after_decision(ctx, result, resume_within=1.0)  # given up: logged, the decision stays recorded
-    assert 1 < len(prefect.seen) < 12
+    assert after_decision(ctx, result, inline=True) is None  # the CLI: the whole minute in its own thread
+    assert len(prefect.seen) == 12
+
+    prefect.seen.clear()
+    prefect.script = [(400, {"detail": "bad input"})]  # not busy: given up at once, logged, nothing pending
+    assert after_decision(ctx, result) is None
+    assert len(prefect.seen) == 1
 
 
 def _state(tmp_path, **fields) -> None:  # noqa: ANN001, ANN003
