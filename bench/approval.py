@@ -171,7 +171,11 @@ def start_embedded(repo: Path, slack_env: dict[str, str]):  # noqa: ANN201
 
     def stop() -> None:
         runner.terminate()
-        runner.wait(timeout=30)
+        try:
+            runner.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            runner.kill()
+            runner.wait()
         stack.stop()
         db.dispose()
 

@@ -407,7 +407,12 @@ def wait_states(  # noqa: ANN001
     pending = list(run_ids)
     with prefect_client(auth=auth) as client:
         while pending:
-            found = states(api_url, pending, client)
+            try:
+                found = states(api_url, pending, client)
+            except (httpx.TimeoutException, httpx.HTTPStatusError) as exc:  # a server busy with the burst
+                if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code < 500:
+                    raise
+                found = {}
             bad = {r: s for r, s in found.items() if s in ("FAILED", "CRASHED", "CANCELLED")}
             assert not bad, f"runs ended badly: {bad}\n{logs()}"
             pending = [r for r in pending if found.get(r) != wanted]
