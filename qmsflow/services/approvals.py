@@ -430,13 +430,11 @@ def after_decision(ctx: QmsContext, result: DecisionResult, inline: bool = False
             prefect_api.resume(
                 endpoint, result.flow_run_id, run_input, within=RESUME_WITHIN if inline else RESUME_INLINE
             )
-        except prefect_api.PrefectBusy as exc:
-            if inline:
-                log.warning("%s (the hourly follow-up flow resumes it later)", exc)
-            else:
-                pending = _resume_later(endpoint, result.flow_run_id, run_input)
         except prefect_api.PrefectUnavailable as exc:
-            log.warning("%s (the hourly follow-up flow resumes it later)", exc)
+            if isinstance(exc, prefect_api.PrefectBusy) and not inline:
+                pending = _resume_later(endpoint, result.flow_run_id, run_input)
+            else:
+                log.warning("%s (the hourly follow-up flow resumes it later)", exc)
     deliver(ctx.db, ctx.config)
     return pending
 

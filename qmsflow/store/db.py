@@ -118,8 +118,8 @@ class Database:
     @contextmanager
     def read(self, within: Session | None = None) -> Iterator[Session]:
         """A read-only session (no write lock on SQLite); ``within``, when given, is used instead, so a
-        page that shows several read models reads them in one session (one connection checkout and
-        transaction: three round trips each on PostgreSQL)."""
+        page that shows several read models reads them in one session (one connection checkout, with
+        its pool's liveness ping, instead of one per read model)."""
         if within is not None:
             yield within
             return
