@@ -223,7 +223,7 @@ def start_postgres(repo: Path, slack_env: dict[str, str]):  # noqa: ANN201
     return topo, db, topo.client_env(), stop
 
 
-def run_burst(kind: str, count: int) -> tuple[float, dict[str, int], list[str]]:
+def run_burst(kind: str, count: int) -> tuple[float | None, dict[str, int], list[str]]:
     """``count`` reviews submitted and approved at once on a fresh repo of the given topology."""
     repo = Path(tempfile.mkdtemp(prefix=f"qms-bench-burst-{kind}-")) / "repo"
     scaffold(repo, org_name="Bench GmbH", git=True)
@@ -232,7 +232,10 @@ def run_burst(kind: str, count: int) -> tuple[float, dict[str, int], list[str]]:
     try:
         ana, ben = token(db, "ana", role="admin"), token(db, "ben")
         auth = tuple(target.auth_string.split(":", 1))  # each topology's own Prefect API credential
-        elapsed, run_ids, request_ids, errors = burst(target.web_url, target.api_url, db, ana, ben, docs, auth=auth)
+        try:
+            elapsed, run_ids, request_ids, errors = burst(target.web_url, target.api_url, db, ana, ben, docs, auth=auth)
+        except AssertionError as exc:  # a run that crashed or never completed: report it, measure the other side
+            return None, {}, [f"did not finish: {str(exc).splitlines()[0]}"]
         counts = burst_counts(target.api_url, db, docs, run_ids, request_ids, auth=auth)
     finally:
         stop()
@@ -388,10 +391,14 @@ def main() -> int:
         results = {kind: run_burst(kind, args.burst) for kind in ("postgres", "embedded")}
         for kind, (elapsed, counts, errors) in results.items():
             label = "PostgreSQL topology" if kind == "postgres" else "embedded (qms up, SQLite)"
-            print(
-                f"{args.burst}-review burst, {label:26}: {elapsed:6.1f} s, {len(errors)} error(s), "
-                f"{counts['effective versions']} effective, {counts['runs completed more than once']} duplicate run(s)"
-            )
+            if elapsed is None:
+                print(f"{args.burst}-review burst, {label:26}: NOT completed")
+            else:
+                print(
+                    f"{args.burst}-review burst, {label:26}: {elapsed:6.1f} s, {len(errors)} error(s), "
+                    f"{counts['effective versions']} effective, "
+                    f"{counts['runs completed more than once']} duplicate run(s)"
+                )
             for error in errors[:5]:
                 print(f"  {error}")
     return 0

@@ -35,7 +35,7 @@ def main() -> int:
     manifest.parent.mkdir(parents=True, exist_ok=True)
     manifest.write_text(json.dumps([f"{d.flow_name}/{d.name}" for d in built]))
     os.environ["QMS_RUNNER_PID"] = str(os.getpid())  # its flow-run processes die with it (flows/__init__.py)
-    serve(*built, pause_on_shutdown=False, print_starting_message=True)
+    serve(*built, pause_on_shutdown=False, print_starting_message=True, limit=loaded.config.stack.max_flow_runs)
     return 0
 
 

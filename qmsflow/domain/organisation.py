@@ -362,6 +362,16 @@ class WebSettings(Strict):
     max_request_kib: int = Field(default=limits.REQUEST_BYTES // 1024, ge=64, le=64 * 1024)
 
 
+class StackSettings(Strict):
+    """The embedded stack of ``qms up``."""
+
+    # its runner runs at most this many flow runs at once; more wait, Scheduled, for a free slot (a
+    # review waiting for signatures holds none). Unbounded, a burst of 50 approvals started 50 Python
+    # processes on 2 cores against Prefect's SQLite server, and a run crashed on the API's timeouts.
+    # The production topology's equivalent is `prefect worker start --limit N`.
+    max_flow_runs: int = Field(default=4, ge=1, le=64)
+
+
 MAX_TOKEN_DAYS = 365
 
 
@@ -387,6 +397,7 @@ class QmsConfig(Strict):
     web: WebSettings = WebSettings()
     integrations: Integrations = Integrations()
     security: SecuritySettings = SecuritySettings()
+    stack: StackSettings = StackSettings()
 
     def person(self, person_id: str) -> Person:
         return next(p for p in self.people if p.id == person_id)

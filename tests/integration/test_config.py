@@ -139,6 +139,12 @@ BAD_CONFIGS = [
         "'education', 'employment', 'essential-services', 'law-enforcement', 'migration-asylum-border' or "
         "'justice-democracy')",
     ),
+    (
+        "runner-limit",
+        mutate("  max_flow_runs: 4", "  max_flow_runs: 0"),
+        "max_flow_runs: 0",
+        "stack.max_flow_runs: Input should be greater than or equal to 1 (got 0)",
+    ),
 ]
 
 
