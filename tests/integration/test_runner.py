@@ -20,6 +20,7 @@ def serve_of(repo: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
 
     monkeypatch.setattr(prefect, "serve", fake_serve)
     monkeypatch.setenv("QMS_CONFIG", str(repo / "qms.yaml"))
+    monkeypatch.setenv("QMS_RUNNER_PID", "0")  # main() sets it for its flow runs: undone after the test
     assert runner.main() == 0
     return seen
 
