@@ -29,3 +29,16 @@ def token(db: Database, username: str, person: str | None = None, role: str = "a
     with UnitOfWork(db, user.person) as uow:
         value, _ = tokens.issue(uow, user, "test", days)
     return value
+
+
+def sign(uow: UnitOfWork, config, request_id: str, person: str, decision="approve", comment: str | None = None):  # noqa: ANN001, ANN201
+    """Sign ``request_id`` as ``person`` through the shared signing service, the way a channel does.
+
+    Tests of procedures sign through this one helper, so that how a signer proves who they are (the
+    account, the authentication method) is decided in one place (issue 22).
+    """
+    from qmsflow.domain.approvals import Decision, Method
+    from qmsflow.services import approvals
+
+    choice = decision if isinstance(decision, Decision) else Decision(decision)
+    return approvals.decide(uow, config, request_id, person, choice, comment, Method.CLI, claimed=f"test:{person}")
