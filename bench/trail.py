@@ -76,8 +76,8 @@ def baseline_floor(db: Database) -> int:
     return n
 
 
-def verify_all(db: Database, anchors: Path | None) -> int:
-    result = verify(db, anchors)
+def verify_all(db: Database, anchors: Path | None, root: Path | None) -> int:
+    result = verify(db, anchors, root=root)
     assert result.ok, result.problem
     return result.report.count
 
@@ -127,12 +127,12 @@ def main() -> int:
     parser.add_argument("--cli", action="store_true", help="also time the `qms verify` command end to end")
     args = parser.parse_args()
 
-    anchors = None
+    anchors = root = None
     if args.repo:
         from qmsflow.context import open_context
 
         ctx = open_context(args.repo / "qms.yaml")
-        db, anchors, append_s = ctx.db, ctx.anchors_file, None
+        db, anchors, root, append_s = ctx.db, ctx.anchors_file, ctx.root, None
     else:
         workdir = Path(tempfile.mkdtemp(prefix="qms-bench-"))
         url = os.environ.get("QMS_DATABASE_URL") or f"sqlite:///{workdir / 'qms.db'}"
@@ -146,7 +146,7 @@ def main() -> int:
         "bare read": lambda: bare_read(db),
         'baseline "rows"': lambda: baseline_rows(db),
         'baseline "floor"': lambda: baseline_floor(db),
-        "verify": lambda: verify_all(db, anchors),
+        "verify": lambda: verify_all(db, anchors, root),
     }
     times: dict[str, list[float]] = {name: [] for name in runs}
     for round_ in range(args.repeat):

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .settings import LoadedConfig, load_config
-from .store.db import Database, resolve_url
+from .store.db import Database, default_url, resolve_url
 
 
 @dataclass
@@ -40,10 +40,15 @@ class QmsContext:
 def open_context(config: str | Path | None = None, *, migrate: bool = False) -> QmsContext:
     """Load ``qms.yaml`` and open its records store; check (or bring) the schema up to date."""
     from .bootstrap import procedures
+    from .services.sealing import Sealer
 
     procedures()
     loaded = load_config(config)
-    db = Database(resolve_url(loaded.state_dir))
+    url = resolve_url(loaded.state_dir)
+    db = Database(url)
+    # the embedded stack's own SQLite store makes its signing key when it first signs; a store elsewhere
+    # (QMS_DATABASE_URL) is signed for only by processes given its key (QMS_SIGNING_KEY_FILE)
+    db.sealer = Sealer(loaded.root, generate=url == default_url(loaded.state_dir))
     repaired: list[str] = []
     if migrate:
         db.upgrade()

@@ -18,8 +18,10 @@ from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.composer import Composer
+from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.events import AliasEvent
+from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
 from ruamel.yaml.scanner import RoundTripScanner
 
 from .domain import limits
@@ -206,11 +208,56 @@ class _BoundedComposer(Composer):
         return node
 
 
+class _BoundedConstructor(RoundTripConstructor):
+    """Refuses integers longer than a qms.yaml needs, before Python's own limit (4,300 digits) raises."""
+
+    def construct_yaml_int(self, node: Any) -> Any:
+        digits = sum(ch.isdigit() for ch in str(node.value))
+        if digits > limits.CONFIG_INT_DIGITS:
+            raise _LimitExceeded(
+                None,
+                None,
+                f"is a number of {digits:,} digits: at most {limits.CONFIG_INT_DIGITS} are allowed",
+                node.start_mark,
+            )
+        return super().construct_yaml_int(node)
+
+
+_BoundedConstructor.add_constructor("tag:yaml.org,2002:int", _BoundedConstructor.construct_yaml_int)
+
+
 def _yaml() -> YAML:
     yaml = YAML(typ="rt")
     yaml.Scanner = _BoundedScanner
     yaml.Composer = _BoundedComposer
+    yaml.Constructor = _BoundedConstructor
     return yaml
+
+
+def _field_at(text: str, line: int, column: int) -> str:
+    """The dotted path of the scalar at (line, column) of a document that composes, or '' (for messages)."""
+    try:
+        node = _yaml().compose(text)
+    except YAMLError:
+        return ""
+
+    def walk(node: Any, path: list[str]) -> str | None:
+        if isinstance(node, ScalarNode):
+            mark = node.start_mark
+            return ".".join(path) if (mark.line, mark.column) == (line, column) else None
+        if isinstance(node, MappingNode):
+            for key, value in node.value:
+                found = walk(value, [*path, str(key.value)])
+                if found is not None:
+                    return found
+        elif isinstance(node, SequenceNode):
+            for index, item in enumerate(node.value):
+                found = walk(item, [*path, str(index)])
+                if found is not None:
+                    return found
+        return None
+
+    return (walk(node, []) or "") if node is not None else ""
 
 
 def parse_config(text: str, path: Path) -> LoadedConfig:
@@ -225,8 +272,12 @@ def parse_config(text: str, path: Path) -> LoadedConfig:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 0
         problem = exc.problem or exc.context
+        limited = isinstance(exc, _LimitExceeded)
+        where = (
+            _field_at(text, mark.line, mark.column) if limited and mark and problem.startswith("is a number") else ""
+        )
         raise ConfigError(
-            [ConfigIssue(name, line, "", problem if isinstance(exc, _LimitExceeded) else f"not valid YAML: {problem}")]
+            [ConfigIssue(name, line, where, problem if limited else f"not valid YAML: {problem}")]
         ) from None
     except YAMLError as exc:  # the reader refuses control characters; its error has a position, no mark
         raise ConfigError([_reader_issue(name, text, exc)]) from None

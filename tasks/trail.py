@@ -20,7 +20,7 @@ def anchor_trail_task() -> dict[str, Any]:
     """
     with open_context(None) as ctx:
         try:
-            done = anchor(ctx.db, ctx.anchors_file)
+            done = anchor(ctx.db, ctx.anchors_file, ctx.root)
         except ValueError:  # an empty trail: nothing to witness yet
             return {"seq": 0, "written": False, "commit": None, "git_repo": None}
         return {

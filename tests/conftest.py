@@ -71,6 +71,18 @@ def _own_credentials_folder(tmp_path_factory: pytest.TempPathFactory, monkeypatc
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
 
 
+@pytest.fixture(autouse=True)
+def signing_key_file(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's signing processes hold one signing key, given to them as in production
+    (QMS_SIGNING_KEY_FILE); tests of the embedded default (a key made in .qms/) unset it."""
+    from qmsflow.adapters import keys
+
+    path = tmp_path_factory.mktemp("signing-key") / "signing-key.pem"
+    keys.generate(path)
+    monkeypatch.setenv("QMS_SIGNING_KEY_FILE", str(path))
+    return path
+
+
 @pytest.fixture
 def pg_schema_url() -> Iterator[str]:
     """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""

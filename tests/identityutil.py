@@ -18,7 +18,15 @@ def account(db: Database, username: str, person: str | None = None, role: str = 
         exists = session.get(UserRow, username) is not None
     if not exists:
         with UnitOfWork(db, "test-setup") as uow:
-            accounts.add_user(uow, username, person or username, role, password_of(username), must_change=False)
+            accounts.add_user(
+                uow,
+                username,
+                person or username,
+                role,
+                password_of(username),
+                must_change=False,
+                password_set_by=person or username,  # the person's own password, as after a first sign-in
+            )
     return password_of(username)
 
 
@@ -34,11 +42,20 @@ def token(db: Database, username: str, person: str | None = None, role: str = "a
 def sign(uow: UnitOfWork, config, request_id: str, person: str, decision="approve", comment: str | None = None):  # noqa: ANN001, ANN201
     """Sign ``request_id`` as ``person`` through the shared signing service, the way a channel does.
 
-    Tests of procedures sign through this one helper, so that how a signer proves who they are (the
-    account, the authentication method) is decided in one place (issue 22).
+    Tests of procedures sign through this one helper, so that how a signer proves who they are is decided
+    in one place: the person's account (made here, with a password of their own, when they have none)
+    signs with a personal token's credential, like ``qms approve``.
     """
     from qmsflow.domain.approvals import Decision, Method
     from qmsflow.services import approvals
+    from qmsflow.services.signers import Credential
 
+    names = accounts.active_accounts_of(uow.session, person)
+    if not names:
+        accounts.add_user(
+            uow, person, person, "approver", password_of(person), must_change=False, password_set_by=person
+        )
+        names = [person]
     choice = decision if isinstance(decision, Decision) else Decision(decision)
-    return approvals.decide(uow, config, request_id, person, choice, comment, Method.CLI, claimed=f"test:{person}")
+    credential = Credential(Method.CLI, "token:test", f"test:{person}", username=names[0])
+    return approvals.decide(uow, config, request_id, credential, choice, comment)

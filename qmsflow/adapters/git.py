@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..domain.authorship import Commit
 
 
 def _git(root: Path, *args: str) -> str | None:
@@ -53,6 +56,36 @@ def authors_since(root: Path, relpath: str, commit: str | None, since: str | Non
         if email and email.lower() not in seen:
             seen[email.lower()] = (name, email)
     return list(seen.values())
+
+
+def commits_since(
+    root: Path, relpath: str, commit: str | None, since: str | None, allowed_signers: list[str] | None = None
+) -> list[Commit] | None:
+    """The commits that changed ``relpath`` after ``commit`` (or ``since``; as ``authors_since``), newest
+    first, each with its declared author and its signature as git verifies it.
+
+    SSH signatures are verified against ``allowed_signers`` (lines of git's allowed-signers format, the
+    principal a person id), GPG signatures with the keyring of this user; git itself verifies, qmsflow
+    only reads its verdict (``%G?``). ``None`` outside a git repo.
+    """
+    if _git(root, "rev-parse", "--is-inside-work-tree") != "true":
+        return None
+    args = ["log", "--format=%H%x00%an%x00%ae%x00%G?%x00%GS%x00%GF%x00%GP"]
+    if commit and _git(root, "cat-file", "-e", f"{commit}^{{commit}}") is not None:
+        args.append(f"{commit}..HEAD")
+    elif since:
+        args.append(f"--since={since}")
+    with tempfile.TemporaryDirectory(prefix="qms-signers-") as folder:
+        signers = Path(folder) / "allowed_signers"
+        signers.write_text("".join(line + "\n" for line in allowed_signers or []), encoding="utf-8")
+        listed = _git(root, "-c", f"gpg.ssh.allowedSignersFile={signers}", *args, "--", relpath)
+    commits = []
+    for line in (listed or "").splitlines():
+        parts = (line.split("\x00") + [""] * 7)[:7]
+        sha, name, email, status, signer, fingerprint, primary = parts
+        if sha:
+            commits.append(Commit(sha, name, email, status or "N", signer, fingerprint, primary))
+    return commits
 
 
 def show(root: Path, commit: str, relpath: str) -> bytes | None:

@@ -81,6 +81,8 @@ def render_html(markdown_text: str, doc: dict, signatures: list[dict], organisat
             "decision": s.get("decision"),
             "at": s.get("at"),
             "method": s.get("method"),
+            "account": s.get("account") or "",
+            "auth": s.get("auth") or "",
             "content_sha256": s.get("content_sha256") or "",
         }
         for s in signatures

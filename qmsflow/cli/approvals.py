@@ -60,28 +60,37 @@ def approvals_show(request_id: str, config: ConfigOpt = None) -> None:
     from ..store.uow import UnitOfWork
 
     ctx = _ctx(config)
-    with UnitOfWork(ctx.db, "cli") as uow:
+    with UnitOfWork(ctx.db, "cli") as uow:  # print inside: the rows are read until the block ends
         row, request = load(uow, request_id)
         stored = contents.load(uow.session, row.content_sha256)
-    out.print(f"[bold]{row.id}[/] {escape(row.title)} — {row.status.replace('_', ' ')}")
-    out.print(f"subject {row.subject} · due {row.due_date} · needs {row.required} approval(s)")
-    out.print(f"approvers: {', '.join(row.approvers)}; waiting for: {', '.join(request.pending_approvers()) or '—'}")
-    out.print(f"submitted by: {row.author or '—'}; authors (may not sign): {', '.join(request.all_authors) or '—'}")
-    if row.data.get("unmapped_authors"):
+        out.print(f"[bold]{row.id}[/] {escape(row.title)} — {row.status.replace('_', ' ')}")
+        out.print(f"subject {row.subject} · due {row.due_date} · needs {row.required} approval(s)")
         out.print(
-            f"[yellow]git authors with no person in qms.yaml:[/] {escape(', '.join(row.data['unmapped_authors']))}"
+            f"approvers: {', '.join(row.approvers)}; waiting for: {', '.join(request.pending_approvers()) or '—'}"
         )
-    out.print(f"an approval means: {escape(row.meaning)}")
-    for s in request.signatures:
-        out.print(
-            f"  signed by {s.printed_name} at {s.at:%Y-%m-%d %H:%M:%S} UTC via {s.method.value}: "
-            f"{s.decision.label} ({escape(s.meaning)})" + (f" — {escape(s.comment)}" if s.comment else "")
-        )
-    out.print(f"content SHA-256 {row.content_sha256}:")
-    if stored is None:
-        err.print("[red]the content of this request is not in the records store[/]")
-        raise typer.Exit(1)
-    out.print(escape(contents.as_text(stored)))
+        out.print(f"submitted by: {row.author or '—'}; authors (may not sign): {', '.join(request.all_authors) or '—'}")
+        if row.data.get("unmapped_authors"):
+            out.print(
+                f"[yellow]git authors with no person in qms.yaml:[/] {escape(', '.join(row.data['unmapped_authors']))}"
+            )
+        if row.data.get("unverified_authors"):
+            out.print(
+                "[yellow]git authorship not verified by a commit signature:[/] "
+                + escape("; ".join(row.data["unverified_authors"]))
+            )
+        out.print(f"an approval means: {escape(row.meaning)}")
+        for s in request.signatures:
+            out.print(
+                f"  signed by {s.printed_name} at {s.at:%Y-%m-%d %H:%M:%S} UTC via {s.method.value}"
+                + (f" (account {s.account}, {s.auth})" if s.account else "")
+                + f": {s.decision.label} ({escape(s.meaning)})"
+                + (f" — {escape(s.comment)}" if s.comment else "")
+            )
+        out.print(f"content SHA-256 {row.content_sha256}:")
+        if stored is None:
+            err.print("[red]the content of this request is not in the records store[/]")
+            raise typer.Exit(1)
+        out.print(escape(contents.as_text(stored)))
 
 
 @app.command()
@@ -99,7 +108,9 @@ def approve(
     """Sign an approval request from the command line as the signed-in person ('qms login', QMS_TOKEN)."""
     from ..domain.approvals import Decision, Method
     from ..services.approvals import after_decision, decide
+    from ..services.signers import Credential
     from ..store.uow import UnitOfWork
+    from .identity import os_user
 
     try:
         choice = Decision(decision)
@@ -107,9 +118,12 @@ def approve(
         raise CliError(f"--decision {decision!r} is not allowed (allowed: approve, reject, changes)", code=2) from None
     ctx = _ctx(config)
     who = _who(ctx, actor, token_file)
-    person = who.id
-    with UnitOfWork(ctx.db, person) as uow:
-        result = decide(uow, ctx.config, request_id, person, choice, comment, Method.CLI, claimed=who.claimed)
+    if who.token_id is not None:
+        credential = Credential.token(Method.CLI, who.username, who.token_id)
+    else:  # trusted single-user mode (--as): the person's own account still signs, and must be allowed to
+        credential = Credential.trusted(who.id, os_user())
+    with UnitOfWork(ctx.db, who.id) as uow:
+        result = decide(uow, ctx.config, request_id, credential, choice, comment)
     out.print(
         f"{request_id}: signed by {result.signature.printed_name} at {result.signature.at:%Y-%m-%d %H:%M:%S} UTC "
         f"({choice.label}; meaning: {result.signature.meaning}); request {result.status.value.replace('_', ' ')}"

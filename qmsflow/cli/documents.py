@@ -169,9 +169,16 @@ def document_submit(
         f"see 'qms approvals list' and {url.removesuffix('/api')}/runs/flow-run/{run_id}"
     )
     if data.get("authors"):
-        out.print(f"authors of this change (none of them may approve it): {', '.join([who, *data['authors']])}")
+        out.print(
+            f"authors of this change (none of them may approve it): {', '.join(dict.fromkeys([who, *data['authors']]))}"
+        )
     if data.get("unmapped_authors"):
         err.print(
             "[yellow]warning:[/] git authors with no person in qms.yaml (shown to the approvers): "
             + escape(", ".join(data["unmapped_authors"]))
+        )
+    if data.get("unverified_authors"):
+        err.print(
+            "[yellow]warning:[/] git authorship not verified by a commit signature (shown to the approvers): "
+            + escape("; ".join(data["unverified_authors"]))
         )

@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from ..domain import limits
+from ..domain.seals import KEYS_FILE
 from .common import (
     CliError,
     ConfigOpt,
@@ -32,7 +33,8 @@ def verify(config: ConfigOpt = None) -> None:
 
     Checks the append-only triggers, the hash chain, every anchor (the anchors file and every version
     of it in git history) and every head earlier verifications saw (events removed from the tail),
-    that each record table holds exactly the state the trail implies, and each signature's content.
+    that each record table holds exactly the state the trail implies, each signature's content, and
+    each signature's seal (a signing key the database does not hold, registered in the trail and in git).
     """
     from ..services.queries import trail_size
     from ..services.verify import verify as run_verify
@@ -41,7 +43,7 @@ def verify(config: ConfigOpt = None) -> None:
     with ctx.db.read() as session:
         total = trail_size(session)
     started = time.perf_counter()
-    result = run_verify(ctx.db, ctx.anchors_file, progress=_progress(total, "verifying"))
+    result = run_verify(ctx.db, ctx.anchors_file, progress=_progress(total, "verifying"), root=ctx.root)
     elapsed = time.perf_counter() - started
     report = result.report
     for problem in result.guard_problems:
@@ -60,6 +62,8 @@ def verify(config: ConfigOpt = None) -> None:
             err.print(f"… and {result.state.total - len(result.state.problems)} more record state difference(s)")
     for problem in result.signature_problems:
         err.print(f"[red]SIGNATURE[/] {escape(problem)}")
+    for problem in result.seal_problems:
+        err.print(f"[red]SEAL[/] {escape(problem)}")
     for note in result.notes:
         err.print(f"note: {escape(note)}")
     if not result.ok:
@@ -70,6 +74,8 @@ def verify(config: ConfigOpt = None) -> None:
     if result.state is not None:
         out.print(f"record states: {result.state.rows} rows in {len(result.state.by_table)} tables match the trail")
     out.print(f"signatures checked: {result.signatures_checked}")
+    if result.seals is not None:
+        out.print(f"signatures sealed: {result.seals.sealed} (keys in {KEYS_FILE} and the trail)")
     anchors_file = ctx.config.retention.anchors_file
     if result.anchors_checked:
         pending = f", {result.anchors_uncommitted} not committed to git yet" if result.anchors_uncommitted else ""
@@ -85,7 +91,7 @@ def anchor(config: ConfigOpt = None) -> None:
 
     ctx = _ctx(config)
     try:
-        done = run_anchor(ctx.db, ctx.anchors_file)
+        done = run_anchor(ctx.db, ctx.anchors_file, ctx.root)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     _say_anchored(ctx, done)

@@ -97,7 +97,7 @@ def _start_trail(config: Path, org: str) -> None:
         with UnitOfWork(ctx.db, "qmsflow") as uow:
             start_trail(uow, {"organisation": org, "schema": schema, "qmsflow": __version__})
         out.print(f"records store {ctx.db.safe_url}: audit trail started")
-        _say_anchored(ctx, run_anchor(ctx.db, ctx.anchors_file))
+        _say_anchored(ctx, run_anchor(ctx.db, ctx.anchors_file, ctx.root))
 
 
 @app.command()
@@ -217,7 +217,7 @@ def demo(
 def _anchor_now(ctx) -> None:  # noqa: ANN001
     from ..services.verify import anchor as run_anchor
 
-    _say_anchored(ctx, run_anchor(ctx.db, ctx.anchors_file))
+    _say_anchored(ctx, run_anchor(ctx.db, ctx.anchors_file, ctx.root))
 
 
 def _demo_large(directory: Path) -> None:

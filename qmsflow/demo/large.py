@@ -16,11 +16,12 @@ from pathlib import Path
 from ruamel.yaml import YAML
 from sqlalchemy import select
 
-from ..domain.approvals import Decision, Method, Signature
+from ..domain.approvals import Decision, Method, Proof, Signature
 from ..domain.capa import STAGES
 from ..domain.documents import add_months
 from ..domain.organisation import ANNEX_III_AREAS
 from ..domain.trail import Canonical, canonical_json
+from ..services.sealing import NoSigningKey, trail_keys
 from ..services.sync import sync_config
 from ..store.db import Database
 from ..store.state import BY_MODEL
@@ -189,8 +190,13 @@ def fill(
     batch = _Batch()
     effective: dict[str, dict] = {}  # document id -> its effective version's row (to make obsolete)
     written = len(synced.changes)  # one event each
+    if db.sealer is None:
+        raise NoSigningKey("the large demo seals its signatures: open the store through its compliance repo")
     uow = UnitOfWork(db, "demo-seed").__enter__()
     try:
+        new_key = db.sealer.key().id not in trail_keys(uow.session)
+        batch.seal = db.sealer.seal_for(uow)  # registers the key with the first batch: one event
+        batch.events += int(new_key)
         for offset, kind, payload in plan:
             when = t0 + timedelta(seconds=offset)
             if kind == 0:
@@ -217,6 +223,7 @@ class _Batch:
     def __init__(self) -> None:
         self.rows: dict[type, list[dict]] = {RecordRow: [], DocumentVersionRow: [], ApprovalRequestRow: []}
         self.signatures: list[dict] = []
+        self.seal: Callable[[bytes], dict] | None = None  # the store's signing key (ADR 0018)
         self.pending: set[int] = set()  # id() of the version rows not inserted yet
         self.events = 0
 
@@ -288,19 +295,25 @@ def _version(uow, rng, batch, effective, counters, when, doc_id, v, owner, appro
     uow.record("approval.requested", f"approval:{request_id}", None, pending, actor=owner, at=when)
     events = 2
     if signer is not None:
+        method = rng.choice([Method.WEB, Method.SLACK, Method.CLI])
         sig = Signature(
             signer=signer.id,
             printed_name=signer.name,
             at=decided,
             meaning=request["meaning"],
             decision=Decision.APPROVE,
-            method=rng.choice(list(Method)),
+            method=method,
             content_sha256=sha,
+            account=signer.id,  # demo people sign with the account named like them
+            auth={Method.WEB: "password", Method.SLACK: f"slack:U{signer.id.upper()}"}.get(method, "token:demo"),
         )
         event = uow.record(
-            "approval.signed", f"approval:{request_id}", None, sig.model_dump(mode="json"), actor=signer.id, at=when
+            "approval.signed", f"approval:{request_id}", None, sig.state(), actor=signer.id, at=when, seal=batch.seal
         )
-        batch.signatures.append({**sig.model_dump(), "request_id": request_id, "trail_seq": event.seq})
+        proof = Proof.model_validate(event.after["proof"])
+        batch.signatures.append(
+            {**sig.model_dump(), "proof": proof.model_dump(), "request_id": request_id, "trail_seq": event.seq}
+        )
         request.update(status="approved", decided_at=decided)
         uow.record(
             "approval.decided",

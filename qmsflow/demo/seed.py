@@ -88,7 +88,10 @@ def _demo_users(ctx: QmsContext) -> str:
             continue
         with UnitOfWork(ctx.db, DEMO_ACTOR) as uow:
             if uow.session.get(UserRow, username) is None:
-                add_user(uow, username, person, role, f"demo-{username}-password", must_change=False)
+                # demo accounts sign at once: their (printed, demo-only) passwords count as their people's own
+                add_user(
+                    uow, username, person, role, f"demo-{username}-password", must_change=False, password_set_by=person
+                )
         lines.append(f"  dashboard user {username!r} ({role}), password 'demo-{username}-password'")
     lines.append(
         "  trusted single-user mode is on (security.trusted_single_user): '--as PERSON' works on the command "

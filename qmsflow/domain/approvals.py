@@ -36,9 +36,12 @@ class Decision(StrEnum):
 
 
 class Method(StrEnum):
+    """The channel a signature came through."""
+
     SLACK = "slack"
-    WEB = "web"
+    WEB = "web"  # the dashboard, password entered again
     CLI = "cli"
+    API = "api"  # POST /api/approvals/{id}/decision with a personal token
 
 
 class RequestStatus(StrEnum):
@@ -72,6 +75,20 @@ class AlreadyDecided(Refusal):
     kind = "already-decided"
 
 
+class Proof(BaseModel):
+    """A signing key's signature over a signature's trail event (ADR 0018): what the database credential
+    alone cannot produce. ``key`` names a key registered in the trail and in the git-committed keys file."""
+
+    alg: str = "ed25519"
+    key: str
+    sig: str
+
+
+# fields of a signature added after signatures were first stored (migration 0013): absent from the
+# state of older signatures, so a stored signature keeps the state its event was hashed with
+OPTIONAL_SIGNATURE_FIELDS = ("account", "auth", "proof")
+
+
 class Signature(BaseModel):
     signer: str
     printed_name: str
@@ -81,10 +98,81 @@ class Signature(BaseModel):
     comment: str | None = None
     method: Method
     content_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    # the account that signed and how it authenticated (e.g. "password", "token:7", "slack:U123")
+    account: str | None = None
+    auth: str | None = None
+    proof: Proof | None = None
+
+    def state(self) -> dict:
+        """The signature as its ``approval.signed`` event holds it (optional fields only when set)."""
+        state = self.model_dump(mode="json")
+        for name in OPTIONAL_SIGNATURE_FIELDS:
+            if state.get(name) is None:
+                state.pop(name, None)
+        return state
 
 
 ALL = "all"
 RequiredRule = int | str  # a number of signatures, or "all" named approvers who are not authors
+
+
+SIGNING_ROLES = ("approver", "admin")
+
+
+class Account(BaseModel):
+    """The account a person signs with, as the records store holds it."""
+
+    username: str
+    person: str
+    role: str
+    disabled: bool = False
+    must_change_password: bool = False
+    # who last set its password: the person themselves, or the admin who created or reset it
+    password_set_by: str | None = None
+    # the person's other active accounts (one account per person: a second one signs nothing)
+    others_active: list[str] = Field(default_factory=list)
+
+
+def check_account_may_sign(request_id: str, person: str | None, account: Account | None) -> None:
+    """Raise ``NotAuthorized`` unless ``account`` may sign for ``person``: one rule for every channel.
+
+    The account must exist, be the person's only active account, not be disabled, hold a signing role
+    (approver or admin, never viewer), and carry a password its person set themselves: an account an
+    admin made (or reset) for someone else signs nothing until that person has chosen their password.
+    """
+    if account is None:
+        raise NotAuthorized(
+            f"{request_id}: {person or 'the signer'} has no active qmsflow account to sign with "
+            "(an admin creates one with 'qms user add')",
+            kind="no-account",
+        )
+    if person is not None and account.person != person:
+        raise NotAuthorized(
+            f"{request_id}: the account {account.username} belongs to {account.person}, not to {person}",
+            kind="wrong-account",
+        )
+    if account.disabled:
+        raise NotAuthorized(
+            f"{request_id}: the account {account.username} is disabled: it cannot sign", kind="disabled"
+        )
+    if account.others_active:
+        raise NotAuthorized(
+            f"{request_id}: {account.person} has more than one active account ({account.username}, "
+            f"{', '.join(account.others_active)}): one account per person signs; an admin disables the others",
+            kind="duplicate-account",
+        )
+    if account.role not in SIGNING_ROLES:
+        raise NotAuthorized(
+            f"{request_id}: the account {account.username} has the role {account.role}: viewers cannot sign approvals",
+            kind="viewer",
+        )
+    if account.must_change_password or account.password_set_by != account.person:
+        by = account.password_set_by or "an admin"
+        raise NotAuthorized(
+            f"{request_id}: the account {account.username} cannot sign until {account.person} has set their own "
+            f"password (it was set by {by}; sign in and change it: 'qms login' or the dashboard)",
+            kind="password-not-own",
+        )
 
 
 class ApprovalRequest(BaseModel):

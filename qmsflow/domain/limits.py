@@ -31,6 +31,8 @@ SCHEDULE = 100  # cron expressions
 KEY = 200  # idempotency keys of records and approval requests
 TOKEN_NAME = 100
 # ---------------------------------------------------------------- free text (TEXT columns and JSON)
+CONFIG_INT_DIGITS = 30  # a number in qms.yaml (days, counts, sizes): far more than any needs
+SIGNING_KEY = 2_000  # an SSH public key line (RSA 4096 is ~750 characters) or gpg:<fingerprint>
 COMMENT = 5_000  # signature comments, review comments
 TEXT = 20_000  # descriptions and every string inside stage data
 JSON_DEPTH = 8  # nesting of stage data given as JSON (a CAPA action plan needs 3)

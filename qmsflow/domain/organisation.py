@@ -26,6 +26,8 @@ DOC_ID = r"^[A-Z0-9][A-Z0-9._-]*$"
 Slug = Annotated[str, Field(pattern=SLUG, min_length=1, max_length=limits.ID)]
 DocId = Annotated[str, Field(pattern=DOC_ID, min_length=1, max_length=limits.ID)]
 EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+# "ssh-ed25519 AAAA… [comment]" (any OpenSSH key type) or "gpg:" and a 40-hex-digit fingerprint
+SIGNING_KEY = r"^((ssh-[a-z0-9-]+|ecdsa-sha2-nistp[0-9]+|sk-[a-z0-9-]+@openssh\.com) [A-Za-z0-9+/=]{16,}( [^\n]*)?|gpg:[0-9A-Fa-f]{40})$"
 
 SCHEDULE_ALIASES = {
     "daily": "0 6 * * *",
@@ -90,6 +92,18 @@ class Person(Strict):
     slack_id: str | None = Field(default=None, pattern=r"^[UW][A-Z0-9]{2,}$", max_length=limits.SLACK_ID)
     roles: list[Slug] = Field(default_factory=list)
     manager: Slug | None = None
+    # keys that sign this person's git commits (ADR 0019): an SSH public key line, or gpg:<fingerprint>
+    signing_keys: list[Annotated[str, Field(pattern=SIGNING_KEY, max_length=limits.SIGNING_KEY)]] = Field(
+        default_factory=list, max_length=10
+    )
+
+    @property
+    def gpg_fingerprints(self) -> frozenset[str]:
+        return frozenset(k[4:].upper() for k in self.signing_keys if k.startswith("gpg:"))
+
+    @property
+    def ssh_keys(self) -> list[str]:
+        return [" ".join(k.split()[:2]) for k in self.signing_keys if not k.startswith("gpg:")]
 
 
 class Process(Strict):
@@ -381,6 +395,8 @@ class SecuritySettings(Strict):
     # --as PERSON (and QMS_ACTOR) accepted for every command: whoever has a shell on this repo is
     # trusted to act as anyone. Never for a QMS whose records must hold up in an audit.
     trusted_single_user: bool = False
+    # every commit of a change under review must be signed by a key of its author (people[].signing_keys)
+    require_signed_commits: bool = False
     token_days: int = Field(default=30, ge=1, le=MAX_TOKEN_DAYS)
 
 

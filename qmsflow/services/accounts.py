@@ -21,8 +21,10 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
 
 from ..domain import limits
+from ..domain.approvals import Account
 from ..domain.errors import DomainError
 from ..store.db import Database
 from ..store.tables import IntegrationStateRow, PersonRow, UserRow, WebSessionRow
@@ -99,9 +101,21 @@ def any_users(db: Database) -> bool:
 
 
 def add_user(
-    uow: UnitOfWork, username: str, person: str, role: str, password: str, *, must_change: bool = True
+    uow: UnitOfWork,
+    username: str,
+    person: str,
+    role: str,
+    password: str,
+    *,
+    must_change: bool = True,
+    password_set_by: str | None = None,
 ) -> UserRow:
-    """Create an account. An admin sets a first password that must be changed at first sign-in."""
+    """Create an account: one active account per person (a second one is refused, naming the first).
+
+    The password is recorded as set by ``password_set_by`` (default: the unit of work's actor, the admin
+    who creates the account). An account whose password its person did not set cannot sign
+    (``domain.approvals.check_account_may_sign``) until that person has changed it.
+    """
     limits.check_text("user name", username, limits.ID)
     if role not in ROLES:
         raise DomainError(f"role {role!r} is not allowed (allowed: {', '.join(ROLES)})")
@@ -111,9 +125,17 @@ def add_user(
     person_row = uow.session.get(PersonRow, person)
     if person_row is None or not person_row.active:
         raise DomainError(f"{person!r} is not a person of this QMS (run 'qms sync' after editing qms.yaml)")
+    uow.trail.lock()  # serialised with every writer: two accounts for one person cannot both see none
     if uow.session.get(UserRow, username) is not None:
         raise DomainError(f"user {username!r} exists already")
+    others = active_accounts_of(uow.session, person)
+    if others:
+        raise DomainError(
+            f"{person} has the active account {others[0]!r} already: one account per person "
+            f"(disable it first with 'qms user disable {others[0]}', or reset its password)"
+        )
     now = uow.now()
+    set_by = password_set_by or uow.actor
     row = UserRow(
         username=username,
         person=person,
@@ -122,6 +144,7 @@ def add_user(
         created_at=now,
         must_change_password=must_change,
         password_changed_at=None if must_change else now,
+        password_set_by=set_by,
     )
     uow.session.add(row)
     uow.record("user.created", f"user:{username}", None, user_state(row))
@@ -130,11 +153,55 @@ def add_user(
 
 
 def add_first_admin(uow: UnitOfWork, username: str, person: str, password: str) -> UserRow:
-    """The first account of an empty store: an admin, allowed without any credential, once."""
+    """The first account of an empty store: an admin, allowed without any credential, once. Its person
+    types the password (``qms init --admin``), so it is their own."""
     uow.trail.lock()  # serialise with every writer: two first admins cannot both see an empty table
     if uow.session.scalar(select(func.count()).select_from(UserRow)):
         raise DomainError("accounts exist already: only an admin can add users (sign in as an admin with 'qms login')")
-    return add_user(uow, username, person, "admin", password, must_change=False)
+    return add_user(uow, username, person, "admin", password, must_change=False, password_set_by=person)
+
+
+def active_accounts_of(session: Session, person: str) -> list[str]:
+    """The user names of the person's accounts that are not disabled (one, normally)."""
+    return list(
+        session.scalars(
+            select(UserRow.username)
+            .where(UserRow.person == person, UserRow.disabled_at.is_(None))
+            .order_by(UserRow.created_at, UserRow.username)
+        )
+    )
+
+
+def signing_account(session: Session, *, username: str | None = None, person: str | None = None) -> Account | None:
+    """The account a signature would be made with, as the domain's signing rule sees it: the named account,
+    or else the person's active account (Slack, trusted single-user mode); a person whose accounts are all
+    disabled gets the last of them (refused as disabled, the reason a user can act on). None when there is none."""
+    if username is not None:
+        row = session.get(UserRow, username, populate_existing=True)
+    else:
+        names = active_accounts_of(session, person or "")
+        if names:
+            row = session.get(UserRow, names[0], populate_existing=True)
+        else:
+            row = session.scalars(
+                select(UserRow)
+                .where(UserRow.person == (person or ""))
+                .order_by(UserRow.disabled_at.desc(), UserRow.created_at.desc())
+                .limit(1)
+                .execution_options(populate_existing=True)
+            ).first()
+    if row is None:
+        return None
+    others = [u for u in active_accounts_of(session, row.person) if u != row.username]
+    return Account(
+        username=row.username,
+        person=row.person,
+        role=row.role,
+        disabled=row.disabled_at is not None,
+        must_change_password=bool(row.must_change_password),
+        password_set_by=row.password_set_by,
+        others_active=others,
+    )
 
 
 def _load(uow: UnitOfWork, username: str) -> UserRow:
@@ -163,6 +230,7 @@ def change_password(uow: UnitOfWork, username: str, new_password: str) -> None:
     row.password_hash = _hash(new_password)
     row.must_change_password = False
     row.password_changed_at = uow.now()
+    row.password_set_by = row.person  # checked with the current password by the caller: the person's own
     uow.record("user.password-changed", f"user:{username}", before, user_state(row))
     uow.commit()
 
@@ -178,6 +246,7 @@ def reset_password(uow: UnitOfWork, username: str, new_password: str) -> list[in
     row.password_hash = _hash(new_password)
     row.must_change_password = True
     row.password_changed_at = uow.now()
+    row.password_set_by = uow.actor
     uow.record("user.password-reset", f"user:{username}", before, user_state(row))
     revoked = revoke_all_of(uow, username)
     uow.session.execute(delete(WebSessionRow).where(WebSessionRow.username == username))
@@ -196,6 +265,11 @@ def set_disabled(uow: UnitOfWork, username: str, disabled: bool) -> list[int]:
         raise DomainError(f"{username} is the last active admin: make another admin first")
     if (row.disabled_at is not None) == disabled:
         raise DomainError(f"user {username} is {'disabled' if disabled else 'enabled'} already")
+    others = [u for u in active_accounts_of(uow.session, row.person) if u != username]
+    if not disabled and others:
+        raise DomainError(
+            f"{row.person} has the active account {others[0]!r}: one account per person (disable {others[0]} first)"
+        )
     before = user_state(row)
     row.disabled_at = uow.now() if disabled else None
     uow.record("user.disabled" if disabled else "user.enabled", f"user:{username}", before, user_state(row))

@@ -24,6 +24,7 @@ from ..domain.approvals import (
     Decision,
     Method,
     NotAuthorized,
+    Proof,
     RequestStatus,
     RequiredRule,
     Signature,
@@ -34,12 +35,13 @@ from ..domain.errors import DomainError
 from ..domain.organisation import QmsConfig
 from ..store.tables import ApprovalRequestRow, OutboxRow, PersonRow, SignatureRow, TrailEventRow
 from ..store.uow import UnitOfWork
-from . import contents, reactions
+from . import contents, reactions, sealing, signers
 from .common import row_values
 from .deadlines import climb
 from .notices import notify
 from .outbox import enqueue
 from .records import NotFound, next_id
+from .signers import Credential
 
 if TYPE_CHECKING:
     from ..context import QmsContext
@@ -67,6 +69,9 @@ def signature_of(row: SignatureRow) -> Signature:
         comment=row.comment,
         method=Method(row.method),
         content_sha256=row.content_sha256,
+        account=row.account,
+        auth=row.auth,
+        proof=Proof.model_validate(row.proof) if row.proof else None,
     )
 
 
@@ -179,6 +184,7 @@ def open_request(
                 summary=summary,
                 authors=others,
                 unmapped=list((data or {}).get("unmapped_authors", [])),
+                unverified=list((data or {}).get("unverified_authors", [])),
                 reauth=config.approvals.slack_signing == "reauth",
             )
     return row, True
@@ -204,13 +210,16 @@ def decide(
     uow: UnitOfWork,
     config: QmsConfig,
     request_id: str,
-    person_id: str | None,
+    credential: Credential,
     decision: Decision,
     comment: str | None,
-    method: Method,
-    claimed: str,
 ) -> DecisionResult:
-    """Sign a request, or refuse and record why. ``claimed`` is who the channel says acted (e.g. slack:U123).
+    """Sign a request with what a channel authenticated (``credential``), or refuse and record why.
+
+    One rule for every channel (``signers.resolve``): the credential resolves to one person's one active
+    account, which may sign (not a viewer, not disabled, a password its person set); then the request's
+    own rules (designated approver, not an author, not decided). The signature records the account and
+    how it authenticated, and is sealed by this process's signing key (``uow.db.sealer``, ADR 0018).
 
     Exactly one decision per request, whatever the concurrency: the unit of work holds the writers'
     lock from its first statement, so the request and its signatures read here cannot change before
@@ -220,36 +229,48 @@ def decide(
     effective, the CAPA in its signed stage, the moment the request is decided).
     """
     limits.check_text("comment", comment, limits.COMMENT, multiline=True)
+    sealer = uow.db.sealer
+    if sealer is None:
+        raise sealing.NoSigningKey(
+            "this process cannot seal signatures (no signing key: open the store through its compliance repo)"
+        )
     row, request = load(uow, request_id)
-    person = uow.session.get(PersonRow, person_id) if person_id else None
-    if person is not None and not person.active:
-        person = None
     try:
-        request.check_may_sign(person.id if person else None)
+        signer = signers.resolve(uow, config, request_id, credential)
+        request.check_may_sign(signer.person)
         if decision in (Decision.REJECT, Decision.CHANGES) and not (comment or "").strip():
             raise NotAuthorized(f"{request_id}: a {decision.label} decision needs a comment", kind="comment-required")
         signature = Signature(
-            signer=person.id,
-            printed_name=person.name,
+            signer=signer.person,
+            printed_name=signer.name,
             at=uow.now(),
             meaning=request.meaning_for(decision),
             decision=decision,
             comment=comment,
-            method=method,
+            method=credential.method,
             content_sha256=row.content_sha256,
+            account=signer.account,
+            auth=signer.auth,
         )
         status = request.sign(signature)
     except (NotAuthorized, AlreadyDecided) as refusal:
         uow.rollback()
-        refusal.recorded = record_refusal(uow, request_id, person_id, claimed, method, decision, refusal)
+        person_id = signers.claimed_person(uow, credential)
+        refusal.recorded = record_refusal(
+            uow, request_id, person_id, credential.claimed, credential.method, decision, refusal
+        )
         uow.commit()
         raise
     event = uow.record(
-        "approval.signed", f"approval:{request_id}", None, signature.model_dump(mode="json"), actor=signature.signer
+        "approval.signed",
+        f"approval:{request_id}",
+        None,
+        signature.state(),
+        actor=signature.signer,
+        seal=sealer.seal_for(uow),
     )
-    uow.session.add(
-        SignatureRow(request_id=request_id, trail_seq=event.seq, **{k: v for k, v in signature.model_dump().items()})
-    )
+    signature = signature.model_copy(update={"proof": Proof.model_validate(event.after["proof"])})
+    uow.session.add(SignatureRow(request_id=request_id, trail_seq=event.seq, **signature.model_dump()))
     if request.decided:
         before = row_values(row)
         row.status = status.value
@@ -259,6 +280,14 @@ def decide(
         reactions.react(uow, config, row, signature)
     uow.commit()
     return DecisionResult(request_id, status, request.decided, signature, row.flow_run_id)
+
+
+def check_signer(uow: UnitOfWork, config: QmsConfig, request_id: str, credential: Credential) -> None:
+    """Raise the refusal ``decide`` would raise for this credential, without signing (e.g. before Slack asks
+    for a comment); records nothing."""
+    _, request = load(uow, request_id)
+    signer = signers.resolve(uow, config, request_id, credential)
+    request.check_may_sign(signer.person)
 
 
 def record_refusal(

@@ -19,7 +19,9 @@ from typing import Any
 from sqlalchemy import select
 
 from ..adapters import git
-from ..domain.approvals import RequestStatus, Signature
+from ..domain.approvals import RequestStatus, Signature, required_signatures
+from ..domain.authorship import Authorship, authorship
+from ..domain.authorship import Signer as AuthorshipSigner
 from ..domain.documents import DocStatus, add_months, next_version
 from ..domain.errors import DomainError
 from ..domain.organisation import QmsConfig
@@ -47,6 +49,19 @@ KIND = "document-review"
 
 class SubmissionRefused(DomainError):
     """A flow run was started for a submission that does not exist or is not its own."""
+
+
+def _auth_label(auth: str | None) -> str:
+    """How a signature's account authenticated, in words (``services.signers``): no secret is shown."""
+    if not auth:
+        return "not recorded (signed before accounts were recorded)"
+    kind, _, detail = auth.partition(":")
+    return {
+        "password": "password entered at signing",
+        "token": f"personal token #{detail}",
+        "slack": f"Slack user {detail}",
+        "trusted": f"trusted single-user mode (OS user {detail})",
+    }.get(kind, auth)
 
 
 def summary(row: ApprovalRequestRow, signatures: int) -> dict[str, Any]:
@@ -98,18 +113,18 @@ def submit_document(
     body = (root / doc.path).read_bytes()
     sha = contents.store(uow, body, contents.MARKDOWN)
     commit = git.commit_of(root, doc.path)
-    authors: list[str] = []
-    unmapped: list[str] = []
-    if not still_valid:
-        since = effective.created_at.isoformat() if effective is not None else None
-        for name, email in git.authors_since(root, doc.path, effective.git_commit if effective else None, since) or []:
-            if (name, email) == SCAFFOLD_AUTHOR:
-                continue  # the text qmsflow scaffolded: no person's work
-            person = config.person_by_email(email)
-            if person is None:
-                unmapped.append(f"{name} <{email}>")
-            elif person.id not in authors:
-                authors.append(person.id)
+    found = _authorship(config, root, doc, effective, submitted_by, still_valid)
+    if config.security.require_signed_commits and found.unsigned:
+        raise DomainError(
+            f"{doc.id} cannot be submitted: security.require_signed_commits is on and "
+            + "; ".join(found.unsigned[:5])
+            + (f" (and {len(found.unsigned) - 5} more)" if len(found.unsigned) > 5 else "")
+            + ": sign the commits with a key registered for their author in qms.yaml (people[].signing_keys)"
+        )
+    try:
+        required_signatures(doc.required_signatures, [p.id for p in config.approvers_of(doc)], found.authors)
+    except DomainError as exc:
+        raise DomainError(f"{doc.id} cannot be reviewed as submitted: {exc}") from None
     now = uow.now()
     row = SubmissionRow(
         id=next_id(uow, "submission", now.year),
@@ -125,8 +140,9 @@ def submit_document(
             "comment": comment,
             "path": doc.path,
             "git_commit": commit,
-            "authors": authors,
-            "unmapped_authors": unmapped,
+            "authors": found.authors,
+            "unmapped_authors": found.unmapped,
+            "unverified_authors": found.unverified,
             **(extra or {}),
         },
         flow_run_id=None,
@@ -279,8 +295,8 @@ def open_review(uow: UnitOfWork, config: QmsConfig, submission_id: str, flow_run
         approvers=[p.id for p in config.approvers_of(doc)],
         required=doc.required_signatures,
         meaning=meaning,
-        author=None if still_valid else sub.submitted_by,
-        authors=[] if still_valid else list(data.get("authors", [])),
+        author=sub.submitted_by,  # the submitter is always an author (ADR 0019)
+        authors=list(data.get("authors", [])),
         flow_run_id=flow_run_id,
         process=_control_process(config),
         comment=data.get("comment"),
@@ -295,6 +311,7 @@ def open_review(uow: UnitOfWork, config: QmsConfig, submission_id: str, flow_run
             "path": data["path"],
             "git_commit": data.get("git_commit"),
             "unmapped_authors": list(data.get("unmapped_authors", [])),
+            "unverified_authors": list(data.get("unverified_authors", [])),
         },
     )
     before = row_values(sub)
@@ -302,6 +319,28 @@ def open_review(uow: UnitOfWork, config: QmsConfig, submission_id: str, flow_run
     uow.record("submission.opened", f"submission:{sub.id}", before, row_values(sub))
     uow.commit()
     return request_summary(uow, row.id)
+
+
+def _authorship(config: QmsConfig, root: Path, doc, effective, submitted_by: str, still_valid: bool) -> Authorship:  # noqa: ANN001
+    """The authors of the change under review: the submitter, then the git authors of the commits since
+    the last approved version, each verified by its commit signature or named as unverified (ADR 0019)."""
+    if still_valid:  # nothing changed: the confirmer is the only author
+        return authorship([], submitted_by, lambda _: None)
+    people = {p.id: p for p in config.people}
+    signers = [f"{p.id} {key}" for p in config.people for key in p.ssh_keys]
+    since = effective.created_at.isoformat() if effective is not None else None
+    commits = git.commits_since(root, doc.path, effective.git_commit if effective else None, since, signers) or []
+
+    def person_by_email(email: str) -> AuthorshipSigner | None:
+        person = config.person_by_email(email)
+        return AuthorshipSigner(person.id, people[person.id].gpg_fingerprints) if person else None
+
+    return authorship(
+        commits,
+        submitted_by,
+        person_by_email,
+        ignore=lambda c: (c.author_name, c.author_email) == SCAFFOLD_AUTHOR,  # the text qmsflow scaffolded
+    )
 
 
 def _snapshot(uow: UnitOfWork, doc_id: str, label: str, path: str, sha: str, commit: str | None) -> DocumentVersionRow:
@@ -514,6 +553,8 @@ def _render(
             "decision": s.decision,
             "at": f"{s.at:%Y-%m-%d %H:%M:%S} UTC",
             "method": s.method,
+            "account": s.account,
+            "auth": _auth_label(s.auth),
             "content_sha256": s.content_sha256,
         }
         for request in approved

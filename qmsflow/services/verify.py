@@ -24,13 +24,17 @@ from pathlib import Path
 from sqlalchemy import select
 
 from ..adapters import git
-from ..domain.trail import Anchor, ChainReport, format_ts, parse_anchors, verify_chain
+from ..domain.seals import KEYS_FILE, parse_keys
+from ..domain.trail import Anchor, ChainReport, format_ts, parse_anchors, parse_event, verify_chain
 from ..store import guards, trail
 from ..store.db import GUARDS_REINSTALLED, Database
 from ..store.state import StateReport, check_states
 from ..store.tables import ApprovalRequestRow, DocumentVersionRow, SignatureRow, TrailEventRow, VerificationRow
 from ..store.uow import UnitOfWork
-from . import signed_records
+from . import sealing, signed_records
+
+ANCHORED = "store.anchored"  # the store's anchors file, recorded in the trail when first anchored there
+ANCHORED_REF = "store:anchors"
 
 Progress = Callable[[Iterable], Iterable] | None
 
@@ -56,7 +60,12 @@ class VerifyResult:
     state: StateReport | None = None
     signatures_checked: int = 0
     signature_problems: list[str] = field(default_factory=list)
+    seals: sealing.SealReport | None = None
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def seal_problems(self) -> list[str]:
+        return self.seals.problems if self.seals else []
 
     @property
     def state_problems(self) -> list[str]:
@@ -69,6 +78,7 @@ class VerifyResult:
             or self.anchor_problems
             or self.head_problems
             or self.signature_problems
+            or self.seal_problems
             or (self.state is not None and self.state.total)
         )
 
@@ -79,12 +89,20 @@ class VerifyResult:
         parts += self.guard_problems + self.head_problems + self.anchor_problems
         if self.state is not None and self.state.total:
             parts.append(f"{self.state.total} record state difference(s), first: {self.state.problems[0]}")
-        parts += self.signature_problems
+        parts += self.signature_problems + self.seal_problems
         return "; ".join(parts) or None
 
 
-def verify(db: Database, anchors_file: Path | None, progress: Progress = None) -> VerifyResult:
-    """Check the trail, its witnesses and every record table against it; record the outcome."""
+def verify(
+    db: Database, anchors_file: Path | None, progress: Progress = None, root: Path | None = None
+) -> VerifyResult:
+    """Check the trail, its witnesses and every record table against it; record the outcome.
+
+    ``root``: the compliance repo, where the anchors files the trail says the store was anchored in and
+    the signing keys file (``records/signing-keys.jsonl``) are; by default the repo of the store's sealer.
+    """
+    if root is None and db.sealer is not None:
+        root = db.sealer.root
     with db.snapshot() as session:  # the trail and the tables as of one moment, while others write
         conn = session.connection()
         guard_problems = [str(p) for p in guards.check(conn)]
@@ -94,13 +112,17 @@ def verify(db: Database, anchors_file: Path | None, progress: Progress = None) -
         report, replay = verify_chain(rows)
         result = VerifyResult(report, guard_problems=guard_problems)
         witnesses = list(_verified_heads(session))
-        if anchors_file is not None:
-            witnesses += _anchors(anchors_file, result)
+        witnesses += _anchor_witnesses(session, anchors_file, root, result)
         _check_witnesses(session, report, witnesses, result)
         if report.ok:
             result.state = check_states(session, replay)
+            keys_file = (root / KEYS_FILE) if root is not None else None
+            committed, key_problems = _committed_keys(keys_file)
+            result.seals = sealing.check(session, sorted(replay.signatures.items()), committed, key_problems)
+            result.notes += result.seals.notes
         else:
             result.notes.append("record states not checked: the chain is broken")
+            result.notes.append("signature seals not checked: the chain is broken")
         result.signatures_checked, result.signature_problems = check_signed_content(session)
         steps_checked, step_problems = signed_records.check(session)
         result.signatures_checked += steps_checked
@@ -160,47 +182,131 @@ def _check_witnesses(session, report: ChainReport, witnesses: list[Witness], res
                 f"{w.source} saw seq {w.seq} with hash {w.hash[:16]}…, the trail now has {stored[w.seq][:16]}…: "
                 "the trail was rewritten"
             )
-    result.anchors_checked = sum(1 for w in witnesses if w.anchor)
 
 
-def _anchors(anchors_file: Path, result: VerifyResult) -> list[Witness]:
-    """Anchors from the file and from every version of it in git history; rewrites reported."""
-    found: dict[tuple[int, str], Witness] = {}
-    name = anchors_file.name
+def _witnessed_lines(
+    path: Path, root: Path | None, problems: list[str], what: str
+) -> tuple[list[tuple[str, str]], int | None]:
+    """Every line an append-only file witnessed by git ever held, with where it was seen: each version git
+    committed (its history read from the repo, so a file removed with its folder still has one), then the
+    working copy. Rewrites are reported to ``problems``. Also returns the lines not committed yet (None
+    outside a git repo)."""
+    name = path.name
+    repo = root if root is not None and path.is_relative_to(root) else path.parent
+    while not repo.is_dir() and repo != repo.parent:
+        repo = repo.parent
+    relative = str(path.relative_to(repo)) if path.is_relative_to(repo) else name
+    history = git.file_history(repo, relative) if repo.is_dir() else None
+    seen: list[tuple[str, str]] = []
     committed: list[str] = []
-    history = git.file_history(anchors_file.parent, name) if anchors_file.parent.is_dir() else None
     for change in history or []:
         start = len(committed)
-        if not _append_only(committed, change.hunks):
-            result.anchor_problems.append(
-                f"{name}: commit {change.commit[:10]} ({change.date}) changed or removed anchors committed "
-                "before it (an anchors file only grows)"
-            )
-            start = 0  # read the whole rewritten version (anchors it removed stay witnesses)
+        rewritten = not _append_only(committed, change.hunks)
+        before = len(committed)
         _apply(committed, change.hunks)
-        for anchor in parse_anchors(committed[start:]):  # linear: each appended line is read once
-            if isinstance(anchor, Anchor):
-                found.setdefault(
-                    (anchor.seq, anchor.hash),
-                    Witness(
-                        anchor.seq, anchor.hash, f"{name} line {start + anchor.line} (commit {change.commit[:10]})"
-                    ),
-                )
-    current = anchors_file.read_text(encoding="utf-8").splitlines() if anchors_file.is_file() else []
+        if rewritten:
+            how = "removed the file" if before and not committed else f"changed or removed {what} committed before it"
+            problems.append(
+                f"{relative}: commit {change.commit[:10]} ({change.date}) {how} (the {what} file only grows)"
+            )
+            start = 0  # read the whole rewritten version (lines it removed stay witnesses)
+        seen += [
+            (committed[i], f"{relative} line {i + 1} (commit {change.commit[:10]})")
+            for i in range(start, len(committed))
+        ]
+    current = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
     if history and current[: len(committed)] != committed:
-        line = next((i for i, (a, b) in enumerate(zip(current, committed, strict=False), 1) if a != b), None)
-        where = f"line {line}" if line else f"after line {len(current)} (lines removed)"
-        result.anchor_problems.append(
-            f"{name}: the working tree copy differs from the committed one at {where}: anchors were rewritten"
-        )
-    for anchor in parse_anchors(current):
-        if isinstance(anchor, str):
-            result.anchor_problems.append(f"{name} {anchor}")
-        elif (anchor.seq, anchor.hash) not in found:
-            found[(anchor.seq, anchor.hash)] = Witness(anchor.seq, anchor.hash, f"{name} line {anchor.line}")
-    if history is not None:
-        result.anchors_uncommitted = max(0, len(current) - len(committed))
+        if not path.exists():
+            problems.append(
+                f"{relative} is missing from the working tree (git history holds {len(committed)} line(s) of it)"
+            )
+        else:
+            line = next((i for i, (a, b) in enumerate(zip(current, committed, strict=False), 1) if a != b), None)
+            where = f"line {line}" if line else f"after line {len(current)} (lines removed)"
+            problems.append(
+                f"{relative}: the working tree copy differs from the committed one at {where}: {what} were rewritten"
+            )
+    seen += [(line, f"{relative} line {i}") for i, line in enumerate(current, 1)]
+    return seen, (max(0, len(current) - len(committed)) if history is not None else None)
+
+
+def _anchors(anchors_file: Path, root: Path | None, result: VerifyResult) -> list[Witness]:
+    """Anchors from the file and from every version of it in git history; rewrites reported."""
+    found: dict[tuple[int, str], Witness] = {}
+    lines, uncommitted = _witnessed_lines(anchors_file, root, result.anchor_problems, "anchors")
+    for text, source in lines:
+        for anchor in parse_anchors([text]):
+            if isinstance(anchor, str):
+                if "(commit " not in source:  # a malformed line of the working copy
+                    result.anchor_problems.append(f"{source}: {anchor.removeprefix('line 1: ')}")
+            else:
+                found.setdefault((anchor.seq, anchor.hash), Witness(anchor.seq, anchor.hash, source))
+    if uncommitted is not None:
+        result.anchors_uncommitted += uncommitted
     return list(found.values())
+
+
+def anchored_files(session) -> list[tuple[int, str]]:  # noqa: ANN001
+    """Where the trail says the store was anchored: (event seq, file), in order. The event is recorded just
+    before the first anchor in that file, so the file must hold an anchor at or after its seq."""
+    out = []
+    for seq, canonical, digest in session.execute(
+        select(TrailEventRow.seq, TrailEventRow.canonical, TrailEventRow.hash)
+        .where(TrailEventRow.record == ANCHORED_REF, TrailEventRow.action == ANCHORED)
+        .order_by(TrailEventRow.seq)
+    ):
+        after = parse_event(seq, canonical, digest).after or {}
+        out.append((seq, str(after.get("file", ""))))
+    return out
+
+
+def _anchor_witnesses(session, anchors_file: Path | None, root: Path | None, result: VerifyResult) -> list[Witness]:  # noqa: ANN001
+    """The anchors of the configured file and of every file the trail says the store was anchored in: once
+    anchored, a file that is missing, emptied, rewritten or no longer the configured one is a problem."""
+    files: dict[Path, None] = {}
+    if anchors_file is not None:
+        files[anchors_file] = None
+    recorded = anchored_files(session)
+    for event_seq, name in recorded:
+        path = Path(name) if Path(name).is_absolute() or root is None else root / name
+        files.setdefault(path, None)
+        if anchors_file is not None and path != anchors_file:
+            result.anchor_problems.append(
+                f"the store was anchored in {name} (trail seq {event_seq}), but retention.anchors_file is now "
+                f"{_shown(anchors_file, root)}: the anchors file stays where it was first anchored"
+            )
+    witnesses: dict[tuple[int, str], Witness] = {}
+    latest: dict[Path, int] = {}
+    for path in files:
+        found = _anchors(path, root, result)
+        latest[path] = max((w.seq for w in found), default=0)
+        for w in found:
+            witnesses.setdefault((w.seq, w.hash), w)
+    for event_seq, name in recorded:
+        path = Path(name) if Path(name).is_absolute() or root is None else root / name
+        if latest[path] < event_seq:
+            state = "is missing" if not path.exists() else "holds no anchor since (emptied or rewritten)"
+            result.anchor_problems.append(
+                f"the trail records (seq {event_seq}) that the store is anchored in {name}, which {state}: "
+                "a store once anchored is always checked against its anchors"
+            )
+    result.anchors_checked = sum(1 for w in witnesses.values())
+    return list(witnesses.values())
+
+
+def _shown(path: Path, root: Path | None) -> str:
+    return str(path.relative_to(root)) if root is not None and path.is_relative_to(root) else str(path)
+
+
+def _committed_keys(keys_file: Path | None) -> tuple[dict, list[str]]:
+    """The signing keys of the keys file and of every version of it in git history; problems named."""
+    if keys_file is None:
+        return {}, []
+    problems: list[str] = []
+    lines, _ = _witnessed_lines(keys_file, keys_file.parent.parent, problems, "signing keys")
+    texts = list(dict.fromkeys(text for text, _ in lines))
+    keys, malformed = parse_keys(texts, KEYS_FILE)
+    return keys, problems + malformed
 
 
 def _append_only(lines: list[str], hunks: list[tuple[int, int, list[str]]]) -> bool:
@@ -261,16 +367,26 @@ class Anchored:
     git_repo: bool
 
 
-def anchor(db: Database, anchors_file: Path) -> Anchored:
+def anchor(db: Database, anchors_file: Path, root: Path | None = None) -> Anchored:
     """Append the current head to ``anchors_file`` and commit that file when it lies in a git repo.
 
     Not written again when the head is already the last anchor; a previously written anchor that
-    is not committed yet is committed now.
+    is not committed yet is committed now. The first anchor in a file is recorded in the trail
+    (``store.anchored``, the file relative to ``root``): from then on verify fails if that file goes
+    missing, is emptied or rewritten, or is no longer the configured one.
     """
     with db.read() as session:
         seq, digest = trail.head(session)
+        recorded = {name for _, name in anchored_files(session)}
     if seq == 0:
         raise ValueError("the trail is empty: nothing to anchor yet")
+    name = _shown(anchors_file, root)
+    if name not in recorded:  # first recorded, then anchored: the anchor witnesses the record of its own file
+        with UnitOfWork(db, "qmsflow") as uow:
+            uow.record(ANCHORED, ANCHORED_REF, None, {"file": name})
+            uow.commit()
+        with db.read() as session:
+            seq, digest = trail.head(session)
     written = True
     new = Anchor(seq, digest, format_ts(datetime.now(UTC)))
     if anchors_file.is_file():

@@ -17,6 +17,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
@@ -27,7 +28,7 @@ from ..domain.trail import canonical_json
 from . import state
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-APPEND_ONLY = ("trail_events",)  # the app role may only SELECT and INSERT here
+APPEND_ONLY = ("trail_events", "verifications")  # the app role may only SELECT and INSERT here
 READ_ONLY = ("alembic_version",)  # the schema version: the owner's
 
 GUARDS_REINSTALLED = "store.guards-reinstalled"
@@ -107,6 +108,9 @@ class Database:
         self._readers = sessionmaker(self.engine.execution_options(**readers))
         # JSON columns hold canonical JSON, so the state check compares them as stored
         state.install((self._sessions, self._readers), self.engine)
+        # the signing key of this process for this store (services.sealing.Sealer), set by open_context:
+        # signatures are sealed with it (ADR 0018); a store opened without its compliance repo signs nothing
+        self.sealer: Any = None
 
     @property
     def dialect(self) -> str:

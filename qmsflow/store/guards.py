@@ -1,4 +1,5 @@
-"""The append-only guards of the audit trail: database triggers, checked and reinstalled.
+"""The append-only guards of the audit trail (and of the verifications' witnessed heads): database
+triggers, checked and reinstalled.
 
 Triggers refuse UPDATE and DELETE of trail events (and TRUNCATE on PostgreSQL) and admit an
 INSERT only of the next event after the head: its seq is the head's plus one, its canonical form
@@ -22,6 +23,7 @@ from sqlalchemy import Connection, text
 from ..domain.trail import GENESIS
 
 REFUSED = "trail_events is append-only"
+VERIFICATIONS_REFUSED = "verifications is append-only"  # every head a verification saw is a witness (0013)
 
 SQLITE = {
     "trail_events_no_update": f"""CREATE TRIGGER trail_events_no_update BEFORE UPDATE ON trail_events
@@ -35,12 +37,20 @@ WHEN NEW.seq IS NOT (SELECT coalesce(max(seq), 0) + 1 FROM trail_events)
   OR EXISTS (SELECT 1 FROM trail_events WHERE hash = NEW.hash)
 BEGIN SELECT RAISE(ABORT, '{REFUSED}: only the next event after the head may be inserted \
 (INSERT OR REPLACE and upserts are refused)'); END""",
+    "verifications_no_update": f"""CREATE TRIGGER verifications_no_update BEFORE UPDATE ON verifications
+BEGIN SELECT RAISE(ABORT, '{VERIFICATIONS_REFUSED}: UPDATE refused'); END""",
+    "verifications_no_delete": f"""CREATE TRIGGER verifications_no_delete BEFORE DELETE ON verifications
+BEGIN SELECT RAISE(ABORT, '{VERIFICATIONS_REFUSED}: DELETE refused'); END""",
 }
 
 POSTGRES_FUNCTIONS = {
     "qms_trail_append_only": f"""
 BEGIN
     RAISE EXCEPTION '{REFUSED}: % refused', TG_OP USING ERRCODE = 'insufficient_privilege';
+END""",
+    "qms_verifications_append_only": f"""
+BEGIN
+    RAISE EXCEPTION '{VERIFICATIONS_REFUSED}: % refused', TG_OP USING ERRCODE = 'insufficient_privilege';
 END""",
     "qms_trail_append_at_head": f"""
 DECLARE
@@ -58,20 +68,34 @@ BEGIN
 END""",
 }
 
-POSTGRES_TRIGGERS = {
+POSTGRES_TRIGGERS = {  # name -> (table, definition)
     "trail_events_no_update_delete": (
+        "trail_events",
         "CREATE TRIGGER trail_events_no_update_delete BEFORE UPDATE OR DELETE ON trail_events "
-        "FOR EACH ROW EXECUTE FUNCTION qms_trail_append_only()"
+        "FOR EACH ROW EXECUTE FUNCTION qms_trail_append_only()",
     ),
     "trail_events_no_truncate": (
+        "trail_events",
         "CREATE TRIGGER trail_events_no_truncate BEFORE TRUNCATE ON trail_events "
-        "FOR EACH STATEMENT EXECUTE FUNCTION qms_trail_append_only()"
+        "FOR EACH STATEMENT EXECUTE FUNCTION qms_trail_append_only()",
     ),
     "trail_events_append_at_head": (
+        "trail_events",
         "CREATE TRIGGER trail_events_append_at_head BEFORE INSERT ON trail_events "
-        "FOR EACH ROW EXECUTE FUNCTION qms_trail_append_at_head()"
+        "FOR EACH ROW EXECUTE FUNCTION qms_trail_append_at_head()",
+    ),
+    "verifications_no_update_delete": (
+        "verifications",
+        "CREATE TRIGGER verifications_no_update_delete BEFORE UPDATE OR DELETE ON verifications "
+        "FOR EACH ROW EXECUTE FUNCTION qms_verifications_append_only()",
+    ),
+    "verifications_no_truncate": (
+        "verifications",
+        "CREATE TRIGGER verifications_no_truncate BEFORE TRUNCATE ON verifications "
+        "FOR EACH STATEMENT EXECUTE FUNCTION qms_verifications_append_only()",
     ),
 }
+GUARDED_TABLES = ("trail_events", "verifications")
 
 
 @dataclass(frozen=True)
@@ -93,7 +117,10 @@ def check(conn: Connection) -> list[GuardProblem]:
     if conn.dialect.name == "sqlite":
         found = dict(
             conn.execute(
-                text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'trail_events'")
+                text(
+                    "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+                    "AND tbl_name IN ('trail_events', 'verifications')"
+                )
             ).all()
         )
         for name, sql in SQLITE.items():
@@ -107,7 +134,7 @@ def check(conn: Connection) -> list[GuardProblem]:
         for name, enabled in conn.execute(
             text(
                 "SELECT t.tgname, t.tgenabled FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
-                "WHERE c.oid = to_regclass('trail_events') AND NOT t.tgisinternal"
+                "WHERE c.oid IN (to_regclass('trail_events'), to_regclass('verifications')) AND NOT t.tgisinternal"
             )
         )
     }
@@ -142,7 +169,7 @@ def install(conn: Connection) -> None:
     for name, body in POSTGRES_FUNCTIONS.items():
         sql = f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $${body}$$"
         conn.exec_driver_sql(sql.replace("%", "%%"))  # psycopg reads % as a placeholder
-    for sql in POSTGRES_TRIGGERS.values():
+    for _table, sql in POSTGRES_TRIGGERS.values():
         conn.exec_driver_sql(sql)
 
 
@@ -156,7 +183,7 @@ def ensure(conn: Connection) -> list[GuardProblem]:
             conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}")
             conn.exec_driver_sql(sql)
         return problems
-    for name in POSTGRES_TRIGGERS:
-        conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name} ON trail_events")
+    for name, (table, _sql) in POSTGRES_TRIGGERS.items():
+        conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name} ON {table}")
     install(conn)
     return problems

@@ -75,6 +75,9 @@ class Tracked:
     exclude: frozenset[str] = frozenset()  # surrogate ids and operational columns
     secrets: frozenset[str] = frozenset()  # in the state only as "<name>_sha256"
     z_times: bool = False  # datetimes as pydantic writes them (…Z), for rows built from domain models
+    # columns added after rows were first stored that no event can adopt (a signature never changes):
+    # in the state only when not NULL, so older rows keep the state their events were hashed with
+    optional: frozenset[str] = frozenset()
 
     @property
     def table(self) -> str:
@@ -98,8 +101,11 @@ class Tracked:
         """The state of a row whose column values ``get`` returns (Python values, as the ORM holds them)."""
         out: dict[str, Any] = {}
         z_times = self.z_times
+        optional = self.optional
         for name, key, secret in self._plan:
             value = get(name)
+            if value is None and name in optional:
+                continue
             if secret:
                 value = _sha256(value)
             elif isinstance(value, date):  # datetime is a date too
@@ -142,7 +148,12 @@ TRACKED: tuple[Tracked, ...] = (
 )
 # a signature's state is what its approval.signed event holds: the row minus its id and its links
 SIGNATURES = Tracked(
-    SignatureRow, "signature", ("trail_seq",), exclude=frozenset({"id", "request_id", "trail_seq"}), z_times=True
+    SignatureRow,
+    "signature",
+    ("trail_seq",),
+    exclude=frozenset({"id", "request_id", "trail_seq"}),
+    z_times=True,
+    optional=frozenset({"account", "auth", "proof"}),  # since 0013 (domain.approvals.OPTIONAL_SIGNATURE_FIELDS)
 )
 BY_ENTITY = {t.entity: t for t in TRACKED}
 BY_MODEL: dict[type, Tracked] = {t.model: t for t in (*TRACKED, SIGNATURES)}
@@ -432,6 +443,7 @@ def row_format(spec: Tracked, dialect: str, present: set[str] | None = None, ext
     ``present``: the columns the table has now (a migration may run before a later one adds some).
     """
     items = []
+    json_keys = set()
     for column in spec.columns:
         if present is not None and column.key not in present:
             continue
@@ -441,6 +453,7 @@ def row_format(spec: Tracked, dialect: str, present: set[str] | None = None, ext
             items.append((f"{name}_sha256", sql, "_h({v})"))
         elif isinstance(kind, JSON):
             sql = f"CAST({name} AS TEXT)" if dialect == "postgresql" else name
+            json_keys.add(name)
             items.append((name, sql, '("null" if {v} is None else {v})' if null else "{v}"))
         elif isinstance(kind, Boolean):
             items.append((name, sql, '("null" if {v} is None else "true" if {v} else "false")'))
@@ -453,10 +466,22 @@ def row_format(spec: Tracked, dialect: str, present: set[str] | None = None, ext
         else:
             items.append((name, sql, '("null" if {v} is None else _enc({v}))' if null else "_enc({v})"))
     items.sort()
-    body = " + ".join(
-        f"{(('{' if i == 0 else ',') + _enc(key) + ':')!r} + " + expr.format(v=f"r[{i}]")
-        for i, (key, _, expr) in enumerate(items)
-    )
+    if spec.optional:
+        # every item writes its own leading comma (an optional one nothing when NULL); the first is cut off
+        parts = []
+        for i, (key, sql, expr) in enumerate(items):
+            value = expr.format(v=f"r[{i}]")
+            if key in spec.optional:  # optional columns are no secrets: the state key is the column name
+                absent = f"r[{i}] is None" + (f" or r[{i}] == 'null'" if key in json_keys else "")
+                parts.append(f"('' if {absent} else {(',' + _enc(key) + ':')!r} + {value})")
+            else:
+                parts.append(f"{(',' + _enc(key) + ':')!r} + {value}")
+        body = "'{' + (" + (" + ".join(parts) or "''") + ")[1:]"
+    else:
+        body = " + ".join(
+            f"{(('{' if i == 0 else ',') + _enc(key) + ':')!r} + " + expr.format(v=f"r[{i}]")
+            for i, (key, _, expr) in enumerate(items)
+        )
     n = len(items)
     keys = " + '@' + ".join(f"str(r[{n + j}])" for j in range(len(spec.key)))
     source = (

@@ -335,6 +335,11 @@ class SignatureRow(Base):
     method: Mapped[str] = mapped_column(String(20))
     content_sha256: Mapped[str] = mapped_column(String(64))
     trail_seq: Mapped[int] = mapped_column(Integer)
+    # since 0013 (NULL before; absent from the state of older signatures): the account that signed, how it
+    # authenticated, and the signing key's proof over the signature's trail event (ADR 0018)
+    account: Mapped[str | None] = mapped_column(String(limits.ID))
+    auth: Mapped[str | None] = mapped_column(String(limits.NAME))
+    proof: Mapped[dict | None] = mapped_column(JSON(none_as_null=True))
 
 
 class ContentRow(Base):
@@ -427,6 +432,8 @@ class UserRow(Base):
     # a first password set by an admin (or a reset) must be changed at the next sign-in
     must_change_password: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     password_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # who last set the password: the person (their own), or the admin who created or reset it (0013)
+    password_set_by: Mapped[str | None] = mapped_column(String(limits.NAME))
 
 
 class WebSessionRow(Base):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from datetime import UTC, datetime
 from typing import Any
@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session
 
+from ..domain.seals import message
 from ..domain.trail import GENESIS, TrailEvent, make_event, parse_event
 from .tables import TRAIL_COLUMNS, TrailEventRow
 
@@ -42,11 +43,26 @@ class TrailWriter:
             self._head = self._load_head()
 
     def append(
-        self, actor: str, action: str, record: str, before: Any, after: Any, at: datetime | None = None
+        self,
+        actor: str,
+        action: str,
+        record: str,
+        before: Any,
+        after: Any,
+        at: datetime | None = None,
+        seal: Callable[[bytes], dict[str, Any]] | None = None,
     ) -> TrailEvent:
+        """Append an event after the head. ``seal`` (signatures, ADR 0018) is given the bytes of the event as
+        it would be without a proof (``domain.seals.message``) and returns the proof, which is added to
+        ``after`` under ``"proof"``: the proof covers the event's seq, time, actor, ref, content and the
+        hash of the event before it."""
         self.lock()
         seq, prev = self._head
-        event = make_event(seq + 1, at or datetime.now(UTC), actor, action, record, before, after, prev)
+        moment = at or datetime.now(UTC)
+        if seal is not None:
+            unsealed = make_event(seq + 1, moment, actor, action, record, before, after, prev)
+            after = {**after, "proof": seal(message(unsealed))}
+        event = make_event(seq + 1, moment, actor, action, record, before, after, prev)
         self._pending.append({"seq": event.seq, "canonical": event.canonical().decode("utf-8"), "hash": event.hash})
         self._head = (event.seq, event.hash)
         return event

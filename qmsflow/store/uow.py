@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,6 +40,7 @@ class UnitOfWork:
         self.trail: TrailWriter
 
     def __enter__(self) -> UnitOfWork:
+        self._after_commit: list[Callable[[], None]] = []
         self.session = self.db.session()
         self.guard = self.session.info[GUARD] = StateGuard(in_uow=True)
         self.trail = TrailWriter(self.session)
@@ -57,14 +59,22 @@ class UnitOfWork:
         self.session.close()
 
     def record(
-        self, action: str, ref: str, before: Any, after: Any, actor: str | None = None, at: datetime | None = None
+        self,
+        action: str,
+        ref: str,
+        before: Any,
+        after: Any,
+        actor: str | None = None,
+        at: datetime | None = None,
+        seal: Callable[[bytes], dict[str, Any]] | None = None,
     ) -> TrailEvent:
         """Append a trail event for a change made in this unit of work.
 
         On a row of a record table, ``after`` is the row's full new state (``state_of(row)``, or
-        ``None`` for a deletion), unless the action is a declared note (domain/trail.py).
+        ``None`` for a deletion), unless the action is a declared note (domain/trail.py). ``seal``
+        adds a signing key's proof over the event (``TrailWriter.append``).
         """
-        event = self.trail.append(actor or self.actor, action, ref, before, after, at)
+        event = self.trail.append(actor or self.actor, action, ref, before, after, at, seal)
         self.guard.recorded(event.seq, action, ref, event.after_json)
         return event
 
@@ -79,15 +89,26 @@ class UnitOfWork:
         finally:
             self.guard.bulk = False
 
+    def after_commit(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once the current transaction has committed (dropped if it rolls back): for what
+        must follow a committed change outside the database, such as a line in a git-witnessed file."""
+        self._after_commit.append(action)
+
     def commit(self) -> None:
         self.session.flush()
         self.guard.check(self.session)
         self.trail.flush()
         self.session.commit()
-        self._begin()
+        pending, self._after_commit = self._after_commit, []
+        try:
+            for action in pending:  # before the next transaction takes the writers' lock again
+                action()
+        finally:
+            self._begin()
 
     def rollback(self) -> None:
         self.session.rollback()
+        self._after_commit = []
         self._begin()
 
     @staticmethod

@@ -27,6 +27,7 @@ from ..paths import templates_dir
 from ..services import approvals, tokens
 from ..services.delivery import deliver
 from ..services.records import NotFound
+from ..services.signers import Credential
 from ..services.status import store_reachable
 from ..store.uow import UnitOfWork
 from .dashboard import LoginRequired, build_router
@@ -54,6 +55,7 @@ class SubmissionOut(BaseModel):
     flow_run_id: str | None
     authors: list[str]
     unmapped_authors: list[str]
+    unverified_authors: list[str]
 
 
 class DecisionOut(BaseModel):
@@ -241,16 +243,8 @@ def create_app(ctx: QmsContext) -> FastAPI:
         person = identity.person
         try:
             with UnitOfWork(ctx.db, person) as uow:
-                result = approvals.decide(
-                    uow,
-                    ctx.config,
-                    request_id,
-                    person,
-                    body.decision,
-                    body.comment,
-                    Method.WEB,
-                    claimed=f"token:{identity.token_id}",
-                )
+                credential = Credential.token(Method.API, identity.username, identity.token_id)
+                result = approvals.decide(uow, ctx.config, request_id, credential, body.decision, body.comment)
         except NotFound as exc:
             raise HTTPException(404, str(exc)) from None
         except AlreadyDecided as exc:
@@ -325,8 +319,9 @@ def create_app(ctx: QmsContext) -> FastAPI:
             submission_id=submission_id,
             document_id=document_id,
             flow_run_id=run_id,
-            authors=[person, *data.get("authors", [])],
+            authors=list(dict.fromkeys([person, *data.get("authors", [])])),
             unmapped_authors=list(data.get("unmapped_authors", [])),
+            unverified_authors=list(data.get("unverified_authors", [])),
         )
 
     return app

@@ -17,6 +17,7 @@ from ..domain import limits
 from ..domain.approvals import AlreadyDecided, Decision, Method, NotAuthorized
 from ..services import approvals, queries
 from ..services.delivery import deliver
+from ..services.signers import Credential
 from ..store.uow import UnitOfWork
 
 log = logging.getLogger("qmsflow.slack")
@@ -162,10 +163,9 @@ class SlackInteractions:
             return
         if it.kind == "click" and it.decision is not Decision.APPROVE:
             # a rejection or change request needs a comment: check the signer first, then ask for it
-            with UnitOfWork(self.ctx.db, person or f"slack:{it.slack_user}") as uow:
-                _, request = approvals.load(uow, it.request_id)
             try:
-                request.check_may_sign(person)
+                with UnitOfWork(self.ctx.db, person or f"slack:{it.slack_user}") as uow:
+                    approvals.check_signer(uow, self.ctx.config, it.request_id, Credential.slack(it.slack_user, person))
             except (NotAuthorized, AlreadyDecided):
                 self.decide(it, person)  # records the refusal and tells the person
                 return
@@ -188,11 +188,9 @@ class SlackInteractions:
                     uow,
                     self.ctx.config,
                     it.request_id,
-                    person,
+                    Credential.slack(it.slack_user, person),
                     it.decision,
                     it.comment,
-                    Method.SLACK,
-                    claimed=f"slack:{it.slack_user}",
                 )
         except (NotAuthorized, AlreadyDecided) as refusal:
             log.info("refused Slack decision on %s by %s: %s", it.request_id, it.slack_user, refusal)

@@ -10,14 +10,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fakes.slack import FakeSlack
 from fastapi.testclient import TestClient
-from identityutil import token
+from identityutil import sign, token
 from sqlalchemy import select
 
 from qmsflow.context import QmsContext
-from qmsflow.domain.approvals import AlreadyDecided, Decision, Method, NotAuthorized
+from qmsflow.domain.approvals import AlreadyDecided, Decision, NotAuthorized
 from qmsflow.services import approvals, contents
 from qmsflow.services.delivery import deliver
 from qmsflow.services.outbox import backlog
+from qmsflow.services.signers import Credential
 from qmsflow.services.sync import sync_config
 from qmsflow.store import UnitOfWork, trail
 from qmsflow.store.tables import ApprovalRequestRow, OutboxRow
@@ -102,7 +103,7 @@ def test_slack_outage_delays_but_loses_nothing_and_keeps_order(synced: QmsContex
     assert report.sent == [] and len(report.failed) == 2
     assert backlog(synced.db)["slack"]["pending"] == 2
     with UnitOfWork(synced.db, "ana") as uow:  # decided while Slack is down: the update queues behind the post
-        approvals.decide(uow, synced.config, request_id, "ana", Decision.APPROVE, None, Method.WEB, claimed="web:ana")
+        sign(uow, synced.config, request_id, "ana", Decision.APPROVE, None)
     slack.come_up()
     later = datetime.now(UTC) + timedelta(minutes=5)
     from qmsflow.services.delivery import handlers_for
@@ -165,26 +166,18 @@ def test_without_slack_nothing_is_queued(synced: QmsContext, monkeypatch: pytest
 
 def test_refusals_are_recorded_with_who_and_why(synced: QmsContext) -> None:
     request_id = open_request(synced)
-    for person, error in (("chloe", NotAuthorized), ("dev", NotAuthorized), (None, NotAuthorized)):
-        with UnitOfWork(synced.db, person or "slack:U0X"), pytest.raises(error):
-            with UnitOfWork(synced.db, person or "slack:U0X") as uow:
-                approvals.decide(
-                    uow,
-                    synced.config,
-                    request_id,
-                    person,
-                    Decision.APPROVE,
-                    None,
-                    Method.SLACK,
-                    claimed=f"slack:{person or 'U0X'}",
-                )
+    for person in ("chloe", "dev"):
+        with UnitOfWork(synced.db, person) as uow, pytest.raises(NotAuthorized):
+            sign(uow, synced.config, request_id, person)
+    with UnitOfWork(synced.db, "slack:U0X") as uow, pytest.raises(NotAuthorized):
+        approvals.decide(uow, synced.config, request_id, Credential.slack("U0X", None), Decision.APPROVE, None)
     with UnitOfWork(synced.db, "ana") as uow:
         with pytest.raises(NotAuthorized, match="needs a comment"):
-            approvals.decide(uow, synced.config, request_id, "ana", Decision.REJECT, " ", Method.WEB, claimed="web:ana")
+            sign(uow, synced.config, request_id, "ana", Decision.REJECT, " ")
     with UnitOfWork(synced.db, "ana") as uow:
-        approvals.decide(uow, synced.config, request_id, "ana", Decision.APPROVE, None, Method.WEB, claimed="web:ana")
+        sign(uow, synced.config, request_id, "ana", Decision.APPROVE, None)
     with UnitOfWork(synced.db, "ben") as uow, pytest.raises(AlreadyDecided):
-        approvals.decide(uow, synced.config, request_id, "ben", Decision.APPROVE, None, Method.WEB, claimed="web:ben")
+        sign(uow, synced.config, request_id, "ben", Decision.APPROVE, None)
     with synced.db.read() as s:
         refused = [e for e in trail.events_for(s, f"approval:{request_id}") if e.action == "approval.refused"]
     assert [e.actor for e in refused] == ["chloe", "dev", "slack:U0X", "ana", "ben"]
@@ -236,7 +229,7 @@ def test_a_dm_slack_refuses_is_parked_and_holds_back_no_one_else(synced: QmsCont
     [(parked_key, _)] = reports[4].parked
     assert parked_key == f"slack:{request_id}:request:dev"
     with UnitOfWork(synced.db, "ana") as uow:
-        approvals.decide(uow, synced.config, request_id, "ana", Decision.APPROVE, None, Method.WEB, claimed="web:ana")
+        sign(uow, synced.config, request_id, "ana", Decision.APPROVE, None)
     report = deliver(synced.db, synced.config, now=now + timedelta(hours=6))
     assert report.sent == [f"slack:{request_id}:request:ana:update"] and report.waiting == 1
     by_key = {r.key: r for r in outbox(synced)}

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 from datetime import date
 
+import identityutil
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qmsflow.context import QmsContext
-from qmsflow.domain.approvals import Decision, Method, NotAuthorized
+from qmsflow.domain.approvals import NotAuthorized
 from qmsflow.domain.capa import SIGNED_STAGES, STAGES, Capa, MissingField, closure_signers, is_closable
 from qmsflow.domain.errors import DomainError, InvalidTransition
-from qmsflow.services import approvals, capa
+from qmsflow.services import capa
 from qmsflow.store import UnitOfWork, trail
 from qmsflow.store.tables import RecordRow
 
@@ -155,7 +156,7 @@ def advance(ctx: QmsContext, capa_id: str, target: str, fields: dict, who: str =
 
 def sign(ctx: QmsContext, request_id: str, person: str) -> None:
     with UnitOfWork(ctx.db, person) as uow:
-        approvals.decide(uow, ctx.config, request_id, person, Decision.APPROVE, None, Method.CLI, claimed=person)
+        identityutil.sign(uow, ctx.config, request_id, person)
 
 
 def test_capa_through_every_stage_with_signed_plan_and_closure(synced: QmsContext) -> None:

@@ -66,11 +66,13 @@ def test_init_check_sync_verify_anchor_status(qms, tmp_path: Path) -> None:  # n
     assert "already in sync" in out
     code, out, _ = qms("document", "scan", "-c", cfg)
     assert code == 0 and "10 document(s) due for review" in out
-    code, out, _ = qms("verify", "-c", cfg)  # init started the trail (seq 1) and anchored it
-    assert code == 0 and "OK: 45 events verified" in out and "record states: 44 rows in 11 tables match" in out
+    code, out, _ = qms(
+        "verify", "-c", cfg
+    )  # init started the trail (seq 1), recorded the anchors file (store.anchored) and anchored it
+    assert code == 0 and "OK: 46 events verified" in out and "record states: 44 rows in 11 tables match" in out
     assert "anchors checked: 1" in out
     code, out, _ = qms("anchor", "-c", cfg)
-    assert code == 0 and "anchored seq 45" in out and "is not a git repo" in out
+    assert code == 0 and "anchored seq 46" in out and "is not a git repo" in out
     assert (repo / "records" / "trail-anchors.jsonl").read_text().count("\n") == 2
     code, out, _ = qms("verify", "-c", cfg)
     assert "anchors checked: 2" in out

@@ -24,11 +24,10 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
 from qmsflow.context import QmsContext, open_context
-from qmsflow.domain.approvals import Decision, Method
+from qmsflow.domain.approvals import Decision
 from qmsflow.domain.documents import DocStatus
 from qmsflow.domain.trail import GENESIS, make_event
 from qmsflow.services import approvals, capa, tokens
-from qmsflow.services.accounts import add_user
 from qmsflow.services.documents import transition_version
 from qmsflow.services.sync import sync_config
 from qmsflow.services.verify import VerifyResult, anchor, verify
@@ -61,7 +60,7 @@ class World:
         return f":{name}" if self.db.is_sqlite else f"CAST(:{name} AS JSON)"
 
     def verify(self) -> VerifyResult:
-        return verify(self.db, self.ctx.anchors_file)
+        return verify(self.db, self.ctx.anchors_file, root=self.ctx.root)
 
     def events(self) -> int:
         with self.db.read() as s:
@@ -102,9 +101,7 @@ def fill(ctx: QmsContext) -> World:
         )
         uow.commit()
     with UnitOfWork(ctx.db, "ben") as uow:
-        approvals.decide(uow, config, signed_id, "ben", Decision.APPROVE, "fine", Method.CLI, claimed="ben")
-    with UnitOfWork(ctx.db, "qmsflow") as uow:
-        add_user(uow, "ben", "ben", "approver", "ben-long-password")
+        identityutil.sign(uow, config, signed_id, "ben", Decision.APPROVE, "fine")
     identityutil.token(ctx.db, "ana")
     with ctx.db.read() as s:
         token = s.scalar(select(ApiTokenRow.id))
@@ -140,6 +137,7 @@ def problems(result: VerifyResult) -> str:
         + result.anchor_problems
         + result.state_problems
         + result.signature_problems
+        + result.seal_problems
     )
 
 
@@ -266,8 +264,8 @@ def drop_guards(world: World) -> None:
         for name in guards.SQLITE:
             world.sql(f"DROP TRIGGER {name}")
     else:
-        for name in guards.POSTGRES_TRIGGERS:
-            world.sql(f"DROP TRIGGER {name} ON trail_events")
+        for name, (table, _) in guards.POSTGRES_TRIGGERS.items():
+            world.sql(f"DROP TRIGGER {name} ON {table}")
 
 
 def test_a_deleted_middle_event_is_a_gap_and_states_are_not_trusted(world: World) -> None:
@@ -309,10 +307,11 @@ def _expected_triggers(world: World) -> list[str]:
     return list(guards.SQLITE) if world.db.is_sqlite else list(guards.POSTGRES_TRIGGERS)
 
 
-@pytest.mark.parametrize("index", [0, 1, 2])
+@pytest.mark.parametrize("index", [0, 1, 2, 3, 4])  # the trail's three, then the verifications' two
 def test_a_dropped_trigger_fails_verify_and_db_upgrade_reinstalls_it_with_an_event(world: World, index: int) -> None:
     name = _expected_triggers(world)[index]
-    world.sql(f"DROP TRIGGER {name}" + ("" if world.db.is_sqlite else " ON trail_events"))
+    table = "" if world.db.is_sqlite else f" ON {guards.POSTGRES_TRIGGERS[name][0]}"
+    world.sql(f"DROP TRIGGER {name}{table}")
     result = world.verify()
     assert not result.ok and result.guard_problems == [f"append-only trigger {name} is missing"]
     assert world.db.repair_guards() == [f"append-only trigger {name} is missing"]
@@ -441,7 +440,8 @@ def test_a_rewritten_anchors_file_is_reported(git_world: World, where: str) -> N
     found = git_world.verify().anchor_problems
     if where == "working tree":
         assert found == [
-            f"{path.name}: the working tree copy differs from the committed one at line 1: anchors were rewritten"
+            "records/trail-anchors.jsonl: the working tree copy differs from the committed one at line 1: "
+            "anchors were rewritten"
         ]
     else:
         assert len(found) == 1 and "changed or removed anchors committed before it" in found[0]
@@ -550,9 +550,9 @@ def test_qms_init_anchors_the_trail_at_once_in_git(tmp_path: Path, monkeypatch: 
     repo = tmp_path / "new"
     assert run(["init", str(repo), "--org", "Witness AI"]) == 0
     [line] = (repo / "records" / "trail-anchors.jsonl").read_text().splitlines()
-    assert json.loads(line)["seq"] == 1
+    assert json.loads(line)["seq"] == 2  # store.initialised, then store.anchored (the file it is anchored in)
     log = subprocess.run(["git", "-C", str(repo), "log", "--format=%s"], capture_output=True, text=True).stdout
-    assert log.splitlines() == ["Anchor the audit trail at seq 1", "Scaffold the QMS with qmsflow"]
+    assert log.splitlines() == ["Anchor the audit trail at seq 2", "Scaffold the QMS with qmsflow"]
 
 
 def test_a_failed_verification_does_not_lower_the_witnessed_head(world: World) -> None:
@@ -582,6 +582,6 @@ def test_verify_compares_one_moment_while_others_keep_writing(world: World) -> N
             uow.commit()
         committed.append(True)
 
-    result = verify(world.db, world.ctx.anchors_file, progress=write_in_between)
+    result = verify(world.db, world.ctx.anchors_file, progress=write_in_between, root=world.ctx.root)
     assert committed and result.ok, problems(result)
     assert world.verify().ok  # and the next verification sees the change and its events

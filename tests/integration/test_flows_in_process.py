@@ -14,13 +14,13 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import identityutil
 import pytest
 from fakes.jira import FakeJira
 from fakes.slack import FakeSlack
 from sqlalchemy import func, select
 
 from qmsflow.context import QmsContext, open_context
-from qmsflow.domain.approvals import Decision, Method
 from qmsflow.services import approvals, capa, contents, records, review
 from qmsflow.services.common import row_values
 from qmsflow.services.sync import sync_config
@@ -303,9 +303,7 @@ def test_document_review_suspends_then_a_signature_resumes_it_to_the_controlled_
     assert [(r.status, r.stream) for r in asked] == [("sent", f"approval:{request.id}:ben")]  # the approver was asked
 
     with UnitOfWork(world.db, "ben") as uow:  # ben signs: the decision takes effect in this transaction
-        result = approvals.decide(
-            uow, world.config, request.id, "ben", Decision.APPROVE, None, Method.CLI, claimed="ben"
-        )
+        result = identityutil.sign(uow, world.config, request.id, "ben")
     with world.db.read() as s:
         assert s.get(DocumentVersionRow, version.id).status == "effective"
     approvals.after_decision(world, result)  # resumes the run through the Prefect API, as every channel does

@@ -17,8 +17,7 @@ from test_capa import FULL
 from qmsflow.adapters import jira as jira_adapter
 from qmsflow.adapters.base import Unavailable
 from qmsflow.context import QmsContext, open_context
-from qmsflow.domain.approvals import Decision, Method
-from qmsflow.services import approvals, capa, delivery, jira_sync, mirror
+from qmsflow.services import capa, delivery, jira_sync, mirror
 from qmsflow.services.sync import sync_config
 from qmsflow.store import UnitOfWork, trail
 from qmsflow.store.tables import InboundEventRow, OutboxRow, RecordRow
@@ -100,7 +99,7 @@ def advance(ctx: QmsContext, capa_id: str, target: str, fields: dict | None = No
 
 def sign(ctx: QmsContext, request_id: str) -> None:
     with UnitOfWork(ctx.db, "ana") as uow:
-        approvals.decide(uow, ctx.config, request_id, "ana", Decision.APPROVE, None, Method.CLI, claimed="ana")
+        identityutil.sign(uow, ctx.config, request_id, "ana")
 
 
 def issue_of(fake: FakeJira, capa_id: str) -> dict:

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from qmsflow.cli.main import run
 from qmsflow.context import open_context
 from qmsflow.domain import limits
-from qmsflow.domain.approvals import Decision, Method
+from qmsflow.domain.approvals import Decision
 from qmsflow.services import approvals, capa
 from qmsflow.services.sync import sync_config
 from qmsflow.store import UnitOfWork
@@ -143,7 +143,7 @@ def test_a_comment_with_a_nul_is_refused_before_the_store_sees_it(store) -> None
         uow.commit()
         request_id = row.id
     with UnitOfWork(store.db, "ben") as uow, pytest.raises(limits.InvalidInput, match="comment: contains the control"):
-        approvals.decide(uow, store.config, request_id, "ben", Decision.REJECT, "no\x00", Method.CLI, claimed="ben")
+        identityutil.sign(uow, store.config, request_id, "ben", Decision.REJECT, "no\x00")
 
 
 def test_non_utf8_arguments_are_named(qms, store) -> None:  # noqa: ANN001

@@ -18,7 +18,7 @@ from sqlalchemy import select, text
 from test_web import sign_in
 
 from qmsflow.context import QmsContext, open_context
-from qmsflow.domain.approvals import AlreadyDecided, Decision, Method, NotAuthorized
+from qmsflow.domain.approvals import AlreadyDecided, Decision, NotAuthorized
 from qmsflow.domain.errors import DomainError
 from qmsflow.scaffold import render_document, scaffold
 from qmsflow.services import approvals, capa, contents, review
@@ -74,7 +74,7 @@ def submit_and_open(ctx: QmsContext, who: str, run: str, **kw) -> ApprovalReques
 
 def sign(ctx: QmsContext, request_id: str, person: str, decision: Decision = Decision.APPROVE, comment=None):  # noqa: ANN001, ANN201
     with UnitOfWork(ctx.db, person) as uow:
-        return approvals.decide(uow, ctx.config, request_id, person, decision, comment, Method.WEB, f"web:{person}")
+        return identityutil.sign(uow, ctx.config, request_id, person, decision, comment)
 
 
 def test_git_authors_of_a_change_may_not_approve_it_and_unknown_ones_are_named(gitrepo: QmsContext) -> None:

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+import identityutil
 import pytest
 from fakes.slack import FakeSlack
 from websockets.sync.server import serve
@@ -91,6 +92,7 @@ def socket_world(ctx: QmsContext, monkeypatch: pytest.MonkeyPatch) -> Iterator[t
 
 def test_interaction_over_socket_mode_is_acked_and_signed(socket_world: tuple) -> None:
     ctx, fake, sock = socket_world
+    identityutil.account(ctx.db, "ben")  # Slack signs with ben's own account
     with UnitOfWork(ctx.db, "ana") as uow:
         row, _ = approvals.open_request(
             uow,

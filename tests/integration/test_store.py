@@ -39,7 +39,7 @@ def drop_triggers(db: Database) -> None:
     if db.is_sqlite:
         raw(db, *(f"DROP TRIGGER {name}" for name in guards.SQLITE))
     else:
-        raw(db, *(f"DROP TRIGGER {name} ON trail_events" for name in guards.POSTGRES_TRIGGERS))
+        raw(db, *(f"DROP TRIGGER {name} ON {table}" for name, (table, _) in guards.POSTGRES_TRIGGERS.items()))
 
 
 def test_migrations_create_exactly_the_models(db: Database) -> None:
@@ -131,7 +131,8 @@ def test_truncated_tail_is_caught_by_an_anchor(db: Database, tmp_path: Path) -> 
     append(db, 5)
     done = anchor(db, anchors)
     first = done.anchor
-    assert done.written and first.seq == 5 and not done.git_repo and done.commit is None
+    # the first anchor in a file is recorded in the trail first (store.anchored), then anchored with it
+    assert done.written and first.seq == 6 and not done.git_repo and done.commit is None
     again = anchor(db, anchors)
     assert (again.anchor.seq, again.anchor.hash, again.written) == (first.seq, first.hash, False)  # not twice
     assert verify(db, anchors).ok
@@ -141,7 +142,7 @@ def test_truncated_tail_is_caught_by_an_anchor(db: Database, tmp_path: Path) -> 
     assert result.report.ok  # the shortened chain is self-consistent ...
     assert not result.ok  # ... but git's copy of the head says otherwise
     assert result.anchor_problems == [
-        "trail-anchors.jsonl line 1 saw the trail at seq 5, but the trail now ends at seq 3: events were removed"
+        "trail-anchors.jsonl line 1 saw the trail at seq 6, but the trail now ends at seq 3: events were removed"
     ]
 
 
@@ -151,10 +152,10 @@ def test_rewritten_chain_is_caught_by_an_anchor(db: Database, tmp_path: Path) ->
     anchor(db, anchors)
     drop_triggers(db)
     raw(db, "DELETE FROM trail_events")
-    append(db, 3, actor="mallory")  # a whole new, self-consistent chain
+    append(db, 4, actor="mallory")  # a whole new, self-consistent chain (as long as the anchored one)
     result = verify(db, anchors)
     assert result.report.ok and not result.ok
-    assert "saw seq 3 with hash" in result.anchor_problems[0] and "the trail was rewritten" in result.anchor_problems[0]
+    assert "saw seq 4 with hash" in result.anchor_problems[0] and "the trail was rewritten" in result.anchor_problems[0]
 
 
 def test_verification_outcomes_are_recorded(db: Database) -> None:

@@ -3,6 +3,7 @@ expired session, tampered cookie, wrong signing password), security headers."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 
@@ -42,7 +43,9 @@ def web(ctx: QmsContext, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[QmsC
         uow.commit()
     for username, person, role in (("ana", "ana", "admin"), ("ben", "ben", "approver"), ("dev", "dev", "viewer")):
         with UnitOfWork(ctx.db, "admin") as uow:
-            accounts.add_user(uow, username, person, role, f"{username}-password-123", must_change=False)
+            accounts.add_user(
+                uow, username, person, role, f"{username}-password-123", must_change=False, password_set_by=person
+            )
     with TestClient(create_app(ctx), base_url="http://testserver") as client:
         yield ctx, client
 
@@ -200,8 +203,9 @@ def test_viewer_cannot_approve_and_the_attempt_is_recorded(web: tuple) -> None:
     assert response.status_code == 403
     with ctx.db.read() as s:
         assert s.get(ApprovalRequestRow, request_id).status == "pending"
-        refused = [e for e in trail.events_for(s, "user:dev") if e.action == "web.refused"]
-    assert "viewers cannot sign" in refused[0].after_json
+        refused = [e for e in trail.events_for(s, f"approval:{request_id}") if e.action == "approval.refused"]
+    assert len(refused) == 1 and json.loads(refused[0].after_json)["kind"] == "viewer"
+    assert "viewers cannot sign" in refused[0].after_json and "viewers cannot sign" in response.text
 
 
 def test_non_approver_approver_is_refused_by_the_domain_rules(web: tuple) -> None:

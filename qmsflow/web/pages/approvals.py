@@ -8,9 +8,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from ...adapters.render import markdown_to_html
 from ...domain import limits
-from ...domain.approvals import AlreadyDecided, Decision, Method, NotAuthorized
+from ...domain.approvals import AlreadyDecided, Decision, NotAuthorized
 from ...services import accounts, approvals, contents, queries
 from ...services.records import NotFound
+from ...services.signers import Credential
 from ...store.uow import UnitOfWork
 from ..site import Site, client_address
 
@@ -58,8 +59,6 @@ def router(site: Site) -> APIRouter:
         csrf: Annotated[str, Form(max_length=200)] = "",
     ) -> Response:
         site.check_csrf(user, csrf)
-        if not user.may("approver"):
-            site.refuse(user, f"sign {request_id}", f"{user.username} is a viewer: viewers cannot sign approvals")
         try:
             choice = Decision(decision)
         except ValueError:
@@ -76,14 +75,7 @@ def router(site: Site) -> APIRouter:
         try:
             with UnitOfWork(db, user.person) as uow:
                 result = approvals.decide(
-                    uow,
-                    site.ctx.config,
-                    request_id,
-                    user.person,
-                    choice,
-                    comment or None,
-                    Method.WEB,
-                    claimed=f"web:{user.username}",
+                    uow, site.ctx.config, request_id, Credential.web(user.username), choice, comment or None
                 )
         except NotFound as exc:
             raise HTTPException(404, str(exc)) from None
