@@ -33,36 +33,13 @@ def commit_of(root: Path, relpath: str) -> str | None:
     return _git(root, "log", "-1", "--format=%H", "--", relpath) or None
 
 
-def authors_since(root: Path, relpath: str, commit: str | None, since: str | None) -> list[tuple[str, str]] | None:
-    """(name, e-mail) of the authors of the commits that changed ``relpath`` after ``commit`` (or, without
-    one, after the ISO time ``since``; without either, in all history), newest first, each once.
-
-    ``None`` outside a git repo. A ``commit`` that git no longer knows (rewritten history) counts as
-    absent, so more authors are named rather than fewer.
-    """
-    if _git(root, "rev-parse", "--is-inside-work-tree") != "true":
-        return None
-    args = ["log", "--format=%an%x00%ae"]
-    if commit and _git(root, "cat-file", "-e", f"{commit}^{{commit}}") is not None:
-        args.append(f"{commit}..HEAD")
-    elif since:
-        args.append(f"--since={since}")
-    listed = _git(root, *args, "--", relpath)
-    if listed is None:
-        return []
-    seen: dict[str, tuple[str, str]] = {}
-    for line in listed.splitlines():
-        name, _, email = line.partition("\x00")
-        if email and email.lower() not in seen:
-            seen[email.lower()] = (name, email)
-    return list(seen.values())
-
-
 def commits_since(
     root: Path, relpath: str, commit: str | None, since: str | None, allowed_signers: list[str] | None = None
 ) -> list[Commit] | None:
-    """The commits that changed ``relpath`` after ``commit`` (or ``since``; as ``authors_since``), newest
-    first, each with its declared author and its signature as git verifies it.
+    """The commits that changed ``relpath`` after ``commit`` (or, without one, after the ISO time ``since``;
+    without either, in all history), newest first, each with its declared author and its signature as
+    git verifies it. A ``commit`` that git no longer knows (rewritten history) counts as absent, so more
+    commits are examined rather than fewer.
 
     SSH signatures are verified against ``allowed_signers`` (lines of git's allowed-signers format, the
     principal a person id), GPG signatures with the keyring of this user; git itself verifies, qmsflow

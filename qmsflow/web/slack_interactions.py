@@ -15,6 +15,7 @@ from ..adapters import slack
 from ..context import QmsContext
 from ..domain import limits
 from ..domain.approvals import AlreadyDecided, Decision, Method, NotAuthorized
+from ..domain.errors import DomainError
 from ..services import approvals, queries
 from ..services.delivery import deliver
 from ..services.signers import Credential
@@ -195,6 +196,9 @@ class SlackInteractions:
         except (NotAuthorized, AlreadyDecided) as refusal:
             log.info("refused Slack decision on %s by %s: %s", it.request_id, it.slack_user, refusal)
             self.answer(it, refusal.kind, f"Not recorded: {refusal}")
+        except DomainError as problem:  # e.g. this process holds no signing key: nothing was signed
+            log.error("Slack decision on %s by %s not recorded: %s", it.request_id, it.slack_user, problem)
+            self.answer(it, "not-recorded", f"Not recorded: {problem}")
         else:
             approvals.after_decision(self.ctx, result)
 
