@@ -102,7 +102,10 @@ def _start_trail(config: Path, org: str) -> None:
 
 @app.command()
 def check(config: ConfigOpt = None) -> None:
-    """Validate qms.yaml and the compliance repo: documents exist, Art. 17(1) aspects covered."""
+    """Validate qms.yaml and the compliance repo: documents exist, each Art. 17(1) aspect assigned to a process.
+
+    Assignment is a plan, not evidence: 'qms readiness' judges each aspect on the records.
+    """
     from ..settings import check_repo, load_config
 
     loaded = load_config(config)
@@ -115,8 +118,9 @@ def check(config: ConfigOpt = None) -> None:
     out.print(
         f"{loaded.path}: OK — {len(c.people)} people, {len(c.systems)} AI systems, "
         f"{len(c.processes)} processes, {len(c.documents)} documents; "
-        f"Art. 17(1) aspects covered: {len(c.covered_aspects())}/13"
+        f"Art. 17(1) aspects assigned to a process: {len(c.covered_aspects())}/13"
     )
+    out.print("assignment is not evidence: 'qms readiness' checks procedures, owners, records and audits per aspect")
 
 
 @db_app.command("upgrade")

@@ -28,6 +28,54 @@ app.add_typer(records_app, name="records")
 
 
 @app.command()
+def readiness(
+    config: ConfigOpt = None,
+    on: Annotated[
+        Optional[str], typer.Option("--date", help="Judge as of this date (YYYY-MM-DD; default today).")
+    ] = None,
+) -> None:
+    """Readiness per Art. 17(1) aspect (a)-(m), on evidence: an approved procedure in date, a named
+    owner, records in the last 12 months, an internal audit this year; exit 1 while any aspect has a gap."""
+    from ..services import readiness as service
+
+    today = _date_option(on) if on else datetime.now(UTC).date()
+    ctx = _ctx(config)
+    with ctx.db.read() as session:
+        aspects = service.gather(session, ctx.config, today)
+    table = _table("aspect", "processes", "status", "procedure", "owner", "records", "audited")
+    for a in aspects:
+        colour = {"ready": "green", "partial": "yellow"}.get(a.status.value, "red")
+        table.add_row(
+            f"({a.letter}) {a.title if len(a.title) <= 40 else a.title[:39] + '…'}",
+            ", ".join(a.processes) or "—",
+            f"[{colour}]{a.status.value}[/]",
+            *("yes" if a.checks[c] else "no" for c in ("procedure", "owner", "records", "audit")),
+        )
+    out.print(table)
+    ready = sum(a.status.value == "ready" for a in aspects)
+    out.print(f"{ready}/{len(aspects)} aspects ready on {today.isoformat()}")
+    by_gap: dict[str, list[str]] = {}
+    for a in aspects:
+        for gap in a.gaps:
+            by_gap.setdefault(gap, []).append(a.letter)
+    if by_gap:
+        out.print("what to do (the aspects each step serves):")
+    for gap, letters in by_gap.items():
+        out.print(f"  ({', '.join(letters)}) {escape(gap)}")
+    if ready < len(aspects):
+        raise typer.Exit(1)
+
+
+def _date_option(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        from .common import CliError
+
+        raise CliError(f"--date {value!r} is not a date (YYYY-MM-DD)", code=2) from None
+
+
+@app.command()
 def status(config: ConfigOpt = None) -> None:
     """Table of QMS processes: owner, last run, next due, open items, overdue items."""
     from ..services.status import process_status

@@ -57,7 +57,7 @@ def test_init_check_sync_verify_anchor_status(qms, tmp_path: Path) -> None:  # n
     assert "Acme AI" in body
     cfg = str(repo / "qms.yaml")
     code, out, _ = qms("check", "-c", cfg)
-    assert code == 0 and "aspects covered: 13/13" in out
+    assert code == 0 and "aspects assigned to a process: 13/13" in out
     code, out, _ = qms("init", str(repo), "--no-git")
     assert code == 1
     code, out, _ = qms("sync", "-c", cfg, "--as", "qmsflow")
