@@ -302,3 +302,135 @@ def test_unknown_system_and_system_without_criteria_are_refused(synced_ctx: QmsC
             release.submit(
                 uow, synced_ctx.config, system_id=SYSTEM, version="1 0", submitted_by="dev", tests=tests, metrics=[]
             )
+
+
+# ------------------------------------------------------------------ qms release validate / status
+
+
+@pytest.fixture
+def qms(synced_ctx: QmsContext, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # noqa: ANN201
+    """`qms` in-process as dev (a personal token), with a Prefect whose run of the validation flow performs its
+    first step (the judgement) at once, as the runner would; `signers` sign right after it when given."""
+    from qmsflow.adapters import prefect_api
+    from qmsflow.cli.main import run
+    from tests.identityutil import token
+
+    monkeypatch.setenv("QMS_TOKEN", token(synced_ctx.db, "dev", person="dev"))
+    monkeypatch.setenv("COLUMNS", "200")
+    started: list[tuple[str, dict]] = []
+    then_sign: list[tuple[str, str]] = []
+
+    def start_run(endpoint, deployment, parameters, idempotency_key=None):  # noqa: ANN001, ANN202
+        started.append((deployment, parameters))
+        outcome = evaluate(synced_ctx, parameters["release_id"])
+        for person, decision in then_sign:
+            sign_as(synced_ctx, outcome["request"], person, decision, "signed from the test")
+        return "run-1"
+
+    monkeypatch.setattr(prefect_api, "locate", lambda state_dir: "http://prefect.test/api")
+    monkeypatch.setattr(prefect_api, "start_run", start_run)
+
+    def call(*args: str) -> tuple[int, str, str]:
+        code = run([*args, "-c", str(synced_ctx.loaded.path)])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    call.started, call.then_sign = started, then_sign
+    return call
+
+
+def files(tmp_path: Path, **kwargs) -> list[str]:
+    tests, metrics = evidence(**kwargs)
+    args = []
+    for name, body in tests:
+        (tmp_path / name).write_bytes(body)
+        args += ["--junit", str(tmp_path / name)]
+    for name, body in metrics:
+        (tmp_path / name).write_bytes(body)
+        args += ["--metrics", str(tmp_path / name)]
+    (tmp_path / "model.onnx").write_bytes(b"weights")
+    return [*args, "--artifact", f"model={tmp_path / 'model.onnx'}"]
+
+
+VALIDATE = ("release", "validate", "--system", SYSTEM, "--version", "1.4.0")
+STATUS = ("release", "status", "--system", SYSTEM, "--version", "1.4.0")
+
+
+def test_cli_met_awaits_signature_then_status_gates(qms, synced_ctx: QmsContext, tmp_path: Path):  # noqa: ANN001
+    code, out, err = qms(*VALIDATE, *files(tmp_path), "--no-wait")
+    assert code == 2, out + err
+    assert "awaiting signature" in out and qms.started[0] == (
+        "release-validation/on-demand",
+        {"release_id": status(synced_ctx)["id"]},
+    )
+    with synced_ctx.db.read() as session:
+        row = session.scalars(select(RecordRow).where(RecordRow.kind == "release")).one()
+    assert row.owner == "dev"  # the token's person, never self-declared
+    assert {
+        "role": "artifact",
+        "name": "model",
+        "size": 7,
+        "sha256": __import__("hashlib").sha256(b"weights").hexdigest(),
+    } in row.data["evidence"]
+    assert qms(*STATUS)[0] == 2
+    sign_as(synced_ctx, row.data["request"], "chloe")
+    sign_as(synced_ctx, row.data["request"], "ana")
+    code, out, _ = qms(*STATUS)
+    assert code == 0 and "released" in out
+
+
+def test_cli_wait_returns_released(qms, tmp_path: Path):  # noqa: ANN001
+    qms.then_sign.extend([("chloe", "approve"), ("ana", "approve")])
+    code, out, err = qms(*VALIDATE, *files(tmp_path), "--wait", "--timeout", "5")
+    assert code == 0, out + err
+
+
+def test_cli_rejected(qms, tmp_path: Path):  # noqa: ANN001
+    qms.then_sign.append(("chloe", "reject"))
+    assert qms(*VALIDATE, *files(tmp_path), "--timeout", "5")[0] == 3
+    assert qms(*STATUS)[0] == 3
+
+
+def test_cli_failed_names_each_criterion(qms, tmp_path: Path):  # noqa: ANN001
+    code, out, _ = qms(*VALIDATE, *files(tmp_path, accuracy=0.5))
+    assert code == 1
+    assert "FAILED accuracy: accuracy is 0.5, below the minimum 0.9" in out and "CAPA CAPA-" in out
+    assert qms(*STATUS)[0] == 1
+
+
+def test_cli_blocked(qms, synced_ctx: QmsContext, tmp_path: Path):  # noqa: ANN001
+    with UnitOfWork(synced_ctx.db, "ana") as uow:
+        blocker = capa.open_capa(
+            uow, synced_ctx.config, title="Bias", source="pms", owner="dev", severity="high", systems=[SYSTEM]
+        ).id
+    code, out, _ = qms(*VALIDATE, *files(tmp_path), "--no-wait")
+    assert code == 4 and f"blocked by open CAPA {blocker}" in out and "qms approve APR-" in out
+    assert qms(*STATUS)[0] == 4
+
+
+def test_cli_malformed_xml_named_and_recorded(qms, synced_ctx: QmsContext, tmp_path: Path):  # noqa: ANN001
+    bad = tmp_path / "surefire-bad.xml"
+    bad.write_text('<?xml version="1.0"?>\n<testsuite name="x">\n  <testcase name="a">\n</testsuite>\n')
+    code, out, err = qms(*VALIDATE, "--junit", str(bad))
+    assert code == 1 and "surefire-bad.xml:4: not well-formed XML" in err and "Traceback" not in err
+    code, _, err = qms(*VALIDATE, "--metrics", str(bad))
+    assert code == 1 and "surefire-bad.xml:1: not valid JSON" in err
+    with synced_ctx.db.read() as session:
+        assert len(session.scalars(select(TrailEventRow).where(TrailEventRow.action == "release.refused")).all()) == 2
+    assert qms.started == []
+
+
+def test_cli_dry_run_records_nothing(qms, synced_ctx: QmsContext, tmp_path: Path):  # noqa: ANN001
+    with synced_ctx.db.read() as session:
+        before = session.scalar(select(TrailEventRow.seq).order_by(TrailEventRow.seq.desc()).limit(1))
+    code, out, _ = qms(*VALIDATE, *files(tmp_path, accuracy=0.5), "--dry-run")
+    assert code == 1 and "FAILED accuracy" in out and "nothing recorded" in out
+    assert qms(*VALIDATE, *files(tmp_path), "--dry-run")[0] == 2
+    with synced_ctx.db.read() as session:
+        assert session.scalar(select(TrailEventRow.seq).order_by(TrailEventRow.seq.desc()).limit(1)) == before
+    assert qms.started == []
+
+
+def test_cli_status_of_unknown_release(qms):  # noqa: ANN001
+    code, _, err = qms("release", "status", "--system", SYSTEM, "--version", "9.9")
+    assert code == 1 and "no validation of triage-assist 9.9" in err
