@@ -434,3 +434,25 @@ def test_cli_dry_run_records_nothing(qms, synced_ctx: QmsContext, tmp_path: Path
 def test_cli_status_of_unknown_release(qms):  # noqa: ANN001
     code, _, err = qms("release", "status", "--system", SYSTEM, "--version", "9.9")
     assert code == 1 and "no validation of triage-assist 9.9" in err
+
+
+def test_dashboard_lists_releases_and_their_verdicts(synced_ctx: QmsContext, monkeypatch: pytest.MonkeyPatch):
+    from fastapi.testclient import TestClient
+
+    from qmsflow.services import accounts
+    from qmsflow.web.app import create_app
+    from tests.integration.test_web import sign_in
+
+    monkeypatch.delenv("SLACK_BOT_TOKEN", raising=False)
+    failed = evaluate(synced_ctx, submit(synced_ctx, accuracy=0.5))
+    with UnitOfWork(synced_ctx.db, "admin") as uow:
+        accounts.add_user(uow, "dev", "dev", "viewer", "dev-password-123", must_change=False)
+    with TestClient(create_app(synced_ctx), base_url="http://testserver") as client:
+        assert client.get("/releases", follow_redirects=False).status_code == 303  # sign-in first
+        sign_in(client, "dev")
+        page = client.get("/releases").text
+        assert failed["id"] in page and "accuracy is 0.5, below the minimum 0.9" in page and failed["capa"] in page
+        assert ">1</td>" in page  # the exit code
+        assert failed["id"] in client.get(f"/releases?system={SYSTEM}").text
+        assert failed["id"] not in client.get("/releases?system=credit-score").text
+        assert client.get("/releases?system=Bad%20Id").status_code == 422
