@@ -456,3 +456,21 @@ def test_dashboard_lists_releases_and_their_verdicts(synced_ctx: QmsContext, mon
         assert failed["id"] in client.get(f"/releases?system={SYSTEM}").text
         assert failed["id"] not in client.get("/releases?system=credit-score").text
         assert client.get("/releases?system=Bad%20Id").status_code == 422
+
+
+def test_qms_verify_checks_the_signed_report_and_sees_a_tampered_one(qms, synced_ctx: QmsContext, tmp_path: Path):  # noqa: ANN001
+    from sqlalchemy import text
+
+    qms.then_sign.extend([("chloe", "approve"), ("ana", "approve")])
+    assert qms(*VALIDATE, *files(tmp_path), "--timeout", "5")[0] == 0
+    code, out, err = qms("verify")
+    assert code == 0, out + err
+    with synced_ctx.db.read() as session:
+        row = session.scalars(select(RecordRow).where(RecordRow.kind == "release")).one()
+        request_id = row.data["request"]
+    with synced_ctx.db.engine.begin() as conn:  # someone edits the signed request's content hash in the database
+        conn.execute(
+            text("UPDATE approval_requests SET content_sha256 = :h WHERE id = :id"), {"h": "0" * 64, "id": request_id}
+        )
+    code, out, err = qms("verify")
+    assert code == 1 and request_id in out + err
