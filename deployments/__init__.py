@@ -15,6 +15,7 @@ from flows.capa import capa_escalation, jira_sync
 from flows.document_review import document_review
 from flows.document_review_scan import document_review_due_scan
 from flows.outbox_delivery import outbox_delivery
+from flows.release_validation import release_validation
 from flows.trail_anchor import trail_anchor
 
 
@@ -79,6 +80,15 @@ DEPLOYMENTS: list[DeploymentSpec] = [
         cron="*/5 * * * *",
         description="Retries queued Slack/Jira messages with backoff (every change also delivers at once).",
         needs=frozenset({"slack", "jira"}),
+    ),
+    DeploymentSpec(
+        name="on-demand",
+        flow=release_validation,
+        process="verification-validation",
+        cron=None,
+        description="Judges a release's evidence against its pre-registered criteria; signed report (qms release validate).",
+        with_schedule=False,
+        concurrency_limit=None,
     ),
     DeploymentSpec(
         name="hourly",

@@ -20,6 +20,7 @@ from .aspects import ASPECTS
 from .deadlines import Ladder
 from .limits import Text
 from .procedures import MACHINES
+from .release import ReleaseSettings
 
 SLUG = r"^[a-z0-9][a-z0-9._-]*$"
 DOC_ID = r"^[A-Z0-9][A-Z0-9._-]*$"
@@ -67,6 +68,8 @@ class AISystem(Strict):
     annex_iii_area: Literal[ANNEX_III_AREAS] | None = None  # type: ignore[valid-type]
     placed_on_market: date | None = None
     withdrawn_on: date | None = None
+    # release validation (docs/release-validation.md): who signs a report, and the acceptance criteria
+    release: ReleaseSettings | None = None
 
     @model_validator(mode="after")
     def _withdrawn_after_placed(self) -> AISystem:
@@ -432,6 +435,26 @@ class QmsConfig(Strict):
     def process(self, key: str) -> Process:
         return next(p for p in self.processes if p.key == key)
 
+    def system(self, system_id: str) -> AISystem | None:
+        return next((s for s in self.systems if s.id == system_id), None)
+
+    def release_signers(self, system_id: str) -> list[Person]:
+        """The people who sign a validation report of ``system_id``: named people and holders of ``role:`` entries."""
+        system = self.system(system_id)
+        if system is None or system.release is None:
+            return []
+        return self._resolve(system.release.signers)
+
+    def _resolve(self, entries: list[str]) -> list[Person]:
+        wanted: list[Person] = []
+        for entry in entries:
+            if entry.startswith("role:"):
+                role = entry.removeprefix("role:")
+                wanted.extend(p for p in self.people if role in p.roles and p not in wanted)
+            else:
+                wanted.extend(p for p in self.people if p.id == entry and p not in wanted)
+        return wanted
+
     def covered_aspects(self) -> set[str]:
         return {a for p in self.processes for a in p.aspects}
 
@@ -501,6 +524,46 @@ def cross_check(config: QmsConfig) -> list[tuple[Loc, str]]:
                 (
                     ("processes", i, "procedure"),
                     f"{process.procedure!r} is not a registered document (documents: {', '.join(docs) or 'none'})",
+                )
+            )
+
+    for i, system in enumerate(config.systems):
+        if system.release is None:
+            continue
+        for j, entry in enumerate(system.release.signers):
+            loc = ("systems", i, "release", "signers", j)
+            if entry.startswith("role:"):
+                if entry.removeprefix("role:") not in roles:
+                    issues.append(
+                        (
+                            loc,
+                            f"{entry!r}: nobody has the role {entry.removeprefix('role:')!r} (roles: {', '.join(roles) or 'none'})",
+                        )
+                    )
+            else:
+                is_person(entry, loc)
+        for j, criterion_id in system.release.duplicate_ids():
+            issues.append(
+                (
+                    ("systems", i, "release", "criteria", j, "id"),
+                    f"criterion id {criterion_id!r} is declared twice (criterion ids must be unique per system)",
+                )
+            )
+        if system.release.process not in {p.key for p in config.processes}:
+            issues.append(
+                (
+                    ("systems", i, "release", "process"),
+                    f"{system.release.process!r} is not a QMS process (processes: {', '.join(p.key for p in config.processes) or 'none'})",
+                )
+            )
+        signers = config.release_signers(system.id)
+        required = system.release.required_signatures
+        if isinstance(required, int) and signers and required > len(signers):
+            issues.append(
+                (
+                    ("systems", i, "release", "required_signatures"),
+                    f"needs {required} signatures but the release has only {len(signers)} signer(s): "
+                    f"{', '.join(p.id for p in signers)}",
                 )
             )
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 # record kind -> prefix of its human id (CAPA-2026-0007)
 KIND_PREFIXES: dict[str, str] = {
     "capa": "CAPA",
+    "deviation": "DEV",
     "document-review-due": "DRD",
     "approval": "APR",
     "audit": "AUD",

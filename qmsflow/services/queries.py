@@ -414,3 +414,11 @@ def document(session: Session, doc_id: str) -> DocumentRow | None:
 
 def active_people(session: Session) -> list[PersonRow]:
     return list(session.scalars(select(PersonRow).where(PersonRow.active.is_(True))))
+
+
+def releases(session: Session, page: int, system: str | None = None) -> Page:
+    """Release validations, newest first, paged (the dashboard's releases page)."""
+    query = select(RecordRow).where(RecordRow.kind == "release")
+    if system:
+        query = query.where(RecordRow.title.startswith(f"{system} ", autoescape=True))
+    return paged(session, query.order_by(RecordRow.created_at.desc(), RecordRow.id.desc()), page)
