@@ -534,6 +534,7 @@ def render_report(uow: UnitOfWork, config: QmsConfig, out_dir: Path, release_id:
 
     context = report_context(uow, config, release_id)
     html = html_environment().get_template("reports/release_validation.html.j2").render(**context)
+    uow.rollback()  # read only so far: hold no lock while the PDF renders (SQLite serialises every writer on it)
     target = Path(out_dir) / "releases" / release_id
     target.mkdir(parents=True, exist_ok=True)
     html_path, pdf_path = target / f"{release_id}.html", target / f"{release_id}.pdf"
