@@ -260,6 +260,9 @@ def start(uow: UnitOfWork, config: QmsConfig, audit_id: str, flow_run_id: str | 
     draw. Idempotent: an audit already started is returned as it is."""
     row = load(uow, audit_id)
     if row.status != "planned":
+        if flow_run_id and not row.data.get("flow_run_id") and row.status not in rules.MACHINE.final:
+            update_record(uow, row, "run-attached", data={**row.data, "flow_run_id": flow_run_id})
+            uow.commit()
         return summary(row)
     book = checklist()
     today = uow.now().date()
@@ -779,7 +782,18 @@ def summary(row: RecordRow) -> dict[str, Any]:
         "items": len(row.data.get("items", [])),
         "open_items": [i["n"] for i in row.data.get("items", []) if not i.get("result")],
         "pending": (row.data.get("pending") or {}).get("request"),
+        "requests": len(row.data.get("requests", [])),
     }
+
+
+def due_to_start(uow: UnitOfWork, today: date) -> list[str]:
+    """Audits whose date has come and that no flow run carries yet (the daily scan starts one each)."""
+    rows = uow.session.scalars(
+        select(RecordRow)
+        .where(RecordRow.kind == "audit", RecordRow.status.in_(("planned", "in_progress")), RecordRow.due_date <= today)
+        .order_by(RecordRow.due_date, RecordRow.id)
+    ).all()
+    return [r.id for r in rows if not r.data.get("flow_run_id")]
 
 
 def show(uow: UnitOfWork, audit_id: str) -> dict[str, Any]:
