@@ -204,3 +204,34 @@ def audit_show(audit_id: str, config: ConfigOpt = None) -> None:
             out.print(f"    evidence: {escape(', '.join(item['evidence']))}")
     for e in sorted(events, key=lambda e: e.seq):
         out.print(f"  {e.ts[:19]} {e.actor} {e.action}")
+
+
+@audit_app.command("results")
+def audit_results(
+    since: Annotated[str, typer.Option(help="From this date, YYYY-MM-DD.")],
+    until: Annotated[Optional[str], typer.Option(help="To this date, YYYY-MM-DD (default: today).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """For the management review: audits done in the period with their results, nonconformities by process,
+    and the findings still open."""
+    from ..services import queries
+
+    start, end = _date(since, "--since"), _date(until, "--until") if until else date.today()
+    ctx = _ctx(config)
+    with ctx.db.read() as session:
+        results = queries.audit_results(session, start, end)
+    table = _table("audit", "process", "done", "conform", "obs.", "impr.", "minor", "major", title="Audits")
+    for a in results["audits"]:
+        table.add_row(
+            a["id"], a["process"], a["done_on"].isoformat(),
+            *(str(a[r]) for r in ("conform", "observation", "improvement", "minor", "major")),
+        )  # fmt: skip
+    out.print(table)
+    for process, counts in sorted(results["nc_counts"].items()):
+        out.print(f"{process}: {counts['minor']} minor, {counts['major']} major nonconformities")
+    for f in results["open_findings"]:
+        due = f["recheck_due"].isoformat() if f["recheck_due"] else "—"
+        flag = " [red]overdue[/]" if f["overdue"] else ""
+        out.print(
+            f"open finding {f['id']} ({f['result']}, {f['process']}): CAPA {f['capa'] or 'none'}, re-check {due}{flag}"
+        )

@@ -260,8 +260,8 @@ def start(uow: UnitOfWork, config: QmsConfig, audit_id: str, flow_run_id: str | 
     draw. Idempotent: an audit already started is returned as it is."""
     row = load(uow, audit_id)
     if row.status != "planned":
-        if flow_run_id and not row.data.get("flow_run_id") and row.status not in rules.MACHINE.final:
-            update_record(uow, row, "run-attached", data={**row.data, "flow_run_id": flow_run_id})
+        if flow_run_id and not row.data.get("flow_run_id") and row.status != "cancelled":
+            _attach_run(uow, row, flow_run_id)
             uow.commit()
         return summary(row)
     book = checklist()
@@ -291,6 +291,18 @@ def start(uow: UnitOfWork, config: QmsConfig, audit_id: str, flow_run_id: str | 
     )
     uow.commit()
     return summary(row)
+
+
+def _attach_run(uow: UnitOfWork, row: RecordRow, flow_run_id: str) -> None:
+    """A run for an audit started without one (``qms audit start`` before its date): the run, and the report's
+    pending approval request, now name it, so that the conclusion and the signatures resume it."""
+    update_record(uow, row, "run-attached", data={**row.data, "flow_run_id": flow_run_id})
+    pending = (row.data.get("pending") or {}).get("request")
+    request = uow.session.get(ApprovalRequestRow, pending) if pending else None
+    if request is not None and request.flow_run_id is None:
+        before = row_values(request)
+        request.flow_run_id = flow_run_id
+        uow.record("approval.run-attached", f"approval:{request.id}", before, row_values(request))
 
 
 def redraw(population: list[str], size: int, seed: str, item: int) -> list[str]:
@@ -790,7 +802,11 @@ def due_to_start(uow: UnitOfWork, today: date) -> list[str]:
     """Audits whose date has come and that no flow run carries yet (the daily scan starts one each)."""
     rows = uow.session.scalars(
         select(RecordRow)
-        .where(RecordRow.kind == "audit", RecordRow.status.in_(("planned", "in_progress")), RecordRow.due_date <= today)
+        .where(
+            RecordRow.kind == "audit",
+            RecordRow.status.in_(("planned", "in_progress", "reporting", "closed")),
+            RecordRow.due_date <= today,
+        )
         .order_by(RecordRow.due_date, RecordRow.id)
     ).all()
     return [r.id for r in rows if not r.data.get("flow_run_id")]

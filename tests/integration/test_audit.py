@@ -274,6 +274,24 @@ def test_a_report_sent_back_returns_the_audit_to_in_progress(synced: QmsContext)
     assert row_of(synced, audit_id).status == "in_progress"
 
 
+def test_an_audit_worked_before_its_run_gets_the_run_attached_to_it_and_its_report_request(synced: QmsContext) -> None:
+    audit_id = plan(synced, on=today() + timedelta(days=3))
+    start(synced, audit_id)  # qms audit start, before the planned date: no run yet
+    record(synced, audit_id, 1, "conform", [])
+    record(synced, audit_id, 2, "conform", [])
+    with UnitOfWork(synced.db, "ben") as uow:
+        request_id = audit.conclude(uow, synced.config, audit_id, "Effective.", "ben")["awaiting"]
+    with UnitOfWork(synced.db, "qmsflow") as uow:
+        assert audit.due_to_start(uow, today()) == []  # not before its date
+        assert audit.due_to_start(uow, today() + timedelta(days=3)) == [audit_id]
+        assert audit.start(uow, synced.config, audit_id, "run-1")["stage"] == "reporting"
+        assert audit.due_to_start(uow, today() + timedelta(days=3)) == []
+    with synced.db.read() as s:
+        assert s.get(ApprovalRequestRow, request_id).flow_run_id == "run-1"
+    assert row_of(synced, audit_id).data["flow_run_id"] == "run-1"
+    assert verify.verify(synced.db, None).ok
+
+
 def test_the_ladder_reminds_the_auditor_of_an_overdue_audit_once_then_the_manager(synced: QmsContext) -> None:
     audit_id = plan(synced, on=today())
     day = today() + timedelta(days=2)
@@ -330,6 +348,9 @@ def test_cli_plan_refusal_exits_1_and_record_names_the_item(
     shown = capsys.readouterr().out
     assert audit_id in shown and "risk: open" not in shown  # a minor finding pulls nothing in
     assert run(["audit", "show", audit_id, "-c", cfg]) == 0 and "procedure past review" in capsys.readouterr().out
+    assert run(["audit", "results", "--since", "2020-01-01", "-c", cfg]) == 0
+    assert "open finding FND-" in capsys.readouterr().out
+    assert run(["audit", "results", "--since", "yesterday", "-c", cfg]) == 2
 
 
 # ------------------------------------------------------------------ Jira
