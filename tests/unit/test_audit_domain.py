@@ -186,3 +186,19 @@ def test_recording_an_item_checks_result_note_evidence_and_stage() -> None:
         rules.record_item("AUD-1", "planned", papers, 1, "conform", [], "", "ben")
     paper = rules.record_item("AUD-1", "in_progress", papers, 2, "conform", ["record:X"], "", "ben")
     assert paper == {"n": 2, "result": "conform", "evidence": ["record:X"], "note": "", "preparer": "ben"}
+
+
+def test_sop_aud_001_names_only_audit_commands_that_exist_and_marks_manual_steps(tmp_path) -> None:  # noqa: ANN001
+    import re
+
+    from qmsflow.cli.audit import audit_app
+    from qmsflow.scaffold import scaffold
+
+    scaffold(tmp_path / "repo", org_name="Test AI GmbH", git=False)
+    [sop] = (tmp_path / "repo").rglob("SOP-AUD-001*.md")
+    text = sop.read_text()
+    named = set(re.findall(r"`qms audit ([a-z-]+)", text))
+    commands = {c.name for c in audit_app.registered_commands}
+    assert named and named <= commands, named - commands
+    assert text.count("*(manual step") >= 8
+    assert "qmsflow refuses an auditor who owns the process, is one of its members" in text
