@@ -14,6 +14,7 @@ from flows.approval_followups import approval_follow_ups
 from flows.capa import capa_escalation, jira_sync
 from flows.document_review import document_review
 from flows.document_review_scan import document_review_due_scan
+from flows.internal_audit import audit_scan, internal_audit
 from flows.outbox_delivery import outbox_delivery
 from flows.release_validation import release_validation
 from flows.trail_anchor import trail_anchor
@@ -64,6 +65,22 @@ DEPLOYMENTS: list[DeploymentSpec] = [
         process="capa",
         cron="30 6 * * *",
         description="Escalates overdue CAPA stages to the owner, then the owner's manager (Slack, Jira comment).",
+    ),
+    DeploymentSpec(
+        name="on-demand",
+        flow=internal_audit,
+        process="internal-audit",
+        cron=None,
+        description="One internal audit: checklist and sample, the auditor's items, the signed report (SOP-AUD-001).",
+        with_schedule=False,
+        concurrency_limit=None,
+    ),
+    DeploymentSpec(
+        name="daily",
+        flow=audit_scan,
+        process=None,  # daily whatever the internal-audit process's own cadence in qms.yaml
+        cron="45 6 * * *",
+        description="Starts the run of each audit whose date has come; escalates overdue audits and findings.",
     ),
     DeploymentSpec(
         name="every-minute",

@@ -9,6 +9,6 @@ def procedures() -> None:
     global _done
     if _done:
         return
-    from .services import capa, release, review  # noqa: F401 - importing registers their reactions
+    from .services import audit, capa, release, review  # noqa: F401 - importing registers their reactions
 
     _done = True

@@ -25,6 +25,7 @@ AREAS = (
     "approvals",
     "capa",
     "release",
+    "audit",
     "evidence",
     "integrations",
     "accounts",

@@ -117,6 +117,8 @@ class Process(Strict):
     aspects: list[str] = Field(default_factory=list)
     schedule: Text(limits.SCHEDULE) | None = None
     required_signatures: RequiredSignatures = "all"
+    # people who work in the process besides its owner (an internal auditor may not audit it)
+    members: list[Slug] = Field(default_factory=list)
 
     @field_validator("aspects")
     @classmethod
@@ -373,6 +375,30 @@ class CapaSettings(LadderSettings):
     escalate_further_after_days: int | None = Field(default=None, ge=1, le=365)  # the manager's manager
 
 
+class ExternalAuditor(Strict):
+    """A person of ``people`` who audits from outside the organisation (no process role here)."""
+
+    person: Slug
+    organisation: Text(limits.NAME, min_length=1)
+
+
+class AuditSettings(LadderSettings):
+    """Internal audit (SOP-AUD-001): the programme's frequencies and the deadline ladder of an audit overdue
+    against its planned date, or a finding whose re-check is overdue (days after the date)."""
+
+    remind_after_days: int = Field(default=1, ge=1, le=90)  # the auditor (audit) or the auditee (finding)
+    escalate_after_days: int = Field(default=14, ge=1, le=180)  # their manager
+    escalate_further_after_days: int | None = Field(default=None, ge=1, le=365)
+    # months between audits of a process unless named in every_months (12: once a year, the most allowed)
+    default_every_months: Literal[1, 2, 3, 4, 6, 12] = 12
+    every_months: dict[Slug, Literal[1, 2, 3, 4, 6, 12]] = Field(default_factory=dict)
+    # a process with an open major finding or an overdue CAPA is due within this many days
+    pull_in_days: int = Field(default=90, ge=1, le=365)
+    # days after a finding's CAPA is opened by which its re-check (follow-up audit) is due
+    recheck_days: int = Field(default=60, ge=1, le=365)
+    external_auditors: list[ExternalAuditor] = Field(default_factory=list)
+
+
 class WebSettings(Strict):
     base_url: str = Field(default="http://127.0.0.1:8000", pattern=r"^https?://")
     # request bodies over this are answered 413 before they are read (Slack and Jira send far less)
@@ -413,6 +439,7 @@ class QmsConfig(Strict):
     retention: Retention = Retention()
     approvals: ApprovalSettings = ApprovalSettings()
     capa: CapaSettings = CapaSettings()
+    audit: AuditSettings = AuditSettings()
     web: WebSettings = WebSettings()
     integrations: Integrations = Integrations()
     security: SecuritySettings = SecuritySettings()
@@ -519,6 +546,8 @@ def cross_check(config: QmsConfig) -> list[tuple[Loc, str]]:
 
     for i, process in enumerate(config.processes):
         is_person(process.owner, ("processes", i, "owner"))
+        for j, member in enumerate(process.members):
+            is_person(member, ("processes", i, "members", j))
         if process.procedure not in docs:
             issues.append(
                 (
@@ -566,6 +595,12 @@ def cross_check(config: QmsConfig) -> list[tuple[Loc, str]]:
                     f"{', '.join(p.id for p in signers)}",
                 )
             )
+    keys = [p.key for p in config.processes]
+    for key in config.audit.every_months:
+        if key not in keys:
+            issues.append((("audit", "every_months", key), f"{key!r} is not a process (processes: {', '.join(keys)})"))
+    for i, external in enumerate(config.audit.external_auditors):
+        is_person(external.person, ("audit", "external_auditors", i, "person"))
 
     for i, doc in enumerate(config.documents):
         is_person(doc.owner, ("documents", i, "owner"))

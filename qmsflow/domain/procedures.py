@@ -6,7 +6,7 @@ these tables; a new procedure adds its machine here and nowhere else in the shar
 
 from __future__ import annotations
 
-from . import capa
+from . import audit, capa
 from .stages import StageMachine
 
-MACHINES: dict[str, StageMachine] = {machine.kind: machine for machine in (capa.MACHINE,)}
+MACHINES: dict[str, StageMachine] = {machine.kind: machine for machine in (capa.MACHINE, audit.MACHINE)}

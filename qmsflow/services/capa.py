@@ -63,7 +63,14 @@ def _quality_leads(config: QmsConfig) -> list[str]:
     return [p.id for p in config.people if "quality-lead" in p.roles]
 
 
-def open_capa(
+def open_capa(uow: UnitOfWork, config: QmsConfig, **fields: Any) -> RecordRow:
+    """Open a CAPA (the use case: checks, creates, queues it for Jira and commits); see ``create_capa``."""
+    row = create_capa(uow, config, **fields)
+    uow.commit()
+    return row
+
+
+def create_capa(
     uow: UnitOfWork,
     config: QmsConfig,
     *,
@@ -76,7 +83,11 @@ def open_capa(
     systems: list[str] | None = None,
     key: str | None = None,
     links: list[str] | None = None,
+    closure_gate: dict[str, Any] | None = None,
 ) -> RecordRow:
+    """The building block of ``open_capa`` (never commits), for a procedure that opens a CAPA inside its own
+    use case (an audit finding). ``closure_gate`` ({"ref": ..., "why": ...}) is a condition the procedure
+    that opened the CAPA must declare met (``satisfy_closure_gate``) before the CAPA may close."""
     limits.check_text("title", title, limits.RECORD_TITLE)
     limits.check_text("description", description, limits.TEXT, multiline=True)
     if not title.strip():
@@ -113,12 +124,28 @@ def open_capa(
             "description": description,
             "stages": {},
             "stage_since": today.isoformat(),
+            **({"closure_gate": {**closure_gate, "met": False}} if closure_gate else {}),
         },
     )
     if created:
         mirror.record_created(uow, config, row)
-    uow.commit()
     return row
+
+
+def satisfy_closure_gate(uow: UnitOfWork, row: RecordRow, ref: str, by: str) -> None:
+    """Declare the closure gate ``ref`` of a CAPA met (building block, never commits)."""
+    gate = row.data.get("closure_gate")
+    if not gate or gate.get("ref") != ref:
+        raise DomainError(f"{row.id} has no closure condition {ref}")
+    if gate.get("met"):
+        return
+    update_record(uow, row, "closure-gate-met", data={**row.data, "closure_gate": {**gate, "met": True, "by": by}})
+
+
+def _check_gate(row: RecordRow) -> None:
+    gate = row.data.get("closure_gate")
+    if gate and not gate.get("met"):
+        raise InvalidTransition(f"{row.id} cannot close before {gate['why']} ({gate['ref']})")
 
 
 SIGNED_WHAT = {"action_plan": "the action plan of {id}", "closed": "the closure of {id}"}
@@ -143,6 +170,8 @@ def advance(uow: UnitOfWork, config: QmsConfig, capa_id: str, target: str, field
         pending = row.data["pending"]
         raise InvalidTransition(f"{capa_id} waits for approval {pending['request']} to enter {pending['target']}")
     stage_data = capa.check_advance(target, fields)
+    if target == "closed":
+        _check_gate(row)
     if target in SIGNED_STAGES:
         process = config.process(capa.process)
         approvers = closure_signers(capa.owner, process.owner, _quality_leads(config))
@@ -217,6 +246,8 @@ def on_request_decided(uow: UnitOfWork, config: QmsConfig, request: ApprovalRequ
     if not pending or pending.get("request") != request.id:
         return  # already applied (idempotent)
     if request.status == "approved":
+        if pending["target"] == "closed":
+            _check_gate(row)
         stage_data = {**request.data["fields"], "signed_by": signer, "approval": request.id}
         _apply(uow, config, row, capa, pending["target"], stage_data)
     else:

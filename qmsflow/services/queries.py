@@ -422,3 +422,137 @@ def releases(session: Session, page: int, system: str | None = None) -> Page:
     if system:
         query = query.where(RecordRow.title.startswith(f"{system} ", autoescape=True))
     return paged(session, query.order_by(RecordRow.created_at.desc(), RecordRow.id.desc()), page)
+
+
+# ------------------------------------------------------------------ internal audit
+
+
+def _audit_facts(session: Session) -> list[Any]:
+    from ..domain.audit import AuditFact
+
+    facts = []
+    for row in session.scalars(select(RecordRow).where(RecordRow.kind == "audit").order_by(RecordRow.id)):
+        concluded = (row.data or {}).get("stages", {}).get("reporting", {}).get("concluded_on")
+        if row.due_date is None or row.process is None:
+            continue
+        facts.append(
+            AuditFact(
+                row.id, row.process, row.due_date, row.status, date.fromisoformat(concluded) if concluded else None
+            )
+        )
+    return facts
+
+
+def audit_risk_signals(session: Session, today: date) -> list[Any]:
+    """Why a process comes due sooner: its open major findings and its overdue CAPAs."""
+    from ..domain.audit import RiskSignal
+
+    signals = []
+    for row in session.scalars(
+        select(RecordRow).where(RecordRow.kind == "finding", record_is_open()).order_by(RecordRow.id)
+    ):
+        if (row.data or {}).get("result") == "major" and row.process:
+            signals.append(RiskSignal(row.process, f"finding:{row.id}", "open major finding"))
+    for row in session.scalars(
+        select(RecordRow)
+        .where(RecordRow.kind == "capa", record_is_open(), RecordRow.due_date < today)
+        .order_by(RecordRow.id)
+    ):
+        if row.process:
+            signals.append(RiskSignal(row.process, f"capa:{row.id}", f"CAPA overdue since {row.due_date.isoformat()}"))
+    return signals
+
+
+@dataclass(frozen=True)
+class ProgrammeLine:
+    process: str
+    title: str
+    every_months: int
+    due: date
+    overdue: bool
+    pulled_in: bool
+    reasons: list[str]
+    quarters: dict[int, list[dict[str, str]]]
+    nc_counts: dict[int, int]  # quarter -> minor and major findings raised in it
+
+
+def audit_programme(session: Session, config: Any, year: int, today: date) -> list[ProgrammeLine]:  # noqa: ANN401
+    """The audit programme of ``year``: process x quarter (planned / done / overdue audits, nonconformities),
+    each process's due date and why (frequency, risk-based pull-in)."""
+    from ..domain.audit import programme, quarter_of
+
+    keys = [p.key for p in config.processes]
+    months = {k: config.audit.every_months.get(k, config.audit.default_every_months) for k in keys}
+    facts = _audit_facts(session)
+    entries = programme(year, keys, months, facts, audit_risk_signals(session, today), today, config.audit.pull_in_days)
+    nc: dict[str, dict[int, int]] = {}
+    start = datetime(year, 1, 1, tzinfo=UTC)
+    end = datetime(year + 1, 1, 1, tzinfo=UTC)
+    for process, created in session.execute(
+        select(RecordRow.process, RecordRow.created_at).where(
+            RecordRow.kind == "finding", RecordRow.created_at >= start, RecordRow.created_at < end
+        )
+    ):
+        counts = nc.setdefault(process, {})
+        q = quarter_of(created.date())
+        counts[q] = counts.get(q, 0) + 1
+    titles = {p.key: p.title for p in config.processes}
+    return [
+        ProgrammeLine(
+            e.process,
+            titles[e.process],
+            e.every_months,
+            e.due,
+            e.overdue(today),
+            e.pulled_in,
+            e.reasons,
+            e.cells,
+            nc.get(e.process, {}),
+        )
+        for e in entries
+    ]
+
+
+def audits(session: Session, process: str | None = None, limit: int = 100) -> list[RecordRow]:
+    query = select(RecordRow).where(RecordRow.kind == "audit")
+    if process:
+        query = query.where(RecordRow.process == process)
+    return list(session.scalars(query.order_by(RecordRow.due_date.desc(), RecordRow.id).limit(limit)))
+
+
+def audit(session: Session, audit_id: str) -> RecordRow | None:
+    row = session.get(RecordRow, audit_id)
+    return row if row is not None and row.kind == "audit" else None
+
+
+def audit_results(session: Session, since: date, until: date) -> dict[str, Any]:
+    """For the management review (ISO 9001 §9.3.2(c)(6)): the audits that took place in the period with
+    their results, nonconformity counts by process, and the findings still open (any date)."""
+    from ..domain.audit import RESULTS
+
+    done = []
+    nc: dict[str, dict[str, int]] = {}
+    for fact in _audit_facts(session):
+        if fact.done_on is None or not since <= fact.done_on <= until:
+            continue
+        row = session.get(RecordRow, fact.id)
+        items = (row.data or {}).get("items", [])
+        counts = {r: sum(1 for i in items if i.get("result") == r) for r in RESULTS}
+        done.append({"id": row.id, "process": row.process, "stage": row.status, "done_on": fact.done_on, **counts})
+        per = nc.setdefault(row.process, {"minor": 0, "major": 0})
+        per["minor"] += counts["minor"]
+        per["major"] += counts["major"]
+    open_findings = [
+        {
+            "id": r.id,
+            "process": r.process,
+            "result": (r.data or {}).get("result"),
+            "capa": (r.data or {}).get("capa"),
+            "recheck_due": r.due_date,
+            "overdue": is_overdue(r.due_date, until, r.status),
+        }
+        for r in session.scalars(
+            select(RecordRow).where(RecordRow.kind == "finding", record_is_open()).order_by(RecordRow.id)
+        )
+    ]
+    return {"audits": done, "nc_counts": nc, "open_findings": open_findings}

@@ -49,7 +49,7 @@ BAD_CONFIGS = [
         "unknown-key",
         mutate(CAPA_OWNER, CAPA_OWNER + "\n    team: quality"),
         "team: quality",
-        "processes[7].team: unknown key 'team' (allowed: key, title, owner, procedure, aspects, schedule, required_signatures)",
+        "processes[7].team: unknown key 'team' (allowed: key, title, owner, procedure, aspects, schedule, required_signatures, members)",
     ),
     (
         "unknown-aspect",

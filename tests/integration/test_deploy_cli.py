@@ -68,7 +68,9 @@ def test_plan_takes_schedules_from_qms_yaml_and_limits_per_procedure(
     assert planned["jira-sync/every-minute"] == (None, 1)  # Jira off: no schedule
     assert planned["trail-anchor/hourly"] == ("41 * * * *", 1)
     assert planned["release-validation/on-demand"] == (None, None)  # validations: on demand, no limit
-    assert len(planned) == 8
+    assert planned["internal-audit/on-demand"] == (None, None)  # one run per audit, no limit
+    assert planned["audit-scan/daily"] == ("45 6 * * *", 1)
+    assert len(planned) == 10
     overridden = {
         full_name(spec): limit
         for spec, _, limit in plan(

@@ -323,3 +323,47 @@ def test_document_review_suspends_then_a_signature_resumes_it_to_the_controlled_
             select(func.count()).select_from(ApprovalRequestRow).where(ApprovalRequestRow.flow_run_id == run_id)
         )
     assert runs == 1
+
+
+# ------------------------------------------------------------------ internal audit
+
+
+def test_internal_audit_waits_for_the_items_then_for_the_signed_report(world: QmsContext) -> None:
+    from identityutil import sign
+
+    from flows.internal_audit import audit_scan, internal_audit
+    from qmsflow.services import audit
+
+    today = datetime.now(UTC).date()
+    with UnitOfWork(world.db, "ana") as uow:
+        audit_id = audit.plan(uow, world.config, "data-management", "ben", today, "ana").id
+    notified = outbox(world, f"audit:{audit_id}")
+    assert sorted(r.stream for r in notified) == [f"audit:{audit_id}:ben", f"audit:{audit_id}:dev"]
+    parameters = {"audit_id": audit_id}
+    run_id = _deployment_run(internal_audit, parameters)
+
+    assert _execute(internal_audit, run_id, parameters) is None and _state(run_id) == "PAUSED"  # 1-2: items
+    with world.db.read() as s:
+        row = s.get(RecordRow, audit_id)
+        assert row.status == "in_progress" and row.data["flow_run_id"] == run_id and len(row.data["items"]) == 2
+    with UnitOfWork(world.db, "qmsflow") as uow:
+        assert audit.due_to_start(uow, today) == []  # the scan starts no second run for it
+    with UnitOfWork(world.db, "ben") as uow:
+        audit.record(uow, world.config, audit_id, 1, "conform", ["document:SOP-DAT-001"], "", "ben")
+        audit.record(uow, world.config, audit_id, 2, "observation", ["document:SOP-DAT-001"], "terse notes", "ben")
+        request_id = audit.conclude(uow, world.config, audit_id, "Implemented and effective.", "ben")["awaiting"]
+    assert audit.resume_run(world, audit_id)  # what qms audit conclude does
+    assert _execute(internal_audit, run_id, parameters) is None and _state(run_id) == "PAUSED"  # 3: signatures
+    with world.db.read() as s:
+        assert s.get(ApprovalRequestRow, request_id).flow_run_id == run_id
+    for person in ("ben", "ana"):
+        with UnitOfWork(world.db, person) as uow:
+            result = sign(uow, world.config, request_id, person)
+        approvals.after_decision(world, result)
+    final = _execute(internal_audit, run_id, parameters)  # 4: the signed report
+
+    assert final.is_completed() and _state(run_id) == "COMPLETED"
+    outcome = final.result()
+    assert outcome["stage"] == "closed" and Path(outcome["report"]["html"]).exists()
+    assert actions(world, f"audit:{audit_id}").count("audit.seed-recorded") == 1  # the re-runs drew nothing again
+    assert audit_scan()["started"] == []
