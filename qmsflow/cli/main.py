@@ -25,6 +25,7 @@ AREAS = (
     "approvals",
     "capa",
     "release",
+    "retention",
     "evidence",
     "integrations",
     "accounts",

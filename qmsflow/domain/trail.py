@@ -190,6 +190,7 @@ NOTE_ACTIONS = frozenset(
 )
 NOTE_SUFFIXES = (
     ".delete-refused",
+    ".hold-refused",
     ".jira-transition-refused",
     ".reminded",
     ".escalated",

@@ -61,7 +61,7 @@ def test_init_check_sync_verify_anchor_status(qms, tmp_path: Path) -> None:  # n
     code, out, _ = qms("init", str(repo), "--no-git")
     assert code == 1
     code, out, _ = qms("sync", "-c", cfg, "--as", "qmsflow")
-    assert code == 0 and "34 change(s) recorded" in out
+    assert code == 0 and "36 change(s) recorded" in out
     code, out, _ = qms("sync", "-c", cfg)
     assert "already in sync" in out
     code, out, _ = qms("document", "scan", "-c", cfg)
