@@ -190,3 +190,18 @@ def test_cli_dates_show_hold_and_release(synced_ctx: QmsContext, capsys, monkeyp
         assert "legal_hold" not in row.data and row.data["legal_holds_released"][0]["release_reason"] == "settled"
         set_event = [e for e in trail.events_for(s, f"record:{record_id}") if e.action == "capa.legal-hold-set"]
     assert set_event[0].actor == "ana" and json.loads(set_event[0].after_json)["data"]["legal_hold"]["by"] == "ana"
+
+
+def test_scaffolded_procedures_state_the_dates_and_the_annex_choice_truly(tmp_path) -> None:  # noqa: ANN001
+    from qmsflow.scaffold import scaffold
+
+    scaffold(tmp_path / "r", git=False)
+    qms001 = next((tmp_path / "r" / "procedures").glob("QMS-001*.md")).read_text()
+    assert "stored as versioned configuration" not in qms001
+    assert "ai_act_dates.yaml" in qms001 and "2 Dec 2027" in qms001 and "2 Aug 2028" in qms001
+    assert (
+        "Annex III point 1 (biometrics)" in qms001
+        and "points 2 to 8, internal control under Annex VI (no choice)" in qms001
+    )
+    capa_sop = next((tmp_path / "r" / "procedures").glob("SOP-CAPA-001*.md")).read_text()
+    assert "placed on the market or put into service (Art. 18(1))" in capa_sop and "legal hold" in capa_sop
