@@ -35,7 +35,11 @@ from qmsflow.services.delivery import deliver  # noqa: E402
 from qmsflow.services.sync import sync_config  # noqa: E402
 from qmsflow.store import UnitOfWork  # noqa: E402
 
-ROOT_CAUSE = {"method": "5 whys", "cause": "label drift", "similar_cases": "none"}
+ROOT_CAUSE = {
+    "method": "5 whys",
+    "cause": "label drift",
+    "similar_cases": {"checked": True, "scope": "all datasets", "found": []},
+}
 ACTIONS = [{"what": "Add a label audit", "owner": "dev", "due": "2027-01-31"}]
 
 

@@ -88,13 +88,17 @@ def capa_advance(
     actor: ActorOpt = None,
     token_file: TokenFileOpt = None,
 ) -> None:
-    """Move a CAPA to its next stage with the data that stage needs; errors name the missing field.
+    """Move a CAPA to its next stage with the data that stage needs; errors name the field.
 
-    Needed: containment: correction; root_cause: method, cause, similar_cases; action_plan: actions
-    (what, owner, due; signed approval); implementation: -; effectiveness_check: evidence (per action
-    index); closed: result=effective, checked_by, no_adverse_effect, risk_update or
-    no_risk_update_reason (signed by the process owner or a quality lead). From effectiveness_check,
-    result=ineffective, checked_by, notes go back to root_cause.
+    Needed: containment: correction; root_cause: method, cause, similar_cases as JSON
+    ('{"checked": true, "scope": "…", "found": ["CAPA-2026-0002"]}' or '{"checked": false, "reason":
+    "…"}'); action_plan: actions (what, owner: a person of qms.yaml, due; signed approval);
+    implementation: -; effectiveness_check: evidence (per action index); closed: result=effective,
+    checked_by (a person of qms.yaml, not the CAPA owner), checked_on (YYYY-MM-DD, not in the future; before
+    the effectiveness due date only with early_reason), no_adverse_effect=true,
+    no_adverse_effect_reasoning, risk_update or no_risk_update_reason (signed by the process owner or a
+    quality lead). From effectiveness_check, result=ineffective, checked_by, checked_on, notes go back to
+    root_cause. A refused move is recorded in the trail.
     """
     import json
 

@@ -26,6 +26,7 @@ AREAS = (
     "capa",
     "release",
     "audit",
+    "retention",
     "evidence",
     "integrations",
     "accounts",

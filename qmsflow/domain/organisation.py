@@ -66,17 +66,21 @@ class AISystem(Strict):
     intended_purpose: Text(limits.COMMENT, multiline=True, min_length=1)
     risk_class: Literal["high-risk", "limited-risk", "minimal-risk", "not-high-risk-art-6-3"]
     annex_iii_area: Literal[ANNEX_III_AREAS] | None = None  # type: ignore[valid-type]
+    # the dates retention counts from (EU AI Act Art. 18(1)): recorded in the store when first known
     placed_on_market: date | None = None
+    put_into_service: date | None = None
     withdrawn_on: date | None = None
     # release validation (docs/release-validation.md): who signs a report, and the acceptance criteria
     release: ReleaseSettings | None = None
 
     @model_validator(mode="after")
     def _withdrawn_after_placed(self) -> AISystem:
-        if self.withdrawn_on and not self.placed_on_market:
-            raise ValueError("withdrawn_on is set but placed_on_market is not")
-        if self.withdrawn_on and self.placed_on_market and self.withdrawn_on < self.placed_on_market:
-            raise ValueError("withdrawn_on is before placed_on_market")
+        if self.withdrawn_on and not (self.placed_on_market or self.put_into_service):
+            raise ValueError("withdrawn_on is set but neither placed_on_market nor put_into_service is")
+        for name in ("placed_on_market", "put_into_service"):
+            start = getattr(self, name)
+            if self.withdrawn_on and start and self.withdrawn_on < start:
+                raise ValueError(f"withdrawn_on is before {name}")
         return self
 
 
@@ -161,7 +165,10 @@ class ControlledDocument(Strict):
 
 
 class Retention(Strict):
+    # years from placing on the market or putting into service (Art. 18(1): 10); longer only
     years: int = Field(default=10, ge=10, le=100)
+    # organisation policy, stricter than Art. 18: also keep records this many years after withdrawal
+    years_after_withdrawal: int | None = Field(default=None, ge=1, le=100)
     anchors_file: str = "records/trail-anchors.jsonl"
 
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 KIND_PREFIXES: dict[str, str] = {
     "capa": "CAPA",
     "deviation": "DEV",
+    "ai-system": "SYS",  # an AI system's lifecycle dates and legal hold (services/retention.py)
     "document-review-due": "DRD",
     "approval": "APR",
     "audit": "AUD",

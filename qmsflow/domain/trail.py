@@ -181,6 +181,7 @@ NOTE_ACTIONS = frozenset(
         "approval.reminded",
         "approval.escalated",
         "capa.escalated",
+        "capa.advance-refused",
         "capa.jira-transition-refused",
         "web.refused",
         "web.sign-in-failed",
@@ -189,6 +190,7 @@ NOTE_ACTIONS = frozenset(
 )
 NOTE_SUFFIXES = (
     ".delete-refused",
+    ".hold-refused",
     ".jira-transition-refused",
     ".reminded",
     ".escalated",

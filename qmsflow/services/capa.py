@@ -20,6 +20,7 @@ from ..domain.capa import (
     SOURCES,
     STAGE_TITLES,
     Capa,
+    Facts,
     closure_signers,
     stage_due,
 )
@@ -48,6 +49,7 @@ def _capa(row: RecordRow) -> Capa:
         severity=row.data.get("severity", "medium"),
         stage=row.status,
         due=row.due_date,
+        effectiveness_due=row.data.get("effectiveness_due"),
         data=row.data.get("stages", {}),
     )
 
@@ -57,6 +59,11 @@ def load(uow: UnitOfWork, capa_id: str) -> tuple[RecordRow, Capa]:
     if row is None or row.kind != "capa":
         raise NotFound(f"no CAPA {capa_id}")
     return row, _capa(row)
+
+
+def facts(uow: UnitOfWork, config: QmsConfig) -> Facts:
+    """What the CAPA rules check against: the people of qms.yaml and today's date (the store's clock)."""
+    return Facts(people=frozenset(p.id for p in config.people), today=uow.now().date())
 
 
 def _quality_leads(config: QmsConfig) -> list[str]:
@@ -169,9 +176,21 @@ def advance(uow: UnitOfWork, config: QmsConfig, capa_id: str, target: str, field
     if row.data.get("pending"):
         pending = row.data["pending"]
         raise InvalidTransition(f"{capa_id} waits for approval {pending['request']} to enter {pending['target']}")
-    stage_data = capa.check_advance(target, fields)
+    try:
+        stage_data = capa.check_advance(target, fields, facts(uow, config))
+    except DomainError as error:  # refused: nothing changes, and the refusal is recorded
+        uow.rollback()
+        uow.record(
+            "capa.advance-refused",
+            f"record:{capa_id}",
+            None,
+            {"stage": capa.stage, "target": target, "refused": str(error), "fields": sorted(fields)},
+        )
+        uow.commit()
+        raise
     if target == "closed":
         _check_gate(row)
+    stage_data = {**stage_data, "recorded_by": uow.actor}
     if target in SIGNED_STAGES:
         process = config.process(capa.process)
         approvers = closure_signers(capa.owner, process.owner, _quality_leads(config))

@@ -10,8 +10,8 @@ from sqlalchemy import select
 from ..domain.errors import DomainError, RetentionError
 from ..domain.organisation import QmsConfig
 from ..domain.records import human_id, prefix_for
-from ..domain.retention import SystemLifecycle, check_deletable
-from ..store.tables import DocumentRow, DocumentVersionRow, IdCounterRow, RecordRow
+from ..domain.retention import check_deletable
+from ..store.tables import DocumentVersionRow, IdCounterRow, RecordRow
 from ..store.uow import UnitOfWork
 from .common import row_values
 
@@ -90,12 +90,6 @@ def update_record(uow: UnitOfWork, row: RecordRow, action: str, **changes: Any) 
     return True
 
 
-def _lifecycles(config: QmsConfig, system_ids: list[str]) -> list[SystemLifecycle]:
-    """The AI systems a record concerns; a record naming none concerns the whole QMS, so all of them."""
-    chosen = [s for s in config.systems if s.id in system_ids] if system_ids else list(config.systems)
-    return [SystemLifecycle(s.id, s.placed_on_market, s.withdrawn_on) for s in chosen]
-
-
 def _refuse(uow: UnitOfWork, action: str, ref: str, error: RetentionError) -> None:
     uow.rollback()
     uow.record(action, ref, None, {"refused": str(error)})
@@ -103,19 +97,16 @@ def _refuse(uow: UnitOfWork, action: str, ref: str, error: RetentionError) -> No
 
 
 def delete_record(uow: UnitOfWork, config: QmsConfig, record_id: str, today: date) -> None:
-    """Delete a record after its retention end; before it, refuse and record the attempt."""
+    """Delete a record after its retention end (services/retention.py) and when no legal hold covers it;
+    otherwise refuse and record the attempt."""
+    from .retention import record_period
+
     row = uow.session.get(RecordRow, record_id)
     if row is None:
         raise NotFound(f"no record {record_id}")
     ref = f"record:{record_id}"
     try:
-        check_deletable(
-            f"record {record_id}",
-            row.created_at.date(),
-            _lifecycles(config, row.systems),
-            config.retention.years,
-            today,
-        )
+        check_deletable(f"record {record_id}", record_period(uow, config, row), today)
     except RetentionError as error:
         _refuse(uow, f"{row.kind}.delete-refused", ref, error)
         raise
@@ -133,16 +124,11 @@ def delete_document_version(uow: UnitOfWork, config: QmsConfig, doc_id: str, ver
     )
     if row is None:
         raise NotFound(f"no version {version} of document {doc_id}")
-    doc = uow.session.get(DocumentRow, doc_id)
+    from .retention import version_period
+
     ref = f"document-version:{doc_id}@{version}"
     try:
-        check_deletable(
-            f"document {doc_id} version {version}",
-            row.created_at.date(),
-            _lifecycles(config, list(doc.systems) if doc else []),
-            config.retention.years,
-            today,
-        )
+        check_deletable(f"document {doc_id} version {version}", version_period(uow, config, row), today)
     except RetentionError as error:
         _refuse(uow, "document-version.delete-refused", ref, error)
         raise

@@ -16,7 +16,7 @@ from ..domain.documents import DocStatus
 from ..domain.organisation import QmsConfig
 from ..store.tables import DocumentRow, DocumentVersionRow, PersonRow, ProcessRow
 from ..store.uow import UnitOfWork
-from . import release
+from . import release, retention
 from .common import row_values, sha256_file
 
 
@@ -114,6 +114,7 @@ def sync_config(uow: UnitOfWork, config: QmsConfig, root: Path, register_drafts:
             _register_draft(uow, d.id, d.path, root, report)
     _deactivate_missing(uow, DocumentRow, "id", {d.id for d in config.documents}, "document", report)
     report.changes.extend(release.register_criteria(uow, config))  # pre-registration of release criteria
+    report.changes.extend(retention.record_lifecycles(uow, config))  # AI systems' dates, never shortened
     uow.session.flush()
     uow.commit()
     return report

@@ -3,7 +3,7 @@ service with signed stages through approval requests."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import identityutil
 import pytest
@@ -12,23 +12,29 @@ from hypothesis import strategies as st
 
 from qmsflow.context import QmsContext
 from qmsflow.domain.approvals import NotAuthorized
-from qmsflow.domain.capa import SIGNED_STAGES, STAGES, Capa, MissingField, closure_signers, is_closable
+from qmsflow.domain.capa import SIGNED_STAGES, STAGES, Capa, Facts, MissingField, closure_signers, is_closable
 from qmsflow.domain.errors import DomainError, InvalidTransition
 from qmsflow.services import capa
 from qmsflow.store import UnitOfWork, trail
 from qmsflow.store.tables import RecordRow
 
 PEOPLE = ["ana", "ben", "chloe", "dev"]
+TODAY = date.today()
+FACTS = Facts(people=frozenset(PEOPLE), today=TODAY)
+SIMILAR = {"checked": True, "scope": "batches 1-20 of every dataset", "found": []}
 FULL = {
     "containment": {"correction": "Model rolled back to v1.3"},
-    "root_cause": {"method": "5 whys", "cause": "Label drift in batch 12", "similar_cases": "Checked batches 1-20"},
+    "root_cause": {"method": "5 whys", "cause": "Label drift in batch 12", "similar_cases": SIMILAR},
     "action_plan": {"actions": [{"what": "Add label audit", "owner": "dev", "due": "2026-12-20"}]},
     "implementation": {},
     "effectiveness_check": {"evidence": {"0": ["https://ci.example/run/42"]}},
     "closed": {
         "result": "effective",
         "checked_by": "ana",
-        "no_adverse_effect": "No effect on safety or compliance",
+        "checked_on": TODAY.isoformat(),
+        "early_reason": "the regression test reproduces the failure and passes on every run",
+        "no_adverse_effect": True,
+        "no_adverse_effect_reasoning": "The label audit only adds a check; outputs and oversight are unchanged",
         "risk_update": "RSK-12 likelihood lowered",
     },
 }
@@ -44,8 +50,10 @@ field_sets = st.dictionaries(
             "evidence",
             "result",
             "checked_by",
+            "checked_on",
             "notes",
             "no_adverse_effect",
+            "no_adverse_effect_reasoning",
             "risk_update",
             "no_risk_update_reason",
         ]
@@ -59,6 +67,13 @@ field_sets = st.dictionaries(
         st.just([{"what": "w", "owner": "dev", "due": "2026-12-01"}]),
         st.just({"0": ["link"]}),
         st.just([]),
+        st.just(False),
+        st.just(True),
+        st.just("dev"),
+        st.just("nobody-x"),
+        st.just(TODAY.isoformat()),
+        st.just((TODAY + timedelta(days=3)).isoformat()),
+        st.just({"checked": False, "reason": "r"}),
     ),
     max_size=3,
 )
@@ -82,14 +97,14 @@ reached: list[int] = []
 def test_no_event_sequence_closes_a_capa_without_its_evidence(sequence: list) -> None:
     """Random stage requests with random data and random signers: a CAPA that reaches `closed`
     always has an effective check, a risk update or reason, the no-adverse-effect statement and a
-    closure signature by someone other than its owner."""
+    closure signature by someone other than its owner, and a dated check by someone else."""
     c = Capa(id="CAPA-2026-0001", title="t", source="audit", owner="dev", process="capa")
     for wanted, fields, signer, use_full, pick in sequence:
         options = c.next_stages()
         target = wanted or (options[pick % len(options)] if options else "closed")
         data = {**FULL.get(target, {}), **fields} if use_full else dict(fields)
         try:
-            stage_data = c.check_advance(target, data)
+            stage_data = c.check_advance(target, data, FACTS)
         except DomainError:
             continue
         if target in SIGNED_STAGES:
@@ -113,9 +128,10 @@ def test_the_property_test_does_reach_closure() -> None:
 def test_the_happy_path_and_the_loop_back_on_an_ineffective_check() -> None:
     c = Capa(id="CAPA-1", title="t", source="audit", owner="dev", process="capa")
     for stage in STAGES[1:-1]:
-        c.apply(stage, c.check_advance(stage, FULL[stage]))
+        c.apply(stage, c.check_advance(stage, FULL[stage], FACTS))
     assert c.next_stages() == ["closed", "root_cause"]
-    back = c.check_advance("root_cause", {"result": "ineffective", "checked_by": "ana", "notes": "drift again"})
+    again = {"result": "ineffective", "checked_by": "ana", "checked_on": TODAY.isoformat(), "notes": "drift again"}
+    back = c.check_advance("root_cause", again, FACTS)
     c.apply("root_cause", back)
     assert c.stage == "root_cause" and c.data["effectiveness_checks"][-1]["result"] == "ineffective"
 
@@ -123,12 +139,12 @@ def test_the_happy_path_and_the_loop_back_on_an_ineffective_check() -> None:
 def test_errors_name_the_missing_field() -> None:
     c = Capa(id="CAPA-1", title="t", source="audit", owner="dev", process="capa")
     with pytest.raises(MissingField, match="moving to containment needs correction"):
-        c.check_advance("containment", {})
+        c.check_advance("containment", {}, FACTS)
     with pytest.raises(InvalidTransition, match=r"cannot move to closed \(allowed: containment\)"):
-        c.check_advance("closed", FULL["closed"])
+        c.check_advance("closed", FULL["closed"], FACTS)
     c.apply("containment", FULL["containment"])
     with pytest.raises(MissingField, match="needs method, cause, similar_cases"):
-        c.check_advance("root_cause", {"method": " "})
+        c.check_advance("root_cause", {"method": " "}, FACTS)
 
 
 def test_closure_never_by_the_capa_owner() -> None:

@@ -61,7 +61,7 @@ def test_init_check_sync_verify_anchor_status(qms, tmp_path: Path) -> None:  # n
     code, out, _ = qms("init", str(repo), "--no-git")
     assert code == 1
     code, out, _ = qms("sync", "-c", cfg, "--as", "qmsflow")
-    assert code == 0 and "34 change(s) recorded" in out
+    assert code == 0 and "36 change(s) recorded" in out
     code, out, _ = qms("sync", "-c", cfg)
     assert "already in sync" in out
     code, out, _ = qms("document", "scan", "-c", cfg)
@@ -69,10 +69,10 @@ def test_init_check_sync_verify_anchor_status(qms, tmp_path: Path) -> None:  # n
     code, out, _ = qms(
         "verify", "-c", cfg
     )  # init started the trail (seq 1), recorded the anchors file (store.anchored) and anchored it
-    assert code == 0 and "OK: 46 events verified" in out and "record states: 44 rows in 11 tables match" in out
+    assert code == 0 and "OK: 48 events verified" in out and "record states: 46 rows in 11 tables match" in out
     assert "anchors checked: 1" in out
     code, out, _ = qms("anchor", "-c", cfg)
-    assert code == 0 and "anchored seq 46" in out and "is not a git repo" in out
+    assert code == 0 and "anchored seq 48" in out and "is not a git repo" in out
     assert (repo / "records" / "trail-anchors.jsonl").read_text().count("\n") == 2
     code, out, _ = qms("verify", "-c", cfg)
     assert "anchors checked: 2" in out
@@ -89,7 +89,7 @@ def test_bad_config_is_one_clear_error(qms, repo: Path) -> None:  # noqa: ANN001
     (repo / "qms.yaml").write_text(text)
     code, out, err = qms("check", "-c", str(repo / "qms.yaml"))
     assert code == 2
-    assert "qms.yaml:53 processes[0].owner: 'quality-team' is not a person (people: ana, ben, chloe, dev)" in err
+    assert "qms.yaml:54 processes[0].owner: 'quality-team' is not a person (people: ana, ben, chloe, dev)" in err
     assert "Traceback" not in err + out
 
 

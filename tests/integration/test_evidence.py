@@ -35,7 +35,11 @@ from qmsflow.store import UnitOfWork, guards, trail
 from qmsflow.store.state import StateNotRecorded, state_of
 from qmsflow.store.tables import ApiTokenRow, DocumentVersionRow, PersonRow, RecordRow, SignatureRow
 
-ROOT_CAUSE = {"method": "5 whys", "cause": "Label drift in batch 12", "similar_cases": "Checked batches 1-20"}
+ROOT_CAUSE = {
+    "method": "5 whys",
+    "cause": "Label drift in batch 12",
+    "similar_cases": {"checked": True, "scope": "batches 1-20", "found": []},
+}
 
 
 @dataclass

@@ -204,7 +204,14 @@ def test_a_capa_signed_step_is_decided_and_applied_once(store: QmsContext, serve
         capa_id = capa.open_capa(uow, store.config, title="Drift", source="pms", owner="dev").id
         for target, fields in (
             ("containment", {"correction": "rolled back"}),
-            ("root_cause", {"method": "5 whys", "cause": "no alert", "similar_cases": "none"}),
+            (
+                "root_cause",
+                {
+                    "method": "5 whys",
+                    "cause": "no alert",
+                    "similar_cases": {"checked": True, "scope": "all alerts", "found": []},
+                },
+            ),
         ):
             capa.advance(uow, store.config, capa_id, target, fields)
         plan = {"actions": [{"what": "add alert", "owner": "dev", "due": "2027-01-31"}]}

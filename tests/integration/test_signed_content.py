@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import identityutil
@@ -213,13 +214,28 @@ def closed_capa(ctx: QmsContext) -> tuple[str, list[str]]:
         uow.commit()
     steps = [
         ("containment", {"correction": "rolled back model 2.3"}),
-        ("root_cause", {"method": "5 whys", "cause": "no drift alert", "similar_cases": "none"}),
+        (
+            "root_cause",
+            {
+                "method": "5 whys",
+                "cause": "no drift alert",
+                "similar_cases": {"checked": True, "scope": "all alerts", "found": []},
+            },
+        ),
         ("action_plan", {"actions": [{"what": "add drift alert", "owner": "dev", "due": "2027-01-31"}]}),
         ("implementation", {}),
         ("effectiveness_check", {"evidence": {"0": ["https://ci.example/run/42"]}}),
         (
             "closed",
-            {"result": "effective", "checked_by": "chloe", "no_adverse_effect": "none", "risk_update": "RSK-7 lowered"},
+            {
+                "result": "effective",
+                "checked_by": "chloe",
+                "checked_on": date.today().isoformat(),
+                "early_reason": "the drift alert fired in the replay of the incident",
+                "no_adverse_effect": True,
+                "no_adverse_effect_reasoning": "an alert only; no output changes",
+                "risk_update": "RSK-7 lowered",
+            },
         ),
     ]
     requests = []

@@ -174,7 +174,7 @@ def test_sync_is_idempotent_and_trailed(ctx: QmsContext) -> None:
         uow.commit()
         second = sync_config(uow, ctx.config, ctx.root)
         uow.commit()
-    assert len(first.changes) == 4 + 10 + 10 + 10  # people, processes, documents, draft versions
+    assert len(first.changes) == 4 + 10 + 10 + 10 + 2  # people, processes, documents, draft versions, AI systems
     assert not second
     with ctx.db.read() as s:
         events = trail.events_for(s, "document-version:SOP-DOC-001@1.0")
@@ -202,8 +202,9 @@ def test_retention_refuses_deletion_and_records_the_attempt(ctx: QmsContext) -> 
         row, _ = create_record(uow, "capa", "Mislabelled training data", systems=["triage-assist"])
         uow.commit()
         record_id = row.id
-    with UnitOfWork(ctx.db, "dev") as uow, pytest.raises(RetentionError, match="triage-assist not withdrawn"):
-        delete_record(uow, ctx.config, record_id, date(2040, 1, 1))
+    # Art. 18(1): ten years from placing on the market (triage-assist: 2026-09-01), at least ten from the record
+    with UnitOfWork(ctx.db, "dev") as uow, pytest.raises(RetentionError, match=r"must be kept until 20(36|37)-"):
+        delete_record(uow, ctx.config, record_id, date(2036, 8, 31))
     with ctx.db.read() as s:
         assert s.get(RecordRow, record_id) is not None
         refused = s.scalars(select(TrailEventRow).where(TrailEventRow.action == "capa.delete-refused")).one()
@@ -226,7 +227,7 @@ def test_record_past_retention_can_be_deleted_and_the_deletion_is_trailed(ctx: Q
         row, _ = create_record(uow, "capa", "Old", systems=[])
         uow.commit()
         record_id = row.id
-    # no system withdrawn in the sample, so pretend a config with no systems at all
+    # a QMS without AI systems: the record's own ten years
     config = ctx.config.model_copy(update={"systems": []})
     with UnitOfWork(ctx.db, "ana") as uow:
         delete_record(uow, config, record_id, date(2100, 1, 1))
@@ -241,7 +242,7 @@ def test_store_on_postgres_via_environment(pg_ctx: QmsContext) -> None:
     with UnitOfWork(pg_ctx.db, "qmsflow") as uow:
         sync_config(uow, pg_ctx.config, pg_ctx.root)
         uow.commit()
-    assert verify(pg_ctx.db, None).report.count == 34
+    assert verify(pg_ctx.db, None).report.count == 36  # with the two AI systems' lifecycle records
 
 
 def test_vacuum_analyze_after_a_bulk_load_on_postgresql(db: Database) -> None:
