@@ -149,7 +149,9 @@ def test_a_store_written_by_the_services_verifies_state_included(world: World) -
     result = world.verify()
     assert result.ok, problems(result)
     tables = result.state.by_table
-    assert tables["records"] == 1 and tables["signatures"] == 1 and tables["users"] == 2  # ben, and ana (token)
+    assert (
+        tables["records"] == 3 and tables["signatures"] == 1 and tables["users"] == 2
+    )  # the CAPA and the two AI systems' lifecycle records; users: ben, and ana (token)
     assert tables["api_tokens"] == 1 and tables["approval_requests"] == 2 and tables["people"] == 4
     assert result.state.rows == sum(tables.values())
 
