@@ -9,6 +9,6 @@ def procedures() -> None:
     global _done
     if _done:
         return
-    from .services import capa, review  # noqa: F401 - importing registers their reactions
+    from .services import capa, documents, management_review, review, sync  # noqa: F401 - importing registers their reactions and review-input providers
 
     _done = True

@@ -204,7 +204,7 @@ DEFAULT_JIRA_STATUSES = {
 
 
 DEFAULT_JIRA_INBOUND = {"In Progress": "implementation", "Done": "closed", "In Review": "effectiveness_check"}
-DEFAULT_JIRA_ISSUE_TYPES = {"capa": "Task", "mr-action": "Task"}
+DEFAULT_JIRA_ISSUE_TYPES = {"capa": "Task"}
 JiraName = Annotated[str, Field(min_length=1, max_length=255)]
 
 
