@@ -18,7 +18,19 @@ from ..settings import ConfigError
 from .common import CliError, ConfigOpt, _ctx, app, err, out  # noqa: F401 - re-exported for command modules
 
 # in the order `qms --help` lists them: set up, look, work, evidence, integrations, identity, run
-AREAS = ("setup", "status", "documents", "approvals", "capa", "evidence", "integrations", "accounts", "keys", "serve")
+AREAS = (
+    "setup",
+    "status",
+    "documents",
+    "approvals",
+    "capa",
+    "management_review",
+    "evidence",
+    "integrations",
+    "accounts",
+    "keys",
+    "serve",
+)
 for _area in AREAS:
     importlib.import_module(f"{__name__.rpartition('.')[0]}.{_area}")
 

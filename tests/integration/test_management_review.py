@@ -226,3 +226,74 @@ def test_watch_add_refuses_bad_input(synced: QmsContext) -> None:
             mr.watch_add(uow, synced.config, note="x", source="https://x.eu", processes=["nope"])
         with pytest.raises(DomainError, match="not begun yet"):
             mr.start(uow, synced.config, Period.of(mr.today_in(synced.config, uow.now())).next())
+
+
+def test_cli_start_decide_submit_show(synced: QmsContext, capsys: pytest.CaptureFixture, monkeypatch) -> None:  # noqa: ANN001
+    from identityutil import token
+
+    from qmsflow.cli.main import run
+
+    monkeypatch.setenv("QMS_TOKEN", token(synced.db, "ana"))
+    cfg = str(synced.loaded.path)
+    period = str(Period.of(mr.today_in(synced.config, UnitOfWork.now())))
+    assert (
+        run(
+            [
+                "watch",
+                "add",
+                "-c",
+                cfg,
+                "--note",
+                "Draft prEN 18286",
+                "--source",
+                "https://cen.eu/x",
+                "--process",
+                "qms-governance",
+            ]
+        )
+        == 0
+    )
+    watch = capsys.readouterr().out.split()[0]
+    assert run(["management-review", "start", "--period", "2027Q9", "-c", cfg]) == 1
+    assert "is not a quarter" in capsys.readouterr().err
+    assert run(["management-review", "start", "--period", period, "-c", cfg]) == 0
+    review_id = capsys.readouterr().out.split()[0]
+    assert run(["management-review", "start", "--period", period, "-c", cfg]) == 1
+    assert "already started" in capsys.readouterr().err
+    assert run(["management-review", "submit", review_id, "-c", cfg]) == 1
+    assert "input a.previous-actions is not addressed" in capsys.readouterr().err
+    due = (mr.today_in(synced.config, UnitOfWork.now()) + timedelta(days=20)).isoformat()
+    assert (
+        run(
+            [
+                "management-review",
+                "decide",
+                review_id,
+                "-c",
+                cfg,
+                "--output",
+                "resources",
+                "--decision",
+                "Hire",
+                "--action",
+                f"Hire a tester|chloe|{due}",
+            ]
+        )
+        == 0
+    )
+    assert "actions MRA-" in capsys.readouterr().out
+    assert run(["management-review", "decide", review_id, "-c", cfg, "--output", "improvement", "--action", "bad"]) == 2
+    capsys.readouterr()
+    assert run(["management-review", "show", review_id, "-c", cfg]) == 0
+    shown = capsys.readouterr().out
+    assert watch in shown and "no internal audit results recorded this quarter" in shown
+    assert "missing: output improvement" in shown and "missing: output resources" not in shown
+    for key in INPUT_KEYS:
+        assert run(["management-review", "decide", review_id, "-c", cfg, "--input", key, "--note", "seen"]) == 0
+    for kind in ("improvement", "qms-changes"):
+        assert (
+            run(["management-review", "decide", review_id, "-c", cfg, "--output", kind, "--none-because", "fine"]) == 0
+        )
+    capsys.readouterr()
+    assert run(["management-review", "submit", review_id, "-c", cfg]) == 0
+    assert "waits for ben" in capsys.readouterr().out
