@@ -67,7 +67,8 @@ def test_plan_takes_schedules_from_qms_yaml_and_limits_per_procedure(
     assert planned["document-review/on-demand"] == (None, None)  # reviews: on demand, no limit
     assert planned["jira-sync/every-minute"] == (None, 1)  # Jira off: no schedule
     assert planned["trail-anchor/hourly"] == ("41 * * * *", 1)
-    assert len(planned) == 7
+    assert planned["management-review-quarterly/quarterly"] == ("0 7 1-7 1,4,7,10 *", 1)  # the first working day
+    assert len(planned) == 9
     overridden = {
         full_name(spec): limit
         for spec, _, limit in plan(
