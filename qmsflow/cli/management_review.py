@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -117,6 +118,8 @@ def review_submit(
 def review_show(
     review_id: Optional[str] = typer.Argument(None),
     period: Annotated[Optional[str], typer.Option()] = None,
+    html: Annotated[Optional[Path], typer.Option(help="Write the minutes as HTML to this file.")] = None,
+    pdf: Annotated[Optional[Path], typer.Option(help="Write the minutes as PDF to this file (WeasyPrint).")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Show a review: its inputs with figures and records, the minutes, and what is still missing."""
@@ -132,6 +135,19 @@ def review_show(
                 raise CliError(f"no management review of {period}", 1)
             review_id = row.id
         shown = mr.show(session, review_id)
+        page = mr.minutes_html(session, ctx.config, review_id) if (html or pdf) else None
+    if page is not None:
+        from ..adapters.render import RenderError, html_to_pdf
+
+        if html:
+            html.write_text(page, encoding="utf-8")
+            out.print(f"minutes written to {html}")
+        if pdf:
+            try:
+                pdf.write_bytes(html_to_pdf(page, str(ctx.root)))
+            except RenderError as exc:
+                raise CliError(str(exc), 1) from None
+            out.print(f"minutes written to {pdf}")
     data, pack = shown["data"], shown["pack"]
     out.print(f"{review_id} {escape(shown['title'])}: {shown['status']} (pack {data['pack']})")
     addressed = data.get("minutes", {}).get("addressed", {})

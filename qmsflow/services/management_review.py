@@ -488,3 +488,33 @@ def show(session: Session, review_id: str) -> dict[str, Any]:
         "gaps": gaps(row.data.get("inputs", ()), row.data.get("minutes") or {}),
         "output_kinds": OUTPUT_KINDS,
     }
+
+
+def minutes_html(session: Session, config: QmsConfig, review_id: str) -> str:
+    """The minutes as HTML (templates/reports/management_review.html.j2): the pack's figures with their
+    records, how each input was considered, the decisions and the state of their actions."""
+    from ..adapters.render import render_report
+
+    shown = show(session, review_id)
+    ids = [a for d in _all_decisions(shown["data"]) for a in d.get("actions", [])]
+    actions = (
+        [row_values(r) for r in session.scalars(select(RecordRow).where(RecordRow.id.in_(ids)).order_by(RecordRow.id))]
+        if ids
+        else []
+    )
+    return render_report(
+        "management_review.html.j2",
+        {
+            "review": shown,
+            "pack": shown["pack"],
+            "gaps": shown["gaps"],
+            "output_kinds": OUTPUT_KINDS,
+            "actions": actions,
+            "organisation": config.organisation.name,
+        },
+    )
+
+
+def _all_decisions(data: dict[str, Any]) -> list[dict[str, Any]]:
+    outputs = (data.get("minutes") or {}).get("outputs") or {}
+    return [d for given in outputs.values() for d in (given or {}).get("decisions") or []]

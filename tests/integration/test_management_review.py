@@ -297,3 +297,12 @@ def test_cli_start_decide_submit_show(synced: QmsContext, capsys: pytest.Capture
     capsys.readouterr()
     assert run(["management-review", "submit", review_id, "-c", cfg]) == 0
     assert "waits for ben" in capsys.readouterr().out
+    page, pdf = synced.root / "minutes.html", synced.root / "minutes.pdf"
+    assert run(["management-review", "show", review_id, "-c", cfg, "--html", str(page), "--pdf", str(pdf)]) == 0
+    html = page.read_text()
+    with synced.db.read() as s:
+        sha = mr.load(s, review_id).data["pack"]
+    assert review_id in html and sha in html and watch in html
+    assert "no internal audit results recorded this quarter" in html and "not addressed" not in html
+    assert "Hire a tester" in html and "none, because fine" in html.lower()
+    assert pdf.read_bytes().startswith(b"%PDF")
