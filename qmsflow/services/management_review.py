@@ -518,3 +518,30 @@ def minutes_html(session: Session, config: QmsConfig, review_id: str) -> str:
 def _all_decisions(data: dict[str, Any]) -> list[dict[str, Any]]:
     outputs = (data.get("minutes") or {}).get("outputs") or {}
     return [d for given in outputs.values() for d in (given or {}).get("decisions") or []]
+
+
+def reviews(session: Session) -> list[dict[str, Any]]:
+    """Every review, newest quarter first, with what its minutes still lack (the dashboard's list)."""
+    from ..domain.management_review import gaps
+
+    rows = session.scalars(select(RecordRow).where(RecordRow.kind == KIND)).all()
+    out = [
+        {
+            "id": r.id,
+            "period": r.data["period"],
+            "status": r.status,
+            "owner": r.owner,
+            "pack": r.data["pack"],
+            "pending": (r.data.get("pending") or {}).get("request"),
+            "gaps": len(gaps(r.data.get("inputs", ()), r.data.get("minutes") or {})),
+        }
+        for r in rows
+    ]
+    return sorted(out, key=lambda r: Period.parse(r["period"]), reverse=True)
+
+
+def open_actions(session: Session) -> list[dict[str, Any]]:
+    rows = session.scalars(
+        select(RecordRow).where(RecordRow.kind == ACTION, record_is_open()).order_by(RecordRow.due_date, RecordRow.id)
+    ).all()
+    return [row_values(r) for r in rows]
