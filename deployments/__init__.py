@@ -15,6 +15,7 @@ from flows.capa import capa_escalation, jira_sync
 from flows.document_review import document_review
 from flows.document_review_scan import document_review_due_scan
 from flows.internal_audit import audit_scan, internal_audit
+from flows.management_review import management_review_actions, management_review_quarterly
 from flows.outbox_delivery import outbox_delivery
 from flows.release_validation import release_validation
 from flows.trail_anchor import trail_anchor
@@ -33,6 +34,8 @@ class DeploymentSpec:
     needs: frozenset[str] = frozenset()
     # at most this many runs at once on a work pool (`qms deploy`); None: no limit (reviews wait for people)
     concurrency_limit: int | None = 1
+    # the cron is read in the organisation's time zone (organisation.timezone in qms.yaml), not UTC
+    local_time: bool = False
 
 
 DEPLOYMENTS: list[DeploymentSpec] = [
@@ -108,6 +111,21 @@ DEPLOYMENTS: list[DeploymentSpec] = [
         concurrency_limit=None,
     ),
     DeploymentSpec(
+        name="quarterly",
+        flow=management_review_quarterly,
+        process="qms-governance",
+        cron="0 7 1-7 1,4,7,10 *",  # domain.management_review.QUARTERLY_CRON; starts on the first working day
+        description="Starts the quarter's management review on its first working day: inputs gathered and frozen.",
+        local_time=True,
+    ),
+    DeploymentSpec(
+        name="daily",
+        flow=management_review_actions,
+        process=None,
+        cron="45 6 * * *",
+        description="Escalates overdue management review actions to their owner, then the owner's manager.",
+    ),
+    DeploymentSpec(
         name="hourly",
         flow=trail_anchor,
         process=None,
@@ -127,20 +145,34 @@ def schedule_for(
     return schedules.get(spec.process or "") or spec.cron
 
 
-def build(schedules: dict[str, str | None], enabled: frozenset[str] = frozenset()) -> list:
+def schedules_of(config: Any) -> dict[str, str | None]:
+    """The schedules qms.yaml gives the deployments: each process's ``schedule``; the management review's
+    from ``management_review.schedule`` (a cron, or the default first working day of each quarter)."""
+    schedules = {p.key: p.schedule for p in config.processes}
+    custom = config.management_review.schedule
+    schedules["qms-governance"] = None if custom == "first-working-day" else custom
+    return schedules
+
+
+def build(schedules: dict[str, str | None], enabled: frozenset[str] = frozenset(), timezone: str = "UTC") -> list:
     """RunnerDeployments for ``prefect.serve``, importable by module path from anywhere.
 
     No deployment carries the configuration as a parameter: a flow run reads qms.yaml from the worker's
     own environment (``QMS_CONFIG``), so nobody who can reach Prefect's API can point it at another one.
     """
+    from prefect.schedules import Cron
     from prefect.types.entrypoint import EntrypointType
 
     out = []
     for spec in DEPLOYMENTS:
+        cron = schedule_for(spec, schedules, enabled)
+        when: dict[str, Any] = {"cron": cron}
+        if cron and spec.local_time:
+            when = {"schedule": Cron(cron, timezone=timezone)}
         out.append(
             spec.flow.to_deployment(
                 name=spec.name,
-                cron=schedule_for(spec, schedules, enabled),
+                **when,
                 parameters=dict(spec.parameters),
                 description=spec.description,
                 tags=["qmsflow"] + ([f"process:{spec.process}"] if spec.process else []),

@@ -23,13 +23,13 @@ def main() -> int:
     except ConfigError as exc:
         print(f"qms runner: {exc}", file=sys.stderr)
         return 2
-    schedules = {p.key: p.schedule for p in loaded.config.processes}
+    schedules = deployments.schedules_of(loaded.config)
     from qmsflow.adapters import jira, slack
 
     enabled = frozenset(
         name for name, on in (("slack", slack.settings(loaded.config)), ("jira", jira.settings(loaded.config))) if on
     )
-    built = deployments.build(schedules, enabled)
+    built = deployments.build(schedules, enabled, loaded.config.organisation.timezone)
     # tell `qms up` which deployments to wait for before it reports the stack as up
     manifest = loaded.state_dir / "runner-deployments.json"
     manifest.parent.mkdir(parents=True, exist_ok=True)

@@ -64,7 +64,9 @@ def limits_for(overrides: dict[str, int] | None = None) -> dict[str, int | None]
 
 def plan(config: Any, overrides: dict[str, int] | None = None) -> list[tuple[DeploymentSpec, str | None, int | None]]:
     """(spec, cron, concurrency limit) of every deployment, from qms.yaml and this environment."""
-    schedules = {p.key: p.schedule for p in config.processes}
+    from . import schedules_of
+
+    schedules = schedules_of(config)
     enabled = enabled_integrations(config)
     limits = limits_for(overrides)
     return [(spec, schedule_for(spec, schedules, enabled), limits[full_name(spec)]) for spec in DEPLOYMENTS]
@@ -120,10 +122,15 @@ def register(
             raise
         except Exception as exc:  # noqa: BLE001 - connection and HTTP errors come in many types
             raise TopologyError(f"cannot reach the Prefect API at {api_url}: {exc.__class__.__name__}: {exc}") from None
+        from prefect.schedules import Cron
+
         for spec, cron, limit in planned:
+            when: dict[str, Any] = {"cron": cron}
+            if cron and spec.local_time:  # read in the organisation's time zone
+                when = {"schedule": Cron(cron, timezone=config.organisation.timezone)}
             deployment = spec.flow.to_deployment(
                 name=spec.name,
-                cron=cron,
+                **when,
                 parameters=dict(spec.parameters),
                 description=spec.description,
                 tags=["qmsflow"] + ([f"process:{spec.process}"] if spec.process else []),

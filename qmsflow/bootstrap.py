@@ -9,6 +9,14 @@ def procedures() -> None:
     global _done
     if _done:
         return
-    from .services import audit, capa, release, review  # noqa: F401 - importing registers their reactions
+    from .services import (  # noqa: F401 - importing registers their reactions and review-input providers
+        audit,
+        capa,
+        documents,
+        management_review,
+        release,
+        review,
+        sync,
+    )
 
     _done = True

@@ -153,3 +153,8 @@ def _offline_fetcher(weasyprint):
         return weasyprint.default_url_fetcher(url, *args, **kwargs)
 
     return fetch
+
+
+def render_report(template: str, context: dict) -> str:
+    """A report page (``templates/reports/…``) as self-contained HTML, autoescaped."""
+    return html_environment().get_template(f"reports/{template}").render(**context)

@@ -27,6 +27,7 @@ AREAS = (
     "release",
     "audit",
     "retention",
+    "management_review",
     "evidence",
     "integrations",
     "accounts",

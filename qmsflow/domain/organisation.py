@@ -58,6 +58,20 @@ class Organisation(Strict):
     name: Text(limits.NAME, min_length=1)
     address: Text(limits.COMMENT, multiline=True) | None = None
     contact_email: str | None = Field(default=None, pattern=EMAIL, max_length=limits.EMAIL)
+    # the IANA time zone of the organisation: quarters, the review schedule and "today" are counted in it
+    timezone: str = Field(default="UTC", max_length=64)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone_known(cls, value: str) -> str:
+        from .errors import DomainError
+        from .management_review import zone
+
+        try:
+            zone(value)
+        except DomainError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
 
 class AISystem(Strict):
@@ -220,6 +234,12 @@ class JiraKind(Strict):
 # the defaults of the mirrored kinds: which become Jira issues unless `kinds: {KIND: {mirror: false}}`
 DEFAULT_JIRA_KINDS: dict[str, dict] = {
     "capa": {"issue_type": "Task", "statuses": DEFAULT_JIRA_STATUSES, "inbound": DEFAULT_JIRA_INBOUND},
+    # actions decided by a management review
+    "mr-action": {
+        "issue_type": "Task",
+        "statuses": {"open": "To Do", "in_progress": "In Progress", "done": "Done", "cancelled": "Done"},
+        "inbound": {"In Progress": "in_progress", "Done": "done"},
+    },
 }
 
 
@@ -406,6 +426,35 @@ class AuditSettings(LadderSettings):
     external_auditors: list[ExternalAuditor] = Field(default_factory=list)
 
 
+class ManagementReviewSettings(LadderSettings):
+    """Management review (QMS-001 4.6): who signs the minutes, when the review starts, and the deadline
+    ladder of its overdue actions (days after an action's due date: its owner, their manager, theirs)."""
+
+    remind_after_days: int = Field(default=1, ge=1, le=90)
+    escalate_after_days: int = Field(default=7, ge=1, le=180)
+    escalate_further_after_days: int | None = Field(default=None, ge=1, le=365)
+    # the people who sign the minutes; empty: everyone with the role "management"
+    top_management: list[Slug] = Field(default_factory=list, max_length=20)
+    required_signatures: RequiredSignatures = "all"
+    # "first-working-day" (of each quarter, in organisation.timezone) or a 5-field cron expression
+    schedule: Text(limits.SCHEDULE) = "first-working-day"
+    # days that are not working days besides weekends and 1 January (public holidays of the organisation)
+    non_working_days: list[date] = Field(default_factory=list, max_length=400)
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        if value == "first-working-day":
+            return value
+        value = SCHEDULE_ALIASES.get(value, value)
+        if len(value.split()) != 5 or not croniter.is_valid(value):
+            raise ValueError(
+                f"{value!r} is not a schedule (allowed: first-working-day, {', '.join(SCHEDULE_ALIASES)} "
+                "or a 5-field cron expression like '0 7 1 1,4,7,10 *')"
+            )
+        return value
+
+
 class WebSettings(Strict):
     base_url: str = Field(default="http://127.0.0.1:8000", pattern=r"^https?://")
     # request bodies over this are answered 413 before they are read (Slack and Jira send far less)
@@ -447,6 +496,7 @@ class QmsConfig(Strict):
     approvals: ApprovalSettings = ApprovalSettings()
     capa: CapaSettings = CapaSettings()
     audit: AuditSettings = AuditSettings()
+    management_review: ManagementReviewSettings = ManagementReviewSettings()
     web: WebSettings = WebSettings()
     integrations: Integrations = Integrations()
     security: SecuritySettings = SecuritySettings()
@@ -488,6 +538,12 @@ class QmsConfig(Strict):
             else:
                 wanted.extend(p for p in self.people if p.id == entry and p not in wanted)
         return wanted
+
+    def top_management(self) -> list[str]:
+        """Who signs management review minutes: ``management_review.top_management``, else the people with
+        the role ``management``."""
+        named = list(self.management_review.top_management)
+        return named or [p.id for p in self.people if "management" in p.roles]
 
     def covered_aspects(self) -> set[str]:
         return {a for p in self.processes for a in p.aspects}
@@ -550,6 +606,9 @@ def cross_check(config: QmsConfig) -> list[tuple[Loc, str]]:
             current = by_id[current].manager
         if current == person.id and person.manager != person.id:
             issues.append((("people", i, "manager"), f"managers form a cycle through {person.id!r}"))
+
+    for i, person_id in enumerate(config.management_review.top_management):
+        is_person(person_id, ("management_review", "top_management", i))
 
     for i, process in enumerate(config.processes):
         is_person(process.owner, ("processes", i, "owner"))

@@ -6,7 +6,10 @@ these tables; a new procedure adds its machine here and nowhere else in the shar
 
 from __future__ import annotations
 
-from . import audit, capa
+from . import audit, capa, management_review
 from .stages import StageMachine
 
-MACHINES: dict[str, StageMachine] = {machine.kind: machine for machine in (capa.MACHINE, audit.MACHINE)}
+MACHINES: dict[str, StageMachine] = {
+    machine.kind: machine
+    for machine in (capa.MACHINE, audit.MACHINE, management_review.MACHINE, management_review.ACTION_MACHINE)
+}

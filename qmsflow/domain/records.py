@@ -19,6 +19,8 @@ KIND_PREFIXES: dict[str, str] = {
     "finding": "FND",
     "incident": "INC",
     "management-review": "MRV",
+    "mr-action": "MRA",
+    "watch-entry": "RWE",
     "release": "REL",
     "risk": "RSK",
     "submission": "SUB",

@@ -186,6 +186,8 @@ NOTE_ACTIONS = frozenset(
         "web.refused",
         "web.sign-in-failed",
         "flow.refused",
+        "management-review.start-refused",
+        "management-review.submit-refused",
     }
 )
 NOTE_SUFFIXES = (

@@ -15,6 +15,7 @@ from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from ..adapters import slack
 from ..domain import limits
@@ -41,6 +42,7 @@ from .deadlines import climb
 from .notices import notify
 from .outbox import enqueue
 from .records import NotFound, next_id
+from .review_inputs import Figure, Window, provides
 from .signers import Credential
 
 if TYPE_CHECKING:
@@ -482,3 +484,25 @@ def _resume_later(endpoint: Any, flow_run_id: str, run_input: dict[str, Any]) ->
         if _resumers is None:
             _resumers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="qms-resume")
     return _resumers.submit(attempt)
+
+
+@provides("c.approval-lead-times", "approvals")
+def review_lead_times(session: Session, config: QmsConfig, window: Window) -> list[Figure]:
+    """Approval requests decided in the quarter: how many, and their lead times in days (request to decision)."""
+    rows = session.execute(
+        select(ApprovalRequestRow.id, ApprovalRequestRow.created_at, ApprovalRequestRow.decided_at)
+        .where(ApprovalRequestRow.decided_at >= window.start, ApprovalRequestRow.decided_at < window.end)
+        .order_by(ApprovalRequestRow.id)
+    ).all()
+    if not rows:
+        return []
+    ids = [r[0] for r in rows]
+    days = sorted((decided - created).total_seconds() / 86400 for _, created, decided in rows)
+    median = days[len(days) // 2] if len(days) % 2 else (days[len(days) // 2 - 1] + days[len(days) // 2]) / 2
+    p90 = days[min(len(days) - 1, int(0.9 * len(days)))]
+    return [
+        Figure("approvals decided this quarter", len(ids), ids),
+        Figure("median lead time (days)", round(median, 2), ids),
+        Figure("90th percentile lead time (days)", round(p90, 2), ids),
+        Figure("longest lead time (days)", round(days[-1], 2), ids),
+    ]

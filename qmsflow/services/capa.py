@@ -10,10 +10,12 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from ..domain import limits
 from ..domain.approvals import Signature
 from ..domain.capa import (
+    AGE_BUCKETS,
     MACHINE,
     SEVERITIES,
     SIGNED_STAGES,
@@ -27,9 +29,9 @@ from ..domain.capa import (
 from ..domain.deadlines import Level, Notice
 from ..domain.errors import DomainError, InvalidTransition
 from ..domain.organisation import QmsConfig
-from ..domain.records import CLOSED_STATUSES
+from ..domain.records import CLOSED_STATUSES, is_overdue
 from ..domain.refs import capa_step
-from ..store.tables import ApprovalRequestRow, RecordRow
+from ..store.tables import ApprovalRequestRow, RecordRow, record_is_open
 from ..store.uow import UnitOfWork
 from . import contents, mirror
 from .approvals import notify, open_request
@@ -37,6 +39,7 @@ from .common import row_values
 from .deadlines import climb
 from .reactions import on_decided
 from .records import NotFound, create_record, update_record
+from .review_inputs import Figure, Window, provides, trail_events
 
 
 def _capa(row: RecordRow) -> Capa:
@@ -361,3 +364,69 @@ mirror.register("capa", MACHINE, _apply_from_jira)
 def show(uow: UnitOfWork, capa_id: str) -> dict[str, Any]:
     row, capa = load(uow, capa_id)
     return {**row_values(row), "next": capa.next_stages()}
+
+
+# ------------------------------------------------------------------ management review inputs (review_inputs)
+
+
+@provides("c.capa", "capa")
+def review_figures(session: Session, config: QmsConfig, window: Window) -> list[Figure]:
+    """CAPAs opened and closed in the quarter, open ones overdue and by age as of the gathering, and the
+    effectiveness checks decided in the quarter (effective: closed; ineffective: back to root cause)."""
+    opened = list(
+        session.scalars(
+            select(RecordRow.id)
+            .where(RecordRow.kind == "capa", RecordRow.created_at >= window.start, RecordRow.created_at < window.end)
+            .order_by(RecordRow.id)
+        )
+    )
+    closed, effective, ineffective = [], [], []
+    for event in trail_events(session, window.start, window.end, actions=["capa.advanced"]):
+        capa_id = event.record.removeprefix("record:")
+        before, after = event.before or {}, event.after or {}
+        if after.get("status") == "closed":
+            closed.append(capa_id)
+        if before.get("status") == "effectiveness_check":
+            (effective if after.get("status") == "closed" else ineffective).append(capa_id)
+    today = window.as_of.date()
+    open_rows = session.execute(
+        select(RecordRow.id, RecordRow.due_date, RecordRow.created_at)
+        .where(RecordRow.kind == "capa", record_is_open())
+        .order_by(RecordRow.id)
+    ).all()
+    overdue = [i for i, due, _ in open_rows if is_overdue(due, today)]
+    figures = [
+        Figure("opened this quarter", len(opened), opened),
+        Figure("closed this quarter", len(closed), closed),
+        Figure(f"open and overdue on {today.isoformat()}", len(overdue), overdue),
+    ]
+    for label, low, high in AGE_BUCKETS:
+        ids = [
+            i
+            for i, _, created in open_rows
+            if low <= (window.as_of - created).days and (high is None or (window.as_of - created).days <= high)
+        ]
+        figures.append(Figure(f"open, aged {label}", len(ids), ids))
+    figures.append(Figure("effectiveness checks: effective", len(effective), effective))
+    figures.append(Figure("effectiveness checks: ineffective (back to root cause)", len(ineffective), ineffective))
+    return figures
+
+
+@provides("e.risk-actions", "capa")
+def review_risk_actions(session: Session, config: QmsConfig, window: Window) -> list[Figure]:
+    """CAPAs closed in the quarter with a risk-register update (ISO 9001 §10.2.1 e) and those closed with a
+    reason for none."""
+    updated, reasons = [], []
+    for event in trail_events(session, window.start, window.end, actions=["capa.advanced"]):
+        after = event.after or {}
+        if after.get("status") != "closed":
+            continue
+        closure = ((after.get("data") or {}).get("stages") or {}).get("closed") or {}
+        capa_id = event.record.removeprefix("record:")
+        (updated if closure.get("risk_update") else reasons).append(capa_id)
+    if not updated and not reasons:
+        return []
+    return [
+        Figure("CAPA closures that updated the risk register", len(updated), updated),
+        Figure("CAPA closures with a reason for no risk update", len(reasons), reasons),
+    ]

@@ -6,12 +6,15 @@ from dataclasses import dataclass
 from datetime import date
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from ..domain.documents import REVIEW_WINDOW_DAYS, DocStatus, DocumentVersion, review_due, review_state
+from ..domain.organisation import QmsConfig
 from ..store.tables import DocumentRow, DocumentVersionRow, RecordRow
 from ..store.uow import UnitOfWork
 from .common import row_values
 from .records import create_record, update_record
+from .review_inputs import Figure, Window, provides
 
 REVIEW_DUE = "document-review-due"
 
@@ -141,3 +144,13 @@ def _close_superseded(uow: UnitOfWork, doc_id: str, current_key: str) -> None:
     ).all()
     for row in stale:
         update_record(uow, row, "superseded", status="superseded")
+
+
+@provides("c.document-reviews", "document-control")
+def review_overdue_documents(session: Session, config: QmsConfig, window: Window) -> list[Figure]:
+    """Controlled documents whose periodic review is overdue as of the gathering (the register's rule)."""
+    from .queries import document_register
+
+    today = window.as_of.date()
+    overdue = [f"document:{line.doc.id}" for line in document_register(session, today) if line.state == "overdue"]
+    return [Figure(f"document reviews overdue on {today.isoformat()}", len(overdue), overdue)]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from ..adapters import git
 from ..domain.documents import DocStatus
@@ -18,6 +19,7 @@ from ..store.tables import DocumentRow, DocumentVersionRow, PersonRow, ProcessRo
 from ..store.uow import UnitOfWork
 from . import release, retention
 from .common import row_values, sha256_file
+from .review_inputs import Figure, Window, provides, trail_events
 
 
 @dataclass
@@ -143,3 +145,20 @@ def _register_draft(uow: UnitOfWork, doc_id: str, relpath: str, root: Path, repo
         "document-version.registered", f"document-version:{doc_id}@1.0", None, row_values(version, exclude=("id",))
     )
     report.changes.append(f"document-version:{doc_id}@1.0 registered as draft")
+
+
+@provides("b.qms-changes", "qms.yaml")
+def review_changes(session: Session, config: QmsConfig, window: Window) -> list[Figure]:
+    """Changes synced from qms.yaml (people, processes, documents) and controlled versions that became
+    effective since the last review; each figure lists the trail events (``trail:SEQ``) behind it."""
+    config_changes, versions = [], []
+    for event in trail_events(session, window.since, window.end):
+        kind, _, action = event.action.partition(".")
+        if kind in ("person", "process", "document") and action in ("created", "updated", "deactivated"):
+            config_changes.append(f"trail:{event.seq}")
+        elif event.action == "document-version.effective":
+            versions.append(event.record)
+    return [
+        Figure("changes synced from qms.yaml (people, processes, documents)", len(config_changes), config_changes),
+        Figure("procedure and document versions made effective", len(versions), versions),
+    ]

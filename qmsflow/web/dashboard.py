@@ -7,10 +7,22 @@ area is a module of ``web.pages``. A new procedure adds its module here.
 from fastapi import APIRouter
 
 from ..context import QmsContext
-from .pages import approvals, audit, auth, capa, documents, outbox, overview, readiness, release, trail
+from .pages import (
+    approvals,
+    audit,
+    auth,
+    capa,
+    documents,
+    management_review,
+    outbox,
+    overview,
+    readiness,
+    release,
+    trail,
+)
 from .site import COOKIE, LOGIN_FORM_COOKIE, PASSWORD_PAGE, LoginRequired, PasswordChangeRequired, Site  # noqa: F401
 
-AREAS = (auth, overview, approvals, documents, capa, audit, release, readiness, trail, outbox)
+AREAS = (auth, overview, approvals, documents, capa, audit, release, management_review, readiness, trail, outbox)
 
 
 def build_router(ctx: QmsContext, prefect_ui: str | None = None) -> APIRouter:

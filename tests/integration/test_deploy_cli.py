@@ -70,7 +70,8 @@ def test_plan_takes_schedules_from_qms_yaml_and_limits_per_procedure(
     assert planned["release-validation/on-demand"] == (None, None)  # validations: on demand, no limit
     assert planned["internal-audit/on-demand"] == (None, None)  # one run per audit, no limit
     assert planned["audit-scan/daily"] == ("45 6 * * *", 1)
-    assert len(planned) == 10
+    assert planned["management-review-quarterly/quarterly"] == ("0 7 1-7 1,4,7,10 *", 1)  # the first working day
+    assert len(planned) == 12
     overridden = {
         full_name(spec): limit
         for spec, _, limit in plan(
