@@ -36,12 +36,13 @@ from ..store.tables import (
     SignatureRow,
 )
 from ..store.uow import UnitOfWork
-from . import capa, contents, readiness
+from . import capa, contents, queries, readiness
 from .approvals import notify, open_request
 from .common import row_values
 from .deadlines import climb
 from .reactions import on_decided
 from .records import NotFound, create_record, update_record
+from .review_inputs import Figure, provides
 
 CHECKLIST_FILE = Path(__file__).resolve().parent.parent / "data" / "audit-checklist.yaml"
 HTML = "text/html; charset=utf-8"
@@ -830,3 +831,33 @@ def audits_of_year(session, year: int) -> dict[str, list[str]]:  # noqa: ANN001
         if row.process and when is not None and when.year == year:
             found.setdefault(row.process, []).append(row.id)
     return found
+
+
+@provides("c.internal-audit", "internal-audit")
+def review_audit_figures(session, config, window) -> list[Figure]:  # noqa: ANN001
+    """Internal audits concluded in the quarter, their nonconformities by process, and the findings still open."""
+    last_day = (window.end - timedelta(microseconds=1)).date()
+    results = queries.audit_results(session, window.start.date(), last_day)
+    audits = [a["id"] for a in results["audits"]]
+    figures = [Figure("internal audits concluded", len(audits), audits)] if audits else []
+    for process, counts in sorted(results["nc_counts"].items()):
+        ids = [a["id"] for a in results["audits"] if a["process"] == process]
+        figures.append(
+            Figure(f"{process}: nonconformities (minor / major)", f"{counts['minor']} / {counts['major']}", ids)
+        )
+    open_findings = [f["id"] for f in results["open_findings"]]
+    if open_findings:
+        figures.append(Figure("findings still open", len(open_findings), open_findings))
+        overdue = [f["id"] for f in results["open_findings"] if f["overdue"]]
+        figures.append(Figure("findings past their re-check date", len(overdue), overdue))
+    return figures
+
+
+@provides("f.improvement", "audit-improvements")
+def review_audit_improvements(session, config, window) -> list[Figure]:  # noqa: ANN001
+    """Opportunities for improvement the quarter's audits recorded (items graded 'improvement')."""
+    last_day = (window.end - timedelta(microseconds=1)).date()
+    results = queries.audit_results(session, window.start.date(), last_day)
+    ids = [a["id"] for a in results["audits"] if a.get("improvement")]
+    count = sum(a.get("improvement", 0) for a in results["audits"])
+    return [Figure("audit opportunities for improvement", count, ids)] if count else []

@@ -46,6 +46,7 @@ from .approvals import open_request
 from .common import row_values
 from .reactions import on_decided
 from .records import NotFound, create_record, update_record
+from .review_inputs import Figure, provides
 
 EXIT_CODES = {
     "released": 0,
@@ -548,3 +549,64 @@ def render_report(uow: UnitOfWork, config: QmsConfig, out_dir: Path, release_id:
         )
     uow.commit()
     return {"html": str(html_path), "pdf": str(pdf_path), "html_sha256": digest}
+
+
+# ------------------------------------------------------------------ management review inputs (ADR 0026)
+
+
+def _releases_in(session, window) -> list[RecordRow]:  # noqa: ANN001
+    return list(
+        session.scalars(
+            select(RecordRow)
+            .where(RecordRow.kind == "release", RecordRow.created_at >= window.start, RecordRow.created_at < window.end)
+            .order_by(RecordRow.id)
+        )
+    )
+
+
+@provides("c.release-validation", "release-validation")
+def review_release_figures(session, config, window) -> list[Figure]:  # noqa: ANN001
+    """Release validations of the quarter by verdict (released, failed, rejected, blocked, awaiting)."""
+    rows = _releases_in(session, window)
+    if not rows:
+        return []
+    figures = [Figure("release validations", len(rows), [r.id for r in rows])]
+    for status in ("released", "failed", "rejected", "blocked", "awaiting-signature"):
+        ids = [r.id for r in rows if r.status == status]
+        figures.append(Figure(status.replace("-", " "), len(ids), ids))
+    return figures
+
+
+@provides("ai.fairness", "release-group-gaps")
+def review_fairness_figures(session, config, window) -> list[Figure]:  # noqa: ANN001
+    """The per-group gap each validation of the quarter measured, per system and criterion (oldest first),
+    so that the review sees how the gaps moved."""
+    figures = []
+    for row in _releases_in(session, window):
+        for outcome in (row.data.get("verdict") or {}).get("outcomes", []):
+            observed = outcome.get("observed") or {}
+            if "difference" in observed:
+                figures.append(
+                    Figure(
+                        f"{row.title}: {outcome['criterion']} largest group gap",
+                        observed["difference"],
+                        [row.id],
+                        note="met" if outcome.get("passed") else f"failed: {outcome.get('reason', '')}",
+                    )
+                )
+    return figures
+
+
+@provides("ai.deviations", "release-overrides")
+def review_deviation_figures(session, config, window) -> list[Figure]:  # noqa: ANN001
+    """Deviations recorded in the quarter (a quality lead's signed override of a blocked release)."""
+    ids = list(
+        session.scalars(
+            select(RecordRow.id)
+            .where(
+                RecordRow.kind == "deviation", RecordRow.created_at >= window.start, RecordRow.created_at < window.end
+            )
+            .order_by(RecordRow.id)
+        )
+    )
+    return [Figure("deviations (release overrides)", len(ids), ids)] if ids else []

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -204,11 +204,26 @@ def test_the_audit_end_to_end_with_a_major_finding_its_capa_and_the_signed_repor
     assert results["nc_counts"] == {PROCESS: {"minor": 0, "major": 1}}
     assert [a["id"] for a in results["audits"]] == [audit_id] and results["audits"][0]["conform"] == 1
     assert [f["id"] for f in results["open_findings"]] == [finding_id]
+    from qmsflow.domain.management_review import Period
+    from qmsflow.services import management_review, review_inputs
+
+    now = datetime.now(UTC)
+    with synced.db.read() as s:
+        window = management_review.window_for(s, synced.config, Period.of(now.date()), now)
+        inputs = {i["key"]: i for i in review_inputs.gather(s, synced.config, window)}
+    figures = {f["label"]: f for f in inputs["c.internal-audit"]["figures"]}
+    assert figures["internal audits concluded"]["records"] == [audit_id]
+    assert figures[f"{PROCESS}: nonconformities (minor / major)"]["value"] == "0 / 1"
+    assert figures["findings still open"]["records"] == [finding_id]
 
     # the CAPA closes only after a re-check of the finding says effective
     steps = {
         "containment": {"correction": "labels re-checked"},
-        "root_cause": {"method": "5 whys", "cause": "no reviewer", "similar_cases": "none"},
+        "root_cause": {
+            "method": "5 whys",
+            "cause": "no reviewer",
+            "similar_cases": {"checked": False, "reason": "one team, one process"},
+        },
         "action_plan": {"actions": [{"what": "add review", "owner": "dev", "due": "2027-01-10"}]},
     }
     for target, fields in steps.items():
@@ -219,7 +234,15 @@ def test_the_audit_end_to_end_with_a_major_finding_its_capa_and_the_signed_repor
     with UnitOfWork(synced.db, "dev") as uow:
         capa.advance(uow, synced.config, capa_id, "implementation", {})
         capa.advance(uow, synced.config, capa_id, "effectiveness_check", {"evidence": {"0": ["https://ci/1"]}})
-    closing = {"result": "effective", "checked_by": "ana", "no_adverse_effect": "none", "risk_update": "RSK-1"}
+    closing = {
+        "result": "effective",
+        "checked_by": "ana",
+        "checked_on": today().isoformat(),
+        "early_reason": "the re-check of the finding is the effectiveness check",
+        "no_adverse_effect": True,
+        "no_adverse_effect_reasoning": "a review step is added; nothing else changes",
+        "risk_update": "RSK-1",
+    }
     with UnitOfWork(synced.db, "dev") as uow, pytest.raises(InvalidTransition, match=f"re-check of {finding_id}"):
         capa.advance(uow, synced.config, capa_id, "closed", closing)
     with UnitOfWork(synced.db, "dev") as uow, pytest.raises(DomainError, match="owns"):

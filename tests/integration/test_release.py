@@ -474,3 +474,33 @@ def test_qms_verify_checks_the_signed_report_and_sees_a_tampered_one(qms, synced
         )
     code, out, err = qms("verify")
     assert code == 1 and request_id in out + err
+
+
+def test_the_management_review_sees_the_quarters_validations_gaps_and_deviations(synced_ctx: QmsContext):
+    """The release procedure's review inputs (ADR 0026): validations by verdict, group gaps, deviations."""
+    from qmsflow.domain.management_review import Period
+    from qmsflow.services import management_review, review_inputs
+
+    failed = submit(synced_ctx, accuracy=0.85)
+    evaluate(synced_ctx, failed)
+    met = submit(synced_ctx)
+    evaluate(synced_ctx, met)
+    now = datetime.now(UTC)
+    with synced_ctx.db.read() as session:
+        window = management_review.window_for(session, synced_ctx.config, Period.of(now.date()), now)
+        inputs = {i["key"]: i for i in review_inputs.gather(session, synced_ctx.config, window)}
+    figures = {f["label"]: f for f in inputs["c.release-validation"]["figures"]}
+    assert figures["release validations"]["records"] == [failed, met]
+    assert figures["failed"]["records"] == [failed] and figures["awaiting signature"]["records"] == [met]
+    assert inputs["c.release-validation"]["statement"] is None
+    gaps = inputs["ai.fairness"]["figures"]
+    assert (
+        gaps and all(isinstance(g["value"], float) for g in gaps) and {g["records"][0] for g in gaps} == {failed, met}
+    )
+    assert inputs["ai.deviations"]["statement"] == review_inputs_when_empty("ai.deviations")
+
+
+def review_inputs_when_empty(key: str) -> str:
+    from qmsflow.domain.management_review import review_input
+
+    return review_input(key).when_empty
