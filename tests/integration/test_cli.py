@@ -89,7 +89,7 @@ def test_bad_config_is_one_clear_error(qms, repo: Path) -> None:  # noqa: ANN001
     (repo / "qms.yaml").write_text(text)
     code, out, err = qms("check", "-c", str(repo / "qms.yaml"))
     assert code == 2
-    assert "qms.yaml:54 processes[0].owner: 'quality-team' is not a person (people: ana, ben, chloe, dev)" in err
+    assert "qms.yaml:55 processes[0].owner: 'quality-team' is not a person (people: ana, ben, chloe, dev)" in err
     assert "Traceback" not in err + out
 
 

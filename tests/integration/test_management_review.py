@@ -4,7 +4,7 @@ management signs; actions are tracked and roll into the next review; a period ca
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 import identityutil
 import pytest
@@ -20,13 +20,28 @@ from qmsflow.store.tables import RecordRow
 
 CLOSE = [
     ("containment", {"correction": "Rolled back"}),
-    ("root_cause", {"method": "5 whys", "cause": "Label drift", "similar_cases": "none"}),
+    (
+        "root_cause",
+        {
+            "method": "5 whys",
+            "cause": "Label drift",
+            "similar_cases": {"checked": False, "reason": "first of its kind"},
+        },
+    ),
     ("action_plan", {"actions": [{"what": "Label audit", "owner": "dev", "due": "2030-12-20"}]}),
     ("implementation", {}),
     ("effectiveness_check", {"evidence": {"0": ["https://ci.example/run/42"]}}),
     (
         "closed",
-        {"result": "effective", "checked_by": "ana", "no_adverse_effect": "none", "risk_update": "RSK-12 lowered"},
+        {
+            "result": "effective",
+            "checked_by": "ana",
+            "checked_on": date.today().isoformat(),
+            "early_reason": "the drift check runs daily and has passed since the fix",
+            "no_adverse_effect": True,
+            "no_adverse_effect_reasoning": "the label audit adds a check; outputs are unchanged",
+            "risk_update": "RSK-12 lowered",
+        },
     ),
 ]
 
