@@ -158,6 +158,12 @@ class Topology:
         self.api_ports: list[int] = []
         self.web_port = free_port()
         self.pool = "qms-test"
+        # the signing key of the web app and the workers, named as in production (docs/operations.md)
+        self.signing_key = self.logs / "signing-key.pem"
+        if not self.signing_key.exists():
+            from qmsflow.adapters import keys
+
+            keys.generate(self.signing_key)
 
     # ---------------------------------------------------------------- environment
 
@@ -213,6 +219,7 @@ class Topology:
                 "PREFECT_HOME": str(self.logs / "prefect-client"),
                 "QMS_CONFIG": str(self.repo / "qms.yaml"),
                 "QMS_DATABASE_URL": self.records_url,
+                "QMS_SIGNING_KEY_FILE": str(self.signing_key),
                 **self.extra_env,
             }
         )

@@ -204,6 +204,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             {"SLACK_BOT_TOKEN": slack.token, "SLACK_SIGNING_SECRET": SECRET, "QMS_SLACK_BASE_URL": slack.base_url},
         )
         w.start()
+        for approver in ("ben", "chloe"):  # approvers sign from Slack with their own account (one per person)
+            account(w.db, approver)
         try:
             yield w
         finally:

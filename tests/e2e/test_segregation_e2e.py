@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from fakes.slack import FakeSlack
+from identityutil import account
 from test_document_review import SECRET, SLACK_ID, USERS, World
 
 from qmsflow.scaffold import scaffold
@@ -36,6 +37,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             {"SLACK_BOT_TOKEN": slack.token, "SLACK_SIGNING_SECRET": SECRET, "QMS_SLACK_BASE_URL": slack.base_url},
         )
         w.start()
+        for approver in ("ana", "chloe"):  # approvers sign from Slack with their own account (one per person)
+            account(w.db, approver)
         try:
             yield w
         finally:
