@@ -430,7 +430,7 @@ def test_cli_approval_with_a_personal_token_and_a_still_valid_review(world: Worl
     token = created.stdout.strip()
     number = world.version_of(world.effective("SOP-DOC-001", who="ana", approver="ben")).version
     request = world.submit("SOP-DOC-001", "--still-valid", who="ana")
-    assert request.author is None and request.subject == f"document-version:SOP-DOC-001@{number}"
+    assert request.author == "ana" and request.subject == f"document-version:SOP-DOC-001@{number}"  # the confirmer
     bad = world.qms("approve", request.id, "--decision", "approve", env={"QMS_TOKEN": "qms_forged"})
     assert bad.returncode == 1 and "the API token is unknown" in bad.stderr and "qms login" in bad.stderr
     done = world.qms("approve", request.id, "--decision", "approve", env={"QMS_TOKEN": token})
@@ -450,19 +450,17 @@ def test_browser_approval_from_the_inbox(world: World) -> None:
 
     artifacts = Path(__file__).resolve().parents[2] / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
-    added = world.qms(  # an admin creates the account; its first password must be changed at first sign-in
+    account(world.db, "ben")
+    reset = world.qms(  # an admin sets ben's first password (one account per person): ben must change it
         "user",
-        "add",
-        "ben-web",
-        "--person",
+        "reset-password",
         "ben",
-        "--role",
-        "approver",
         "--password-stdin",
         input="first-password-from-ana\n",
         env={"QMS_TOKEN": world.token("ana")},
     )
-    assert added.returncode == 0, added.stderr
+    assert reset.returncode == 0, reset.stderr
+    world.tokens.pop("ben", None)  # the reset revoked ben's tokens
     world.edit("procedures/SOP-AUD-001-internal-audit.md", "Audits are announced two weeks ahead.")
     request = world.submit("SOP-AUD-001", who="ana")
     with sync_playwright() as p:
@@ -481,15 +479,15 @@ def test_browser_approval_from_the_inbox(world: World) -> None:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(f"{world.stack.web_url}/")
         assert "/login" in page.url
-        page.fill("input[name=username]", "ben-web")
+        page.fill("input[name=username]", "ben")
         page.fill("input[name=password]", "first-password-from-ana")
         page.click("button[type=submit]")
         page.wait_for_selector("h1:has-text('Change your password')")  # before anything else
         page.goto(f"{world.stack.web_url}/approvals")
         assert "/account/password" in page.url
         page.fill("input[name=current]", "first-password-from-ana")
-        page.fill("input[name=new]", "ben-browser-password")
-        page.fill("input[name=confirm]", "ben-browser-password")
+        page.fill("input[name=new]", password_of("ben"))  # ben's own again: later tests sign in with it
+        page.fill("input[name=confirm]", password_of("ben"))
         page.click("main button[type=submit]")
         page.wait_for_selector("h1:has-text('Waiting for your signature')")  # back where it interrupted
         page.goto(f"{world.stack.web_url}/")
@@ -502,7 +500,7 @@ def test_browser_approval_from_the_inbox(world: World) -> None:
         page.screenshot(path=str(artifacts / "approval.png"), full_page=True)
         assert "Audits are announced two weeks ahead." in page.inner_text("div.content")
         page.check("input[value=approve]")
-        page.fill("input[name=password]", "ben-browser-password")
+        page.fill("input[name=password]", password_of("ben"))
         page.click("form.sign button[type=submit]")
         page.wait_for_load_state()
         page.screenshot(path=str(artifacts / "signed.png"), full_page=True)

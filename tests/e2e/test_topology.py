@@ -115,14 +115,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 def test_deploy_registers_every_deployment_in_the_process_pool_idempotently(world: World) -> None:
     topo = world.topo
     again = topo.qms_ok("deploy", "--pool", topo.pool, "--pool-limit", "4")
-    assert "work pool qms-test (exists)" in again and "7 deployment(s) registered" in again
+    assert "work pool qms-test (exists)" in again and "12 deployment(s) registered" in again
     # the API requires its credential, as in production: an outsider gets 401
     assert httpx.get(f"{topo.api_url}/work_pools/{topo.pool}", timeout=30).status_code == 401
     pool = httpx.get(f"{topo.api_url}/work_pools/{topo.pool}", timeout=30, auth=AUTH).json()
     assert pool["type"] == "process" and pool["concurrency_limit"] == 4
     deployments = httpx.post(f"{topo.api_url}/deployments/filter", json={}, timeout=30, auth=AUTH).json()
     by_name = {d["name"] + "@" + d["entrypoint"]: d for d in deployments}
-    assert len(deployments) == 7, sorted(by_name)
+    assert len(deployments) == 12, sorted(by_name)
     assert {d["work_pool_name"] for d in deployments} == {topo.pool}
     assert all(not d["entrypoint"].count(":") for d in deployments)  # module paths: nothing to pull
     scan = by_name["daily@flows.document_review_scan.document_review_due_scan"]
