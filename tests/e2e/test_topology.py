@@ -256,7 +256,7 @@ def test_restore_drill_dump_drop_restore_verify(world: World, tmp_path: Path) ->
     try:
         subprocess.run(["pg_restore", "-d", f"{base}/{restored}", str(prefect_dump)], check=True, timeout=300)
         with psycopg.connect(f"{base}/{restored}") as conn:
-            assert conn.execute("SELECT count(*) FROM deployment").fetchone()[0] == 7
+            assert conn.execute("SELECT count(*) FROM deployment").fetchone()[0] == 12
             assert conn.execute("SELECT count(*) FROM flow_run").fetchone()[0] >= BURST + 1
     finally:
         with psycopg.connect(PG_URL, autocommit=True) as conn:

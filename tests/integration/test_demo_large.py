@@ -24,7 +24,10 @@ def test_large_demo_generator_makes_a_consistent_store(tmp_path: Path, monkeypat
     result = verify(ctx.db, None)
     assert result.ok, result.problem  # the state of every record table included
     assert summary["events"] == result.report.count
-    assert result.state.by_table["records"] == 500 and result.state.by_table["signatures"] > 0
+    with ctx.db.read() as s:
+        lifecycles = s.scalar(select(func.count()).select_from(RecordRow).where(RecordRow.kind == "ai-system"))
+    assert lifecycles == len(ctx.config.systems)  # each system's dates, recorded at sync (retention)
+    assert result.state.by_table["records"] == 500 + lifecycles and result.state.by_table["signatures"] > 0
     assert result.signatures_checked == summary["document_versions"]
     with ctx.db.read() as s:
         effective = s.scalar(
