@@ -20,12 +20,13 @@ deterministic for a given store and window: the pack they build is hashed and si
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ..domain.management_review import INPUTS, Period, review_input
-from ..domain.trail import TrailEvent, format_ts
+from ..domain.trail import TrailEvent, format_ts, parse_event
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -64,6 +65,9 @@ class Figure:
 
 Provider = Callable[["Session", "QmsConfig", Window], list[Figure]]
 _PROVIDERS: dict[str, list[tuple[str, Provider]]] = {}
+# during one ``gather``: the trail events already read, by query (providers of one procedure often read the
+# same events, e.g. the CAPA moves of the quarter for c.capa and e.risk-actions)
+_READ: ContextVar[dict[tuple, list[TrailEvent]] | None] = ContextVar("review_inputs_read", default=None)
 
 
 def provides(input_key: str, name: str | None = None) -> Callable[[Provider], Provider]:
@@ -87,6 +91,14 @@ def providers() -> dict[str, list[str]]:
 def gather(session: Session, config: QmsConfig, window: Window) -> list[dict[str, Any]]:
     """Every input in the order of §9.3.2, with its figures and the providers that gave them; an input with
     no figure carries its explicit "nothing recorded" statement."""
+    token = _READ.set({})
+    try:
+        return _gather(session, config, window)
+    finally:
+        _READ.reset(token)
+
+
+def _gather(session: Session, config: QmsConfig, window: Window) -> list[dict[str, Any]]:
     out = []
     for item in INPUTS:
         figures: list[dict[str, Any]] = []
@@ -117,17 +129,41 @@ def gather(session: Session, config: QmsConfig, window: Window) -> list[dict[str
 
 
 def trail_events(
-    session: Session, start: datetime, end: datetime, actions: list[str] | None = None, prefix: str | None = None
+    session: Session,
+    start: datetime,
+    end: datetime,
+    actions: list[str] | None = None,
+    prefix: str | None = None,
+    states: list[tuple[str, str, str]] | None = None,
 ) -> list[TrailEvent]:
     """Trail events recorded in [start, end) (by the timestamp index), optionally only the given actions or
-    actions beginning with ``prefix``, in order: what providers count changes and moves from."""
-    from sqlalchemy import select
+    actions beginning with ``prefix``, and only those whose state matches any of ``states`` (``("after",
+    "status", "closed")``: the event's ``after["status"]`` is ``"closed"``; filtered by the database), in
+    order: what providers count changes and moves from. Within one
+    ``gather`` the same query is read once (providers do not write: the events do not change meanwhile)."""
+    read = _READ.get()
+    key = (id(session), start, end, tuple(actions or ()), prefix, tuple(states or ()))
+    if read is not None and key in read:
+        return list(read[key])
+    from sqlalchemy import or_, select
 
-    from ..store.tables import TrailEventRow
+    from ..store.tables import EventState, TrailEventRow
 
-    query = select(TrailEventRow).where(TrailEventRow.ts >= format_ts(start), TrailEventRow.ts < format_ts(end))
+    # the stored columns only, not ORM rows: a quarter of a large store is tens of thousands of events
+    query = select(TrailEventRow.seq, TrailEventRow.canonical, TrailEventRow.hash).where(
+        TrailEventRow.ts >= format_ts(start), TrailEventRow.ts < format_ts(end)
+    )
     if actions:
         query = query.where(TrailEventRow.action.in_(actions))
     if prefix:
         query = query.where(TrailEventRow.action.startswith(prefix))
-    return [row.event() for row in session.scalars(query.order_by(TrailEventRow.seq))]
+    if states:
+        query = query.where(or_(*(EventState(side, name) == value for side, name, value in states)))
+    events = [
+        parse_event(seq, canonical, digest)
+        for seq, canonical, digest in session.execute(query.order_by(TrailEventRow.seq))
+    ]
+    if read is not None:
+        read[key] = events
+        return list(events)
+    return events

@@ -244,6 +244,30 @@ def _event_field_postgresql(element: EventField, compiler: Any, **kw: Any) -> st
     return f"(canonical::json ->> '{element.field}')"
 
 
+class EventState(ColumnElement):
+    """A top-level field of a stored event's ``before`` or ``after`` state (``EventState("after", "status")``),
+    extracted by the database, as text (NULL when the state or the field is absent): to filter events by
+    what they changed without reading every one. Not indexed: use it next to an indexed condition (ts)."""
+
+    inherit_cache = False
+    type = String()
+
+    def __init__(self, side: str, name: str):
+        if side not in ("before", "after") or not name.replace("_", "").isalnum():
+            raise ValueError(f"not a state field: {side}.{name}")
+        self.side, self.field = side, name
+
+
+@compiles(EventState, "sqlite")
+def _event_state_sqlite(element: EventState, compiler: Any, **kw: Any) -> str:
+    return f"json_extract(canonical, '$.{element.side}.{element.field}')"
+
+
+@compiles(EventState, "postgresql")
+def _event_state_postgresql(element: EventState, compiler: Any, **kw: Any) -> str:
+    return f"(canonical::json -> '{element.side}' ->> '{element.field}')"
+
+
 def _generated(name: str, length: int, unique: bool = False) -> Any:
     return mapped_column(String(length), Computed(EventField(name), persisted=True), unique=unique)
 
