@@ -8,7 +8,6 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from .domain.approvals import describe_rule
 from .domain.aspects import ASPECTS
 from .domain.organisation import QmsConfig
 from .paths import templates_dir
@@ -38,49 +37,105 @@ def environment() -> Environment:
     )
 
 
-def document_context(config: QmsConfig, doc_id: str) -> dict:
-    """What a procedure template may use (see templates/documents/)."""
-    doc = config.document(doc_id)
-    process = next((p for p in config.processes if p.procedure == doc_id), None)
-    people = {p.id: p for p in config.people}
+def _ph(name: str) -> str:
+    """A placeholder filled from qms.yaml when a copy is made (domain.procedure_text)."""
+    return "{{qms:" + name + "}}"
+
+
+class _Named(str):
+    """A placeholder that templates may also use as a person (``.name``)."""
+
+    @property
+    def name(self) -> str:
+        return str(self)
+
+
+# marks around a capability statement in a checking render (tests: every qmsflow sentence is declared)
+CLAIM_OPEN, CLAIM_CLOSE = "\u27e6", "\u27e7"
+MANUAL = "Manual step (outside qmsflow):"
+
+
+def load_capabilities() -> dict:
+    """Import every module that may declare a capability (domain, services, cli, web) and return them all."""
+    import importlib
+    import pkgutil
+
+    from . import cli, domain, services, web
+    from .domain import capabilities
+
+    for package in (domain, services, cli, web):
+        for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            if not info.name.endswith("__main__"):
+                importlib.import_module(info.name)
+    return capabilities.declared()
+
+
+def document_context(config: QmsConfig, doc_id: str, mark: bool = False) -> dict:
+    """What a procedure template may use (see templates/documents/).
+
+    Organisation-specific values are placeholders (``{{qms:…}}``), filled from qms.yaml whenever a copy
+    is made, so the procedure file never holds names that go stale. ``qmsflow_does(name)`` prints the
+    statement of a declared capability (an unknown name fails the rendering); ``manual(text)`` marks a
+    step that qmsflow does not do. ``mark`` wraps each statement in CLAIM_OPEN/CLAIM_CLOSE (for tests).
+    """
+    from .domain import capabilities
+
+    config.document(doc_id)  # KeyError for an unknown document, as before
+    load_capabilities()
+
+    def qmsflow_does(name: str) -> str:
+        statement = capabilities.get(name).statement
+        return f"{CLAIM_OPEN}{statement}{CLAIM_CLOSE}" if mark else statement
+
+    def qmsflow_keeps(name: str) -> str:
+        """For a table cell: "qmsflow", backed by the declared capability ``name``."""
+        capabilities.get(name)
+        return f"{CLAIM_OPEN}qmsflow{CLAIM_CLOSE}" if mark else "qmsflow"
+
+    def manual(text: str) -> str:
+        return f"{MANUAL} {' '.join(text.split())}"
+
     return {
-        "org": config.organisation,
+        "org": {"name": _ph("org.name"), "timezone": _ph("org.timezone")},
         "doc": {
-            "id": doc.id,
-            "title": doc.title,
-            "owner": people[doc.owner],
-            "approvers": config.approvers_of(doc),
-            "review_interval_months": doc.review_interval_months,
-            "required_signatures": doc.required_signatures,
-            "rule": describe_rule(doc.required_signatures),
+            "id": doc_id,
+            "title": _ph("doc.title"),
+            "owner": _Named(_ph("doc.owner")),
+            "approvers": _ph("doc.approvers"),
+            "review_interval_months": _ph("doc.review_interval_months"),
+            "rule": _ph("doc.signature_rule"),
         },
         "process": {
-            "key": process.key,
-            "title": process.title,
-            "owner": people[process.owner],
-            "aspects": list(process.aspects),
-            "required_signatures": process.required_signatures,
-            "rule": describe_rule(process.required_signatures),
-        }
-        if process
-        else {
-            "key": "-",
-            "title": "-",
-            "owner": people[doc.owner],
-            "aspects": [],
-            "required_signatures": "all",
-            "rule": describe_rule("all"),
+            "key": _ph("process.key"),
+            "title": _ph("process.title"),
+            "owner": _Named(_ph("process.owner")),
+            "signers": _ph("process.signers"),
+            "rule": _ph("process.signature_rule"),
+            "aspects": _ph("process.aspects"),
         },
-        "approvals": config.approvals,
+        "systems": _ph("systems"),
+        "retention_years": _ph("retention.years"),
+        "review_schedule": _ph("management_review.schedule"),
+        "slack_signing": _ph("approvals.slack_signing"),
+        "document": lambda ref: _ph(f"document {ref}"),
         "aspects": ASPECTS,
-        "systems": config.systems,
-        "retention_years": config.retention.years,
-        "documents": {d.id: d for d in config.documents},
+        "qmsflow_does": qmsflow_does,
+        "qmsflow_keeps": qmsflow_keeps,
+        "manual": manual,
     }
 
 
-def render_document(config: QmsConfig, doc_id: str) -> str:
-    return environment().get_template(f"documents/{doc_id}.md.j2").render(**document_context(config, doc_id))
+def render_document(config: QmsConfig, doc_id: str, mark: bool = False) -> str:
+    """The procedure file ``qms init`` writes: fixed text, declared capabilities, placeholders."""
+    context = document_context(config, doc_id, mark)
+    return environment().get_template(f"documents/{doc_id}.md.j2").render(**context)
+
+
+def fill_document(config: QmsConfig, doc_id: str, text: str, source: str) -> str:
+    """A procedure's text with its placeholders filled from ``config`` (PlaceholderError: file:line)."""
+    from .domain import procedure_text
+
+    return procedure_text.fill(text, procedure_text.values(config, doc_id), source)
 
 
 def scaffold(
@@ -90,7 +145,7 @@ def scaffold(
     git: bool = True,
     trusted_single_user: bool = False,
 ) -> ScaffoldReport:
-    """Write qms.yaml, the ten procedures, docs/adr and a .gitignore into ``target``.
+    """Write qms.yaml, the ten procedures and the risk register, docs/adr and a .gitignore into ``target``.
 
     ``trusted_single_user`` (``qms demo``) writes ``security.trusted_single_user: true``.
     """

@@ -24,7 +24,7 @@ from ruamel.yaml.events import AliasEvent
 from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
 from ruamel.yaml.scanner import RoundTripScanner
 
-from .domain import limits
+from .domain import limits, procedure_text
 from .domain.aspects import uncovered
 from .domain.organisation import DOC_ID, SLUG, QmsConfig, cross_check
 
@@ -311,6 +311,14 @@ def check_repo(loaded: LoadedConfig) -> tuple[list[ConfigIssue], list[str]]:
                     f"{doc.path!r} does not exist in {loaded.root}",
                 )
             )
+            continue
+        text = target.read_text(encoding="utf-8", errors="replace")
+        lookup = procedure_text.values(loaded.config, doc.id)
+        for match in procedure_text.PLACEHOLDER.finditer(text):
+            try:
+                lookup(match.group(1), match.group(2))
+            except procedure_text.PlaceholderError as exc:
+                errors.append(ConfigIssue(doc.path, text.count("\n", 0, match.start()) + 1, "", str(exc)))
     warnings = []
     missing = uncovered(loaded.config.covered_aspects())
     if missing:

@@ -166,3 +166,29 @@ def prefect_server() -> Iterator[str]:
 
     with prefect_test_harness(server_startup_timeout=180):
         yield PREFECT_API_URL.value()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def jira_ctx(request: pytest.FixtureRequest, repo: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple]:
+    """The scaffolded repo with Jira switched on against a fake Jira server, synced; (context, fake)."""
+    from fakes.jira import FakeJira
+
+    from qmsflow.services.sync import sync_config
+    from qmsflow.store.uow import UnitOfWork
+
+    for var in ("SLACK_BOT_TOKEN", "QMS_DATABASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    if request.param == "postgresql":
+        monkeypatch.setenv("QMS_DATABASE_URL", request.getfixturevalue("pg_schema_url"))
+    with FakeJira() as fake:
+        text = (repo / "qms.yaml").read_text()
+        block = f"integrations:\n  jira:\n    url: '{fake.url}'\n    project: QMS\n"
+        (repo / "qms.yaml").write_text(text.replace("retention:", block + "retention:", 1))
+        monkeypatch.setenv("JIRA_EMAIL", fake.email)
+        monkeypatch.setenv("JIRA_API_TOKEN", "jira-token")
+        ctx = open_context(repo / "qms.yaml", migrate=True)
+        with UnitOfWork(ctx.db, "qmsflow") as uow:
+            sync_config(uow, ctx.config, ctx.root)
+            uow.commit()
+        yield ctx, fake
+        ctx.close()

@@ -72,6 +72,7 @@ def render_html(markdown_text: str, doc: dict, signatures: list[dict], organisat
         "approvers": list(doc.get("approvers") or []),
         "next_review_date": doc.get("next_review_date"),
         "git_commit": doc.get("git_commit"),
+        "config_sha256": doc.get("config_sha256"),
         "superseded": doc.get("superseded"),
     }
     context_signatures = [

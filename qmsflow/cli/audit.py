@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from ..domain import limits
+from ..domain.capabilities import declare
 from .common import ActorOpt, CliError, ConfigOpt, TokenFileOpt, _bounded, _ctx, _table, _who, app, out
 
 audit_app = typer.Typer(help="Internal audits: programme, planning, checklists, findings.", no_args_is_help=True)
@@ -204,6 +205,18 @@ def audit_show(audit_id: str, config: ConfigOpt = None) -> None:
             out.print(f"    evidence: {escape(', '.join(item['evidence']))}")
     for e in sorted(events, key=lambda e: e.seq):
         out.print(f"  {e.ts[:19]} {e.actor} {e.action}")
+
+
+# SOP-AUD-001 4.9: audit_results below (queries.audit_results)
+RESULTS = declare(
+    "audit.results",
+    "`qms audit results --since YYYY-MM-DD` lists the audits done in the period with the count of each "
+    "result, the nonconformities by process and the findings still open, with their CAPA and re-check date.",
+    proved_by=(
+        "tests/integration/test_audit.py::test_the_audit_end_to_end_with_a_major_finding_its_capa_and_the_signed_report",
+    ),
+    module=__name__,
+)
 
 
 @audit_app.command("results")

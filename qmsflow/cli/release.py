@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
+from ..domain.capabilities import declare
 from .common import ActorOpt, CliError, ConfigOpt, TokenFileOpt, _ctx, _who, app, err, out
 
 release_app = typer.Typer(help="Release validation from CI: evidence in, signed report out, exit codes to gate on.")
@@ -35,6 +36,17 @@ def _read(path: Path, what: str) -> tuple[str, bytes]:
         return path.name, path.read_bytes()
     except OSError as exc:
         raise CliError(f"{what} {path}: cannot read it ({exc.strerror or exc})") from None
+
+
+# _artifact: hashed here, recorded with the release evidence by services/release.py (_manifest)
+ARTIFACT_HASHES = declare(
+    "release.artifact_hashes_recorded",
+    "qmsflow records, with the evidence of a release validation, the name, size and SHA-256 hash of each "
+    "artifact given with `qms release validate --artifact NAME=PATH` (for example the model weights or a "
+    "dataset manifest); it keeps the hash, not the artifact itself.",
+    proved_by=("tests/integration/test_release.py::test_cli_met_awaits_signature_then_status_gates",),
+    module=__name__,
+)
 
 
 def _artifact(spec: str) -> dict:

@@ -44,7 +44,7 @@ def init(
     password_stdin: PasswordStdinOpt = False,
     trusted_single_user: Annotated[bool, typer.Option(hidden=True)] = False,
 ) -> None:
-    """Scaffold a compliance repo: qms.yaml, the ten procedures of a minimum QMS, docs/adr."""
+    """Scaffold a compliance repo: qms.yaml, the ten procedures of a minimum QMS and the risk register, docs/adr."""
     from ..scaffold import ScaffoldError, scaffold
 
     try:

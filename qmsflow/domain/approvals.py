@@ -22,6 +22,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
+from .capabilities import declare
 from .errors import DomainError
 
 
@@ -87,6 +88,36 @@ class Proof(BaseModel):
 # fields of a signature added after signatures were first stored (migration 0013): absent from the
 # state of older signatures, so a stored signature keeps the state its event was hashed with
 OPTIONAL_SIGNATURE_FIELDS = ("account", "auth", "proof")
+
+
+SIGNATURE_MANIFEST = declare(
+    "approval.signature_manifest",
+    "Every electronic signature in qmsflow records the signer, their printed name, the date and time (UTC), "
+    'the decision, the meaning of the signature, which follows the decision ("approves …", "rejects …", '
+    '"requests changes to …"), the comment, the channel, the account that signed and how it authenticated. '
+    "The controlled copy of a document shows each signature's printed name, meaning, date and time, and "
+    "channel. A rejection or a change request needs a comment.",
+    proved_by=(
+        "tests/unit/test_approvals_domain.py::test_the_meaning_follows_the_decision",
+        "tests/integration/test_render.py::test_html_has_control_block_signatures_and_escaped_body",
+        "tests/integration/test_signed_content.py::test_the_meaning_follows_the_decision",
+    ),
+    module=__name__,
+)
+
+CONTENT_BOUND = declare(
+    "approval.content_bound",
+    "qmsflow binds each signature to the SHA-256 hash of the exact content signed and refuses a signature "
+    "whose content differs from the content under review. Each signature is also sealed with a signing key "
+    "that the database does not hold, and `qms verify` reports a signature whose seal, record or signed "
+    "content no longer matches.",
+    proved_by=(
+        "tests/unit/test_approvals_domain.py::test_signature_must_bind_the_requested_content",
+        "tests/integration/test_signatures_bound.py::test_an_edited_sealed_signature_fails_verify",
+        "tests/integration/test_signatures_bound.py::test_a_signature_sealed_with_the_attackers_own_key_fails_verify",
+    ),
+    module=__name__,
+)
 
 
 class Signature(BaseModel):
@@ -173,6 +204,23 @@ def check_account_may_sign(request_id: str, person: str | None, account: Account
             f"password (it was set by {by}; sign in and change it: 'qms login' or the dashboard)",
             kind="password-not-own",
         )
+
+
+SIGNATURE_RULE = declare(
+    "approval.signature_rule",
+    "qmsflow accepts a signature on an approval request only from one of its designated approvers who is "
+    "not an author of the change, once per person, while the request is undecided. It counts the approvals a "
+    "request needs by the rule in qms.yaml (`required_signatures`: by default all named approvers who are "
+    "not authors of the change, or a number of them), and refuses at submission a review that no approver "
+    "could complete. One rejection or change request decides the request; every refused signature is "
+    "recorded in the audit trail with who tried and why.",
+    proved_by=(
+        "tests/unit/test_approvals_domain.py::test_all_means_every_named_approver_who_did_not_author_the_change",
+        "tests/unit/test_approvals_domain.py::test_rejection_or_change_request_ends_the_request",
+        "tests/integration/test_approvals_service.py::test_refusals_are_recorded_with_who_and_why",
+    ),
+    module=__name__,
+)
 
 
 class ApprovalRequest(BaseModel):

@@ -23,6 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .aspects import ASPECTS
+from .capabilities import declare
 from .errors import DomainError, InvalidTransition
 from .stages import MissingField, Move, Stage, StageMachine
 
@@ -92,6 +93,23 @@ class DocumentActivity:
     version: str
     role: Literal["authored", "approved"]
     on: date
+
+
+# SOP-AUD-001 4.2: conflicts/check_impartial below, enforced by services.audit.plan
+AUDITOR_IMPARTIAL = declare(
+    "audit.auditor_impartial",
+    "When an audit is planned (`qms audit plan`), qmsflow refuses an auditor who owns the process, is one of "
+    "its members (`processes[].members`), or authored or approved a version of the process's procedure "
+    "document in the twelve months before the audit date; the refusal names each conflict and is recorded in "
+    "the audit trail. An auditor listed in `audit.external_auditors` of qms.yaml is recorded on the audit as "
+    "external, with their organisation, under the same rules.",
+    proved_by=(
+        "tests/unit/test_audit_domain.py::test_each_conflict_is_refused_and_named",
+        "tests/integration/test_audit.py::test_an_author_or_approver_of_its_documents_in_twelve_months_is_refused",
+        "tests/integration/test_audit.py::test_an_external_auditor_is_recorded_as_such",
+    ),
+    module=__name__,
+)
 
 
 def conflicts(
@@ -182,6 +200,26 @@ def add_months(day: date, months: int) -> date:
         except ValueError:
             continue
     raise AssertionError("unreachable")
+
+
+# SOP-AUD-001 4.1: programme below (`qms audit programme`)
+PROGRAMME = declare(
+    "audit.programme",
+    "qmsflow generates the audit programme of a year from qms.yaml and the audit records (`qms audit "
+    "programme --year YYYY`): every QMS process is due for an audit within twelve months of its last audit, "
+    "or by the end of its first window of the year when it was never audited, or more often where "
+    "`audit.every_months` sets 1, 2, 3, 4 or 6 months for it (`audit.default_every_months`, 12 by default, for "
+    "the others). A process with an open major finding or an overdue CAPA is due within `audit.pull_in_days` "
+    "(90 by default) of today when that is sooner, and the programme names each such finding or CAPA. For each "
+    "process the programme shows its due date and, per quarter, the audits planned, done and overdue and the "
+    "nonconformities raised.",
+    proved_by=(
+        "tests/unit/test_audit_domain.py::test_every_process_is_due_within_twelve_months_and_frequency_is_per_process",
+        "tests/unit/test_audit_domain.py::test_an_open_major_finding_or_an_overdue_capa_pulls_the_audit_in_and_says_why",
+        "tests/unit/test_audit_domain.py::test_quarter_cells_say_planned_done_overdue_and_cancelled",
+    ),
+    module=__name__,
+)
 
 
 def programme(
@@ -347,6 +385,25 @@ def draw(population: Sequence[str], size: int, seed: str, item: int) -> list[str
     if len(ordered) <= size:
         return ordered
     return sorted(random.Random(f"{seed}:{item}").sample(ordered, size))
+
+
+# SOP-AUD-001 4.5: build_checklist and draw, run by services.audit.start
+CHECKLIST_AND_SAMPLE = declare(
+    "audit.checklist_and_sample",
+    "When an audit starts, qmsflow builds its checklist from a versioned data file "
+    "(`qmsflow/data/audit-checklist.yaml`) and records the file's version: one item on the process's "
+    "procedure, one per Art. 17(1) aspect of the process and the items of the process itself, each with its "
+    "objective, method, criteria (the AI Act aspect and the ISO/IEC 42001 and ISO 9001 clauses the file maps "
+    "it to) and the kinds of evidence to sample. For each item it lists the population of records of the last "
+    "twelve months and draws a sample from it; the seed of the draw is recorded in the audit trail with the "
+    "populations before the draw, so anyone can draw the same sample again.",
+    proved_by=(
+        "tests/integration/test_audit.py::test_the_audit_end_to_end_with_a_major_finding_its_capa_and_the_signed_report",
+        "tests/unit/test_audit_domain.py::test_the_sample_is_reproducible_from_the_seed_and_differs_with_another_seed",
+        "tests/unit/test_audit_domain.py::test_build_checklist_gives_workpapers_with_population_and_sample",
+    ),
+    module=__name__,
+)
 
 
 def build_checklist(

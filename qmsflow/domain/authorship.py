@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from .capabilities import declare
+
 # git's %G? letters (git-log(1), "Placeholders that expand to information extracted from the commit")
 GOOD = "G"
 GOOD_UNKNOWN_VALIDITY = "U"  # a good signature whose key the GPG web of trust does not vouch for
@@ -74,6 +76,22 @@ def is_verified(commit: Commit, person: Signer) -> tuple[bool, str]:
     if commit.status == GOOD and commit.signer == person.id:  # SSH: the principal of our allowed-signers line
         return True, ""
     return False, f"signed by a key qms.yaml does not register for {person.id}"
+
+
+AUTHORS_EXCLUDED = declare(
+    "approval.authors_excluded",
+    "qmsflow takes as the authors of a document change the person who submits it and the git authors of "
+    "the commits that changed the document since its last approved version, matched to people by the "
+    "e-mail addresses qms.yaml gives them (`email`, `git_emails`); none of them may sign its approval. A git "
+    "author that matches no person, or whose commit is not signed with a key qms.yaml registers for that "
+    "person, is named in the approval request, so that the approvers see it.",
+    proved_by=(
+        "tests/integration/test_signed_content.py::test_git_authors_of_a_change_may_not_approve_it_and_unknown_ones_are_named",
+        "tests/integration/test_signatures_bound.py::test_authorship_typed_by_the_committer_is_named_unverified",
+        "tests/unit/test_approvals_domain.py::test_every_author_of_a_change_is_refused_not_only_the_submitter",
+    ),
+    module=__name__,
+)
 
 
 def authorship(

@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from .capabilities import declare
 from .errors import InvalidTransition
 from .stages import MissingField, Move, Stage, StageMachine, present
 
@@ -52,6 +53,21 @@ class SimilarCases(BaseModel):
 SIMILAR_SHAPE = (
     'similar_cases must be {"checked": true, "scope": "where you looked", "found": ["ids found", ...]} '
     'or {"checked": false, "reason": "why no check was made"}'
+)
+
+
+# SOP-CAPA-001 4.4, checked in _similar_cases
+SIMILAR_CASES_STRUCTURED = declare(
+    "capa.similar_cases_structured",
+    "qmsflow refuses a root cause analysis whose similar-cases answer (`similar_cases`) is free text or lacks "
+    "its parts: it must be either a check that was made, with where it looked (`scope`) and the identifiers "
+    "of the similar cases found (`found`, an empty list when none were found), or a check that was not made, "
+    "with the reason (`reason`).",
+    proved_by=(
+        "tests/unit/test_capa_rules.py::test_similar_cases_is_a_structured_answer",
+        "tests/integration/test_capa_closure_rules.py::test_similar_cases_as_free_text_is_refused",
+    ),
+    module=__name__,
 )
 
 
@@ -93,6 +109,21 @@ def _actions(record_id: str, stages: Mapping[str, Any], fields: dict[str, Any]) 
             f"{record_id}: actions[{where}]: {problem['msg']} (each action needs what, owner, due as YYYY-MM-DD)"
         ) from None
     return {**fields, "actions": checked}
+
+
+# SOP-CAPA-001 4.5, checked in _actions and in Capa.check_advance
+ACTION_PLAN_CHECKED = declare(
+    "capa.action_plan_checked",
+    "qmsflow refuses an action plan without actions, an action that lacks what is to be done (`what`), its "
+    "owner (`owner`) or its due date (`due`, YYYY-MM-DD), and an action whose owner is not a person of "
+    "qms.yaml, naming the action in its error. It keeps each action's text as written and does not check the "
+    "effectiveness criterion written in it.",
+    proved_by=(
+        "tests/unit/test_capa_rules.py::test_action_owners_are_people_of_qms_yaml",
+        "tests/integration/test_capa_closure_rules.py::test_an_action_owner_not_in_qms_yaml_is_refused",
+    ),
+    module=__name__,
+)
 
 
 def _evidence(record_id: str, stages: Mapping[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
@@ -141,6 +172,25 @@ def _closure(record_id: str, stages: Mapping[str, Any], fields: dict[str, Any]) 
     return _check_date(record_id, fields)
 
 
+# SOP-CAPA-001 4.8, checked in _closure
+CLOSURE_RULES = declare(
+    "capa.closure_rules",
+    "qmsflow refuses to close a CAPA unless the effectiveness check given with the closure has the result "
+    "`effective`; the statement that the actions have no adverse effect on regulatory compliance or on the "
+    "safety and performance of the AI system (`no_adverse_effect`) has the value true (false or any other "
+    "value is refused) and comes with its reasoning (`no_adverse_effect_reasoning`); and either the update "
+    "made to the risk register (`risk_update`) or the reason why none is needed (`no_risk_update_reason`) is "
+    "written down. Its error names the missing or wrong field. qmsflow does not look at the risk register "
+    "itself: it keeps what is written in these fields.",
+    proved_by=(
+        "tests/unit/test_capa_rules.py::test_no_adverse_effect_must_be_the_value_true",
+        "tests/integration/test_capa_closure_rules.py::test_bad_closures_are_refused_naming_the_field_and_recorded",
+        "tests/integration/test_capa.py::test_capa_through_every_stage_with_signed_plan_and_closure",
+    ),
+    module=__name__,
+)
+
+
 # The CAPA procedure as a table (SOP-CAPA-001 section 4): its stages and the moves between them.
 MACHINE = StageMachine(
     kind="capa",
@@ -176,6 +226,34 @@ MACHINE = StageMachine(
     ),
 )
 
+# SOP-CAPA-001 4.1 to 4.7: the stages of MACHINE and the data each move needs (MACHINE.check)
+STAGES_IN_ORDER = declare(
+    "capa.stages_in_order",
+    "qmsflow moves a CAPA through its stages in order only: opened, containment, root cause analysis, action "
+    "plan, implementation, effectiveness check, closed, and from the effectiveness check back to root cause "
+    "analysis when the check found the actions ineffective (`result` ineffective, with `notes`). It refuses a "
+    "move that skips a stage or lacks the data the stage needs: the correction made (`correction`) for "
+    "containment; the method (`method`), the cause (`cause`) and the similar-cases answer (`similar_cases`) "
+    "for root cause analysis; the actions for the action plan; and, for the effectiveness check, evidence of "
+    "implementation (`evidence`) for every action of the plan. Its error names the missing field.",
+    proved_by=(
+        "tests/integration/test_capa.py::test_errors_name_the_missing_field",
+        "tests/integration/test_capa.py::test_the_happy_path_and_the_loop_back_on_an_ineffective_check",
+        "tests/integration/test_capa.py::test_capa_through_every_stage_with_signed_plan_and_closure",
+    ),
+    module=__name__,
+)
+
+# MACHINE.check keeps every field given with a move, not only those the move needs
+FURTHER_FIELDS_KEPT = declare(
+    "capa.further_fields_kept",
+    "qmsflow keeps any further field given with a stage move (`qms capa advance CAPA_ID --to STAGE --field "
+    "NAME=VALUE`), as written, in that stage's data next to the fields the stage needs; it does not check "
+    "what such a field says.",
+    proved_by=("tests/unit/test_capa_rules.py::test_further_fields_given_with_a_move_are_kept_as_written",),
+    module=__name__,
+)
+
 STAGES: tuple[str, ...] = MACHINE.keys
 STAGE_TITLES: dict[str, str] = MACHINE.titles
 SIGNED_STAGES = MACHINE.signed_targets  # entering these needs an approved signature
@@ -205,6 +283,36 @@ def _a_person(record_id: str, field: str, value: Any, facts: Facts) -> None:
 
 
 VERIFIED_MOVES = frozenset({("effectiveness_check", "closed"), ("effectiveness_check", "root_cause")})
+
+
+# SOP-CAPA-001 4.7, checked in Capa._check_verifier
+VERIFIER_INDEPENDENT = declare(
+    "capa.verifier_independent",
+    "qmsflow refuses an effectiveness result whose verifier (`checked_by`) is the CAPA owner or not a person "
+    "of qms.yaml, whose date (`checked_on`) is missing or later than the day it is recorded, or whose date is "
+    "before the effectiveness due date when no reason for the early check (`early_reason`) is recorded.",
+    proved_by=(
+        "tests/unit/test_capa_rules.py::test_the_verifier_is_a_person_of_qms_yaml_other_than_the_capa_owner",
+        "tests/unit/test_capa_rules.py::test_the_check_is_dated_not_in_the_future_and_not_early_without_a_reason",
+    ),
+    module=__name__,
+)
+
+
+# SOP-CAPA-001 4.7, kept by Capa.apply
+EFFECTIVENESS_CHECKS_KEPT = declare(
+    "capa.effectiveness_checks_kept",
+    "qmsflow keeps each effectiveness check that moves a CAPA on, to closure or back to root cause analysis, "
+    "in the CAPA's list of effectiveness checks (`effectiveness_checks`), with its result, verifier, date, "
+    "the reason for an early check and the notes, so that an ineffective check stays in the record after "
+    "the CAPA has moved on.",
+    proved_by=(
+        "tests/integration/test_capa.py::test_the_happy_path_and_the_loop_back_on_an_ineffective_check",
+        "tests/integration/test_capa_closure_rules.py::"
+        "test_a_correct_closure_still_closes_and_keeps_the_dated_independent_check",
+    ),
+    module=__name__,
+)
 
 
 class Capa(BaseModel):

@@ -9,6 +9,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .capabilities import declare
 from .records import is_overdue
 from .stages import Move, Stage, StageMachine
 
@@ -106,3 +107,18 @@ def review_state(due: date, today: date, window_days: int = REVIEW_WINDOW_DAYS) 
     if (due - today).days <= window_days:
         return "due-soon"
     return None
+
+
+# the document lifecycle above, as the procedures may state it (services.review keeps the text and signatures)
+CONTROLLED_VERSIONS = declare(
+    "document.controlled_versions",
+    "qmsflow keeps the exact text of every version submitted for approval in its records store, under its "
+    "SHA-256, with the signatures that approved it; a version becomes effective when its approvals are "
+    "complete, and the version it replaces becomes obsolete.",
+    proved_by=(
+        "tests/integration/test_signed_content.py::test_the_signed_text_is_kept_shown_and_rendered_from_the_store",
+        "tests/e2e/test_document_review.py::test_signed_click_resumes_the_flow_to_an_effective_version",
+        "tests/unit/test_documents_domain.py::test_lifecycle_draft_review_effective_obsolete",
+    ),
+    module=__name__,
+)

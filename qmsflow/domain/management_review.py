@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, ValidationError
 
+from .capabilities import declare
 from .errors import DomainError
 from .stages import Move, Stage, StageMachine, present
 
@@ -112,6 +113,23 @@ def reviewed_period(today: date) -> Period:
     return Period.of(today).previous()
 
 
+# QMS-001 4.6: the start of a quarter's review (tasks/management_review.start_due_review_task)
+SCHEDULED_START = declare(
+    "review.scheduled_start",
+    "qmsflow starts the management review of the quarter just ended on the schedule set in qms.yaml "
+    "(`management_review.schedule`, counted in the organisation's time zone); by default that is the first "
+    "working day of each quarter: Monday to Friday, except 1 January and the non-working days listed in "
+    "qms.yaml (`management_review.non_working_days`). A quarter is reviewed once: starting a quarter that was "
+    "already started is refused, and the refusal is recorded in the audit trail.",
+    proved_by=(
+        "tests/integration/test_management_review_flow.py::test_the_schedule_fires_on_each_first_working_day_and_starts_one_review_per_quarter",
+        "tests/integration/test_management_review_flow.py::test_one_real_run_starts_the_review_and_a_second_starts_none",
+        "tests/integration/test_management_review.py::test_a_quarter_of_activity_gives_the_expected_figures",
+    ),
+    module=__name__,
+)
+
+
 # Days of the quarterly cron: the first working day is always within the first week of a quarter's first
 # month (1 January and a weekend: the 4th at the latest, plus listed non-working days). The flow starts the
 # review only on the first working day itself.
@@ -169,7 +187,7 @@ INPUTS: tuple[ReviewInput, ...] = (
         "c.incidents",
         "c",
         "Incidents and monitoring breaches",
-        "no incidents or monitoring breaches recorded this quarter",
+        "not recorded in qmsflow, which keeps no incident or monitoring records: the quality lead brings them to the review",
     ),
     ReviewInput("c.approval-lead-times", "c", "Approval lead times", "no approvals decided this quarter"),
     ReviewInput("d.resources", "d", "Adequacy of resources", "asked of the chair in the minutes", chair=True),
@@ -195,10 +213,13 @@ INPUTS: tuple[ReviewInput, ...] = (
         "ai.monitoring-breaches",
         "ai",
         "Post-market monitoring breaches",
-        "no post-market monitoring breaches recorded this quarter",
+        "not recorded in qmsflow, which keeps no monitoring records: the quality lead brings them to the review",
     ),
     ReviewInput(
-        "ai.serious-incidents", "ai", "Serious incidents (Art. 73)", "no serious incidents recorded this quarter"
+        "ai.serious-incidents",
+        "ai",
+        "Serious incidents (Art. 73)",
+        "not recorded in qmsflow, which keeps no incident records: the quality lead brings them to the review",
     ),
     ReviewInput(
         "ai.deviations", "ai", "Deviations (overrides) recorded", "no deviations (overrides) recorded this quarter"
@@ -249,6 +270,24 @@ def check_action(record_id: str, value: Mapping[str, Any], people: Iterable[str]
     if action.due < today:
         raise DomainError(f"{record_id}: action due date {action.due.isoformat()} is in the past")
     return action.model_dump(mode="json")
+
+
+# QMS-001 4.6, checked by check_complete below and in services.management_review.submit
+MINUTES_COMPLETE = declare(
+    "review.minutes_complete",
+    "qmsflow records the minutes of a management review: a note on how each input was considered "
+    "(`qms management-review decide REVIEW --input KEY --note …`, the adequacy of resources included) and the "
+    "decisions on the three outputs of ISO 9001 9.3.3 (improvement, changes to the QMS, resource needs). It "
+    "refuses to submit the minutes for signature (`qms management-review submit`) until every input is "
+    "addressed and each output has a decision or a recorded reason for none (`--none-because`); the refusal "
+    "names every gap and is recorded in the audit trail. Once submitted, the minutes can no longer change.",
+    proved_by=(
+        "tests/unit/test_management_review_domain.py::test_submission_names_every_gap",
+        "tests/integration/test_management_review.py::test_minutes_blocked_until_complete_signed_and_actions_rolled_in",
+        "tests/integration/test_management_review.py::test_cli_start_decide_submit_show",
+    ),
+    module=__name__,
+)
 
 
 def gaps(inputs: Iterable[str], minutes: Mapping[str, Any]) -> list[str]:

@@ -21,6 +21,24 @@ from datetime import date
 from enum import StrEnum
 
 from .aspects import ASPECTS
+from .capabilities import declare
+
+# QMS-001 6 and SOP-AUD-001 4.1: the rules below, gathered by services.readiness (`qms readiness`)
+PER_ASPECT = declare(
+    "readiness.per_aspect",
+    "`qms readiness` judges each Art. 17(1) aspect (a) to (m) on evidence, for the processes that cover it in "
+    "qms.yaml: whether each process's procedure has an approved version not overdue for its periodic review, "
+    "whether its owner is an active person of qms.yaml, whether it produced records in the last twelve months "
+    "and whether it had an internal audit this calendar year that reached its report. An aspect with all four "
+    "for every covering process is ready; an aspect that no process covers, or with neither an approved "
+    "procedure nor records, is a gap; the others are partial. Each missing answer is named with what to do.",
+    proved_by=(
+        "tests/unit/test_readiness_domain.py::test_an_aspect_no_process_covers_is_a_gap_saying_what_to_do",
+        "tests/unit/test_readiness_domain.py::test_every_check_for_every_covering_process_is_ready",
+        "tests/integration/test_readiness.py::test_a_fresh_scaffold_is_thirteen_gaps_and_check_no_longer_claims_coverage",
+    ),
+    module=__name__,
+)
 
 
 class Readiness(StrEnum):

@@ -14,6 +14,25 @@ from importlib import resources
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .capabilities import declare
+
+# QMS-001 4.3: the dates file read by parse/bundled below, listed by `qms retention dates`
+DATES_AS_DATA = declare(
+    "retention.dates_as_data",
+    "qmsflow reads the AI Act's application dates and deadlines from a versioned data file shipped with it "
+    "(`ai_act_dates.yaml`), in which each entry names its provision and its source, the day it was checked "
+    "against that source and whether that source is the law itself; a file lacking any of these is refused, "
+    "naming the entry and field. `qms retention dates` lists every entry, and the retention period takes its "
+    "years from the Art. 18(1) entry.",
+    proved_by=(
+        "tests/unit/test_regulatory_dates.py::test_the_bundled_file_holds_the_omnibus_dates_with_source_and_check_date",
+        "tests/unit/test_regulatory_dates.py::test_a_bad_file_is_refused_naming_the_field",
+        "tests/integration/test_retention.py::test_cli_dates_show_hold_and_release",
+    ),
+    module=__name__,
+)
+
+
 DATA_FILE = "ai_act_dates.yaml"
 
 

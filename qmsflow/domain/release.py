@@ -31,6 +31,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from . import limits
+from .capabilities import declare
 from .limits import Text
 
 # --------------------------------------------------------------------------- criteria (qms.yaml)
@@ -624,6 +625,20 @@ def evidence_time(tests: list[ResultsEvidence], metrics: list[MetricsEvidence]) 
     """When the evidence was produced: the earliest time any file states."""
     times = [e.produced_at for e in [*tests, *metrics] if e.produced_at is not None]
     return min(times) if times else None
+
+
+REQUIREMENT_TRACE = declare(
+    "release.requirement_trace",
+    "The release validation report lists, for each requirement identifier that a submitted test report "
+    "names (a JUnit test case property `requirement`, `requirements`, `req` or `verifies`, or "
+    "`extra.requirements` in CTRF), the tests that verify it, their outcomes and the file they came from. "
+    "qmsflow holds no list of the requirements themselves, so it cannot show a requirement that no test names.",
+    proved_by=(
+        "tests/unit/test_release_domain.py::test_all_criteria_met",
+        "tests/integration/test_release.py::test_released_after_all_signatures_and_verified",
+    ),
+    module=__name__,
+)
 
 
 def evaluate(

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 
+from .capabilities import declare
 from .documents import add_months
 from .errors import RetentionError
 
@@ -72,6 +73,23 @@ class Period:
 
 def _years(n: int) -> str:
     return f"{n} year{'s' if n != 1 else ''}"
+
+
+# QMS-001 5, SOP-CAPA-001 and the other procedures' records: retention_period below, enforced on deletion
+PERIOD = declare(
+    "retention.period",
+    "qmsflow refuses to delete a record before the end of its retention period: the years of Art. 18(1) "
+    "(ten), or the longer `retention.years` of qms.yaml, counted from the later of the dates on which an AI "
+    "system the record concerns was placed on the market or put into service, and at least as many years "
+    "after the record was made; a record of a system with no such date yet is kept. The refusal states the "
+    "rule and is recorded in the audit trail.",
+    proved_by=(
+        "tests/unit/test_retention_and_records.py::test_the_later_of_placing_and_putting_into_service_starts_the_period",
+        "tests/integration/test_retention.py::test_retention_counts_ten_years_from_placing_on_the_market_with_the_rule_cited",
+        "tests/integration/test_retention.py::test_records_of_a_system_not_yet_placed_are_kept",
+    ),
+    module=__name__,
+)
 
 
 def retention_period(

@@ -23,6 +23,8 @@ from datetime import UTC, datetime
 from json.decoder import scanstring as _scan  # the C string scanner of json
 from typing import Any
 
+from .capabilities import declare
+
 GENESIS = "0" * 64
 
 try:  # the C encoder json.dumps uses for str with ensure_ascii=False
@@ -71,6 +73,23 @@ def canonical_event(
 
 def event_hash(canonical: bytes) -> str:
     return hashlib.sha256(canonical).hexdigest()
+
+
+APPEND_ONLY = declare(
+    "trail.append_only",
+    "qmsflow writes each change to its records (controlled documents and their versions, submissions, "
+    "approval requests, signatures and refused signatures, CAPAs and the other records, deletions) to an "
+    "append-only audit trail, in the same transaction as the change. Each entry holds the time, the actor, "
+    "the action, the record, its state before and after, and the hash of the previous entry, so that the "
+    "entries form a hash chain. The database refuses to change or delete an entry: a correction is a new "
+    "entry.",
+    proved_by=(
+        "tests/integration/test_store.py::test_trail_refuses_update_and_delete",
+        "tests/integration/test_store.py::test_change_and_event_commit_together_or_not_at_all",
+        "tests/unit/test_trail_domain.py::test_any_single_changed_byte_is_detected_at_its_event",
+    ),
+    module=__name__,
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from ..domain.approvals import (
     Signature,
     required_signatures,
 )
+from ..domain.capabilities import declare
 from ..domain.deadlines import Level, Notice
 from ..domain.errors import DomainError
 from ..domain.organisation import QmsConfig
@@ -108,6 +109,20 @@ def load(uow: UnitOfWork, request_id: str) -> tuple[ApprovalRequestRow, Approval
 
 def _people(uow: UnitOfWork) -> dict[str, PersonRow]:
     return {p.id: p for p in uow.session.scalars(select(PersonRow))}
+
+
+REQUESTS_DELIVERED = declare(
+    "approval.requests_delivered",
+    "qmsflow lists each pending approval request in the dashboard inbox of every approver who may sign it "
+    "and, when Slack is switched on, sends each of them a Slack message with the request (a Slack outage "
+    "delays the message and loses none).",
+    proved_by=(
+        "tests/integration/test_approvals_service.py::test_request_is_idempotent_and_messages_each_approver",
+        "tests/integration/test_approvals_service.py::test_slack_outage_delays_but_loses_nothing_and_keeps_order",
+        "tests/integration/test_web.py::test_approve_from_the_inbox_with_the_password_again",
+    ),
+    module=__name__,
+)
 
 
 def open_request(
@@ -369,6 +384,20 @@ def pending_for(uow: UnitOfWork, person_id: str) -> list[ApprovalRequestRow]:
         if person_id in row.approvers and person_id not in signers and person_id not in authors:
             out.append(row)
     return out
+
+
+FOLLOW_UP = declare(
+    "approval.follow_up",
+    "qmsflow reminds each approver whose signature is still pending, then escalates to their manager (and, "
+    "if qms.yaml sets it, to the manager's manager), after the days set under `approvals` in qms.yaml (by "
+    "default 3 and 7 days after the request); each step happens once per approver and is recorded in the "
+    "audit trail.",
+    proved_by=(
+        "tests/integration/test_approvals_service.py::test_reminders_then_escalation_each_once_and_recorded",
+        "tests/integration/test_flows_in_process.py::test_approval_follow_ups_remind_and_escalate_once",
+    ),
+    module=__name__,
+)
 
 
 def follow_up(uow: UnitOfWork, config: QmsConfig, now: datetime) -> list[tuple[str, str, str]]:

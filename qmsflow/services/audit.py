@@ -22,6 +22,7 @@ from sqlalchemy import select
 from ..domain import audit as rules
 from ..domain import limits
 from ..domain.approvals import Signature
+from ..domain.capabilities import declare
 from ..domain.deadlines import Notice
 from ..domain.errors import DomainError
 from ..domain.organisation import QmsConfig
@@ -367,6 +368,38 @@ def resolve(uow: UnitOfWork, reference: str) -> str:
 # ------------------------------------------------------------------ recording items
 
 
+# SOP-AUD-001 4.5: record below (`qms audit record`), rules in domain.audit.record_item
+RECORD_ITEMS = declare(
+    "audit.record_items",
+    "qmsflow records each checklist item of an audit (`qms audit record`) as a workpaper: objective, "
+    "procedure, population, sample, result (conform, observation, improvement, minor or major), evidence, "
+    "preparer (the auditor) and reviewer (the quality lead who approves the report). It refuses an entry by "
+    "anyone but the audit's auditor, an evidence reference that does not name an existing record, approval, "
+    "document, document version or trail event, a result other than conform without a note, and a "
+    "nonconformity without evidence; each refused entry is recorded in the audit trail.",
+    proved_by=(
+        "tests/integration/test_audit.py::test_the_audit_end_to_end_with_a_major_finding_its_capa_and_the_signed_report",
+        "tests/unit/test_audit_domain.py::test_recording_an_item_checks_result_note_evidence_and_stage",
+        "tests/integration/test_audit.py::test_cli_plan_refusal_exits_1_and_record_names_the_item",
+    ),
+    module=__name__,
+)
+
+
+# SOP-AUD-001 4.7: _raise_finding, called by record
+FINDING_OPENS_CAPA = declare(
+    "audit.finding_opens_capa",
+    "For each minor or major nonconformity recorded in an audit, qmsflow records a finding and opens a CAPA "
+    "at once (source audit, owned by the auditee, severity medium for a minor and high for a major "
+    "nonconformity), linked both ways, and mirrored to Jira when Jira is switched on.",
+    proved_by=(
+        "tests/integration/test_audit.py::test_the_audit_end_to_end_with_a_major_finding_its_capa_and_the_signed_report",
+        "tests/integration/test_audit.py::test_a_nonconformity_opens_a_capa_mirrored_to_jira",
+    ),
+    module=__name__,
+)
+
+
 def record(
     uow: UnitOfWork,
     config: QmsConfig,
@@ -463,6 +496,26 @@ def _raise_finding(
 
 
 # ------------------------------------------------------------------ conclusion and the signed report
+
+
+# SOP-AUD-001 4.6: conclude, the report request and its decision, write_report
+SIGNED_REPORT = declare(
+    "audit.signed_report",
+    "qmsflow refuses to conclude an audit (`qms audit conclude`) before every checklist item is recorded, and "
+    "records the refusal. It then renders the report from the audit record (scope, criteria, auditor, "
+    "auditee, dates, the sampled records, every item's result and evidence, the findings and the "
+    "conclusion) and asks the auditor and a quality lead other than the auditor and the auditee to sign it "
+    "through the shared approval step. Both sign the exact report, kept in the content store under its "
+    "SHA-256, and `qms verify` reports any later change to the audit record. A report rejected or sent back "
+    "returns the audit to recording. Once signed, qmsflow writes the report as HTML, and as PDF where "
+    "WeasyPrint is installed.",
+    proved_by=(
+        "tests/integration/test_audit.py::test_the_audit_end_to_end_with_a_major_finding_its_capa_and_the_signed_report",
+        "tests/integration/test_audit.py::test_a_tampered_signed_report_fails_qms_verify",
+        "tests/integration/test_audit.py::test_a_report_sent_back_returns_the_audit_to_in_progress",
+    ),
+    module=__name__,
+)
 
 
 def conclude(uow: UnitOfWork, config: QmsConfig, audit_id: str, conclusion: str, by: str) -> dict[str, Any]:
@@ -650,6 +703,21 @@ def write_report(uow: UnitOfWork, config: QmsConfig, audit_id: str, out_dir: Pat
 # ------------------------------------------------------------------ re-check of a finding (follow-up)
 
 
+# SOP-AUD-001 4.7: follow_up below (`qms audit follow-up`), and the CAPA closure gate in services.capa
+RECHECK = declare(
+    "audit.recheck",
+    "A CAPA opened from an audit finding cannot close until the finding is re-checked as effective "
+    "(`qms audit follow-up`). qmsflow refuses a re-check by the CAPA owner or without evidence and records "
+    "each refusal in the audit trail; an ineffective re-check keeps the finding open. The re-check is due "
+    "`audit.recheck_days` (60 by default) after the finding's CAPA was opened.",
+    proved_by=(
+        "tests/integration/test_audit.py::test_the_audit_end_to_end_with_a_major_finding_its_capa_and_the_signed_report",
+        "tests/integration/test_audit.py::test_a_finding_past_its_recheck_date_reminds_the_auditee_then_their_manager",
+    ),
+    module=__name__,
+)
+
+
 def follow_up(
     uow: UnitOfWork,
     config: QmsConfig,
@@ -706,6 +774,21 @@ def follow_up(
 
 
 # ------------------------------------------------------------------ deadlines
+
+
+# SOP-AUD-001 4.7: escalate_overdue below, run by the daily audit scan (flows/internal_audit.audit_scan)
+LADDER = declare(
+    "audit.ladder",
+    "qmsflow's daily audit scan reminds the auditor of an audit past its planned date and not yet reported, "
+    "and the auditee of a finding past its re-check date or without a CAPA, then their manager "
+    "(`audit.remind_after_days`, `audit.escalate_after_days`, optionally `audit.escalate_further_after_days` "
+    "in qms.yaml); each step is sent once and recorded in the audit trail.",
+    proved_by=(
+        "tests/integration/test_audit.py::test_the_ladder_reminds_the_auditor_of_an_overdue_audit_once_then_the_manager",
+        "tests/integration/test_audit.py::test_a_finding_past_its_recheck_date_reminds_the_auditee_then_their_manager",
+    ),
+    module=__name__,
+)
 
 
 def escalate_overdue(uow: UnitOfWork, config: QmsConfig, today: date) -> list[tuple[str, str, str]]:
@@ -797,6 +880,19 @@ def summary(row: RecordRow) -> dict[str, Any]:
         "pending": (row.data.get("pending") or {}).get("request"),
         "requests": len(row.data.get("requests", [])),
     }
+
+
+# SOP-AUD-001 4.3: due_to_start (the daily audit scan) and start (`qms audit start`)
+SCHEDULED_START = declare(
+    "audit.scheduled_start",
+    "On an audit's planned date qmsflow's daily audit scan starts the audit's run (deployment "
+    "`internal-audit/on-demand`, one run per audit); `qms audit start` builds the checklist and draws the "
+    "sample before that date, and the run then continues from where the audit stands.",
+    proved_by=(
+        "tests/integration/test_audit.py::test_an_audit_worked_before_its_run_gets_the_run_attached_to_it_and_its_report_request",
+    ),
+    module=__name__,
+)
 
 
 def due_to_start(uow: UnitOfWork, today: date) -> list[str]:

@@ -26,6 +26,7 @@ from ..domain.capa import (
     closure_signers,
     stage_due,
 )
+from ..domain.capabilities import declare
 from ..domain.deadlines import Level, Notice
 from ..domain.errors import DomainError, InvalidTransition
 from ..domain.organisation import QmsConfig
@@ -71,6 +72,36 @@ def facts(uow: UnitOfWork, config: QmsConfig) -> Facts:
 
 def _quality_leads(config: QmsConfig) -> list[str]:
     return [p.id for p in config.people if "quality-lead" in p.roles]
+
+
+# SOP-CAPA-001 4.1, checked in create_capa
+OPENED = declare(
+    "capa.opened",
+    "qmsflow opens a CAPA with `qms capa open`, numbered CAPA-YYYY-NNNN, and records its title, source "
+    "(complaint, incident, audit, release, pms or other), owner, severity (low, medium, high or critical), "
+    "QMS process, the AI systems concerned and a free-text description. It refuses a source or severity not "
+    "in these lists, an owner who is not a person of qms.yaml, and a process or AI system that qms.yaml does "
+    "not name.",
+    proved_by=(
+        "tests/integration/test_capa.py::test_open_refuses_bad_input",
+        "tests/integration/test_capa.py::test_capa_through_every_stage_with_signed_plan_and_closure",
+    ),
+    module=__name__,
+)
+
+# every change of a CAPA goes through create_record / update_record / uow.record (the trail)
+RECORD_KEPT = declare(
+    "capa.record_kept",
+    "qmsflow keeps each CAPA as a record of its records store: the data of every stage, who recorded it "
+    "(`recorded_by`), who signed the action plan and the closure (`signed_by`), and each change, refused move "
+    "and escalation as an event of the audit trail.",
+    proved_by=(
+        "tests/integration/test_capa.py::test_capa_through_every_stage_with_signed_plan_and_closure",
+        "tests/integration/test_capa_closure_rules.py::"
+        "test_a_correct_closure_still_closes_and_keeps_the_dated_independent_check",
+    ),
+    module=__name__,
+)
 
 
 def open_capa(uow: UnitOfWork, config: QmsConfig, **fields: Any) -> RecordRow:
@@ -142,6 +173,21 @@ def create_capa(
     return row
 
 
+# create_capa's closure_gate, used by services/audit.py (a finding) and services/release.py (a failed validation)
+OPENED_BY_AUDIT_AND_RELEASE = declare(
+    "capa.opened_by_audit_and_release",
+    "qmsflow opens a CAPA by itself, linked both ways to what it came from, for a nonconformity recorded in "
+    "an internal audit (source audit) and for a release that fails its validation (source release). A CAPA "
+    "opened from an audit finding cannot close until the re-check of the finding says the action was "
+    "effective.",
+    proved_by=(
+        "tests/integration/test_audit.py::test_the_audit_end_to_end_with_a_major_finding_its_capa_and_the_signed_report",
+        "tests/integration/test_release.py::test_failed_criteria_open_a_linked_capa",
+    ),
+    module=__name__,
+)
+
+
 def satisfy_closure_gate(uow: UnitOfWork, row: RecordRow, ref: str, by: str) -> None:
     """Declare the closure gate ``ref`` of a CAPA met (building block, never commits)."""
     gate = row.data.get("closure_gate")
@@ -170,6 +216,35 @@ def signed_content(row: RecordRow, target: str, stage_data: dict[str, Any]) -> d
         "step": {"kind": "capa", "id": row.id, "target": target, "title": STAGE_TITLES.get(target, target)},
         "fields": stage_data,
     }
+
+
+# advance: the refusal is recorded (capa.advance-refused) after the rollback
+REFUSALS_RECORDED = declare(
+    "capa.refusals_recorded",
+    "qmsflow changes nothing on a refused CAPA move and records the refusal, with the reason, in the audit "
+    "trail (`capa.advance-refused`).",
+    proved_by=(
+        "tests/integration/test_capa_closure_rules.py::test_bad_closures_are_refused_naming_the_field_and_recorded",
+        "tests/integration/test_capa_closure_rules.py::test_an_action_owner_not_in_qms_yaml_is_refused",
+    ),
+    module=__name__,
+)
+
+# advance (SIGNED_STAGES) + closure_signers + signed_content; applied in on_request_decided
+SIGNED_STAGES_CAPABILITY = declare(
+    "capa.signed_stages",
+    "qmsflow puts a CAPA's action plan, and its closure, into effect only when an approval request for it is "
+    "approved, by the number of signatures the CAPA's process requires in qms.yaml (`required_signatures`), "
+    "among the process owner and the quality leads other than the CAPA owner; it refuses the CAPA owner's "
+    "signature. The approvers see and sign the whole CAPA record as it stands, with the data of every stage "
+    "so far and of the step they approve.",
+    proved_by=(
+        "tests/integration/test_capa.py::test_capa_through_every_stage_with_signed_plan_and_closure",
+        "tests/integration/test_capa.py::test_closure_never_by_the_capa_owner",
+        "tests/integration/test_signed_content.py::test_capa_approvers_see_the_whole_record_and_the_step",
+    ),
+    module=__name__,
+)
 
 
 def advance(uow: UnitOfWork, config: QmsConfig, capa_id: str, target: str, fields: dict[str, Any]) -> dict[str, Any]:
@@ -234,6 +309,21 @@ def advance(uow: UnitOfWork, config: QmsConfig, capa_id: str, target: str, field
     return {"capa": capa_id, "stage": row.status}
 
 
+# create_capa and _apply: stage_due (domain) and EFFECTIVENESS_DAYS
+STAGE_DUE = declare(
+    "capa.stage_due",
+    "qmsflow gives the current stage of a CAPA a due date counted from the day the stage was entered: 3 days "
+    "for a critical CAPA, 10 for high, 20 for medium and 30 for low. Implementation and the effectiveness "
+    "check are due 30 days after they start; the start of the effectiveness check sets the CAPA's "
+    "effectiveness due date, 30 days later. A closed CAPA has no due date.",
+    proved_by=(
+        "tests/integration/test_capa.py::test_each_stage_is_due_by_severity_and_the_check_thirty_days_later",
+        "tests/integration/test_capa.py::test_capa_through_every_stage_with_signed_plan_and_closure",
+    ),
+    module=__name__,
+)
+
+
 def _apply(
     uow: UnitOfWork, config: QmsConfig, row: RecordRow, capa: Capa, target: str, stage_data: dict[str, Any]
 ) -> None:
@@ -289,6 +379,23 @@ def on_request_decided(uow: UnitOfWork, config: QmsConfig, request: ApprovalRequ
 
 
 LEVEL_WORDS = {Level.REMIND: "owner", Level.ESCALATE: "manager", Level.ESCALATE_FURTHER: "manager's manager"}
+
+
+# escalate_overdue, run daily by the capa-escalation flow (flows/capa.py)
+ESCALATION = declare(
+    "capa.escalation",
+    "Once a day qmsflow looks for open CAPAs whose current stage is past its due date and climbs the deadline "
+    "ladder set under `capa` in qms.yaml: by default it reminds the CAPA owner on the first day overdue, "
+    "tells the owner's manager 7 days after the due date and, if `escalate_further_after_days` is set, the "
+    "manager's manager. Each step is sent once per stage and due date, through Slack when Slack is switched "
+    "on, and is recorded in the audit trail (`capa.escalated`); a new stage starts a new ladder.",
+    proved_by=(
+        "tests/integration/test_capa.py::test_escalation_goes_to_owner_then_manager_once",
+        "tests/integration/test_deadlines_service.py::test_capa_ladder_days_from_config_and_a_new_stage_starts_a_new_ladder",
+        "tests/integration/test_flows_in_process.py::test_capa_escalation_climbs_the_ladder_and_tells_slack",
+    ),
+    module=__name__,
+)
 
 
 def escalate_overdue(uow: UnitOfWork, config: QmsConfig, today: date) -> list[tuple]:
@@ -358,6 +465,23 @@ def _apply_from_jira(uow: UnitOfWork, config: QmsConfig, row: RecordRow, target:
     _apply(uow, config, row, _capa(row), target, data)
 
 
+# mirror.register: services/mirror.py (on_jira_status) and services/jira_outbox.py, jira_sync.py
+JIRA_MIRROR = declare(
+    "jira.capa_mirror",
+    "With Jira switched on (`integrations.jira` in qms.yaml and its secrets in the environment), qmsflow "
+    "creates one Jira issue for each CAPA, linked back to the CAPA, and moves the issue's status as the CAPA "
+    "moves through its stages; qmsflow stays the system of record. A status set in Jira moves the CAPA only "
+    "when the move needs no data and no signature and the stages allow it; any other move set in Jira is "
+    "refused: qmsflow writes the reason as a comment on the issue, puts the Jira status back (unless "
+    "`on_refused` is set to comment only) and records the refusal in the audit trail.",
+    proved_by=(
+        "tests/integration/test_jira.py::test_capa_lifecycle_is_mirrored_in_jira_through_signed_closure",
+        "tests/integration/test_jira.py::test_allowed_jira_transition_moves_the_qms_stage",
+        "tests/integration/test_jira.py::test_refused_jira_done_is_explained_reverted_and_recorded",
+    ),
+    module=__name__,
+)
+
 mirror.register("capa", MACHINE, _apply_from_jira)
 
 
@@ -367,6 +491,26 @@ def show(uow: UnitOfWork, capa_id: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ management review inputs (review_inputs)
+
+
+# review_figures and review_risk_actions: the CAPA inputs of the management review's input pack
+REVIEW_FIGURES = declare(
+    "capa.review_figures",
+    "For each quarterly management review, qmsflow counts, from the CAPA records and the audit trail, the "
+    "CAPAs opened and closed in the quarter, the open ones that are overdue and their ages (0-30, 31-60, "
+    "61-90, 91-180 and over 180 days), the effectiveness checks found effective and ineffective, and the "
+    "closures that recorded a risk-register update or a reason for none, each figure with the CAPA "
+    "identifiers behind it.",
+    proved_by=("tests/integration/test_management_review.py::test_a_quarter_of_activity_gives_the_expected_figures",),
+    module=__name__,
+)
+# the moves the review counts: closures, and effectiveness checks decided (out of effectiveness_check); the
+# database reads only these (a quarter of a large store holds tens of thousands of other CAPA events), and
+# both providers read the same query, once per gather
+_CLOSING_MOVES: dict[str, Any] = {
+    "actions": ["capa.advanced"],
+    "states": [("after", "status", "closed"), ("before", "status", "effectiveness_check")],
+}
 
 
 @provides("c.capa", "capa")
@@ -381,7 +525,7 @@ def review_figures(session: Session, config: QmsConfig, window: Window) -> list[
         )
     )
     closed, effective, ineffective = [], [], []
-    for event in trail_events(session, window.start, window.end, actions=["capa.advanced"]):
+    for event in trail_events(session, window.start, window.end, **_CLOSING_MOVES):
         capa_id = event.record.removeprefix("record:")
         before, after = event.before or {}, event.after or {}
         if after.get("status") == "closed":
@@ -417,7 +561,7 @@ def review_risk_actions(session: Session, config: QmsConfig, window: Window) -> 
     """CAPAs closed in the quarter with a risk-register update (ISO 9001 §10.2.1 e) and those closed with a
     reason for none."""
     updated, reasons = [], []
-    for event in trail_events(session, window.start, window.end, actions=["capa.advanced"]):
+    for event in trail_events(session, window.start, window.end, **_CLOSING_MOVES):
         after = event.after or {}
         if after.get("status") != "closed":
             continue

@@ -8,6 +8,7 @@ from datetime import date
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ..domain.capabilities import declare
 from ..domain.documents import REVIEW_WINDOW_DAYS, DocStatus, DocumentVersion, review_due, review_state
 from ..domain.organisation import QmsConfig
 from ..store.tables import DocumentRow, DocumentVersionRow, RecordRow
@@ -17,6 +18,21 @@ from .records import create_record, update_record
 from .review_inputs import Figure, Window, provides
 
 REVIEW_DUE = "document-review-due"
+
+REGISTER = declare(
+    "document.register",
+    "qmsflow keeps the register of the controlled documents that qms.yaml declares, brought in line with it "
+    "by `qms sync`: for each document its identifier, title, file, owner, approvers, review interval and "
+    "the AI systems it concerns, and each of its versions with its status (draft, in review, effective or obsolete), "
+    "effective date and next review date. `qms document list` and the dashboard's Documents page show "
+    "the register, and flag a document whose review is due within 30 days or overdue.",
+    proved_by=(
+        "tests/integration/test_store.py::test_sync_is_idempotent_and_trailed",
+        "tests/integration/test_web.py::test_page_contents",
+        "tests/unit/test_documents_domain.py::test_review_state_window",
+    ),
+    module=__name__,
+)
 
 
 @dataclass(frozen=True)
@@ -71,6 +87,24 @@ def transition_version(
         before,
         row_values(row, exclude=("id",)),
     )
+
+
+REVIEW_SCAN = declare(
+    "document.review_scan",
+    "Daily (or on the schedule qms.yaml sets for the document-control process), qmsflow's document-review-due "
+    "scan records each controlled document whose periodic review "
+    "is due within 30 days or overdue (a document-review-due record, DRD-…, once per document and due "
+    'date, owned by the document owner), and starts a periodic ("still valid") review of each one whose '
+    "file is unchanged since its effective version: its approvers are asked to confirm it. A document "
+    "changed since its effective version waits for its owner to submit the change.",
+    proved_by=(
+        "tests/integration/test_store.py::test_due_scan_records_each_document_once",
+        "tests/integration/test_flows_in_process.py::test_document_review_due_scan_records_due_documents_and_its_run",
+        "tests/integration/test_document_control.py::"
+        "test_a_periodic_review_confirmed_still_valid_sets_the_next_review_and_closes_the_due_record",
+    ),
+    module=__name__,
+)
 
 
 def scan_due_reviews(
@@ -146,11 +180,22 @@ def _close_superseded(uow: UnitOfWork, doc_id: str, current_key: str) -> None:
         update_record(uow, row, "superseded", status="superseded")
 
 
+OVERDUE_REVIEWS_INPUT = declare(
+    "review.overdue_document_reviews",
+    "qmsflow counts, in the input pack of each management review, the controlled documents whose periodic "
+    "review is overdue on the day the inputs are gathered, naming each one.",
+    proved_by=(
+        "tests/integration/test_document_control.py::test_overdue_periodic_reviews_are_an_input_of_the_management_review",
+    ),
+    module=__name__,
+)
+
+
 @provides("c.document-reviews", "document-control")
 def review_overdue_documents(session: Session, config: QmsConfig, window: Window) -> list[Figure]:
     """Controlled documents whose periodic review is overdue as of the gathering (the register's rule)."""
     from .queries import document_register
 
     today = window.as_of.date()
-    overdue = [f"document:{line.doc.id}" for line in document_register(session, today) if line.state == "overdue"]
+    overdue = [f"document:{line.document.id}" for line in document_register(session, today) if line.state == "overdue"]
     return [Figure(f"document reviews overdue on {today.isoformat()}", len(overdue), overdue)]

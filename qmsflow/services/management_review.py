@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from ..domain import limits
 from ..domain.approvals import Signature
+from ..domain.capabilities import declare
 from ..domain.errors import DomainError, InvalidTransition
 from ..domain.management_review import (
     ACTION_MACHINE,
@@ -90,6 +91,27 @@ def window_for(session: Session, config: QmsConfig, period: Period, as_of: datet
     if previous is not None:
         since = min(start, Period.parse(previous.data["period"]).window(config.organisation.timezone)[1])
     return Window(period, start, end, since, as_of, config.organisation.timezone, previous.id if previous else None)
+
+
+# QMS-001 4.6: the pack built by build_pack and frozen by start
+INPUT_PACK = declare(
+    "review.input_pack",
+    "When a management review starts, qmsflow gathers into an input pack the inputs it holds records of, "
+    "and keeps the pack in its content store under its SHA-256: actions of earlier reviews (open, overdue, "
+    "closed since the last review); regulatory-watch entries; changes synced from qms.yaml and document "
+    "versions made effective since the last review; CAPAs opened, closed, overdue and open by age, and the "
+    "outcomes of their effectiveness checks; CAPA closures with and without a risk register update; internal "
+    "audits concluded, nonconformities, open findings and opportunities for improvement; overdue document "
+    "reviews; release validations passed and failed, per-group fairness gaps and deviations (overrides); and "
+    "approval lead times. Each figure lists the ids of the records behind it, and an input of which qmsflow "
+    "holds no records is stated as such in the pack.",
+    proved_by=(
+        "tests/integration/test_management_review.py::test_a_quarter_of_activity_gives_the_expected_figures",
+        "tests/integration/test_release.py::test_the_management_review_sees_the_quarters_validations_gaps_and_deviations",
+        "tests/integration/test_audit.py::test_the_audit_end_to_end_with_a_major_finding_its_capa_and_the_signed_report",
+    ),
+    module=__name__,
+)
 
 
 def build_pack(session: Session, config: QmsConfig, window: Window) -> dict[str, Any]:
@@ -274,6 +296,21 @@ def signed_content(row: RecordRow) -> dict[str, Any]:
     }
 
 
+# QMS-001 4.6: submit below and on_request_decided
+SIGNED_BY_TOP_MANAGEMENT = declare(
+    "review.signed_by_top_management",
+    "qmsflow asks top management (the persons named in `management_review.top_management` of qms.yaml, else "
+    "those with the role `management`) to sign the submitted minutes electronically through the shared "
+    "approval step; the signature covers the exact minutes and input pack, and the review is recorded as "
+    "signed when the required signatures are given.",
+    proved_by=(
+        "tests/integration/test_management_review.py::test_minutes_blocked_until_complete_signed_and_actions_rolled_in",
+        "tests/unit/test_management_review_domain.py::test_config_timezone_and_top_management",
+    ),
+    module=__name__,
+)
+
+
 def submit(uow: UnitOfWork, config: QmsConfig, review_id: str) -> dict[str, Any]:
     """Submit the minutes for the signatures of top management; refused (and recorded) naming every gap."""
     row = _editable(uow, review_id)
@@ -344,6 +381,23 @@ def on_request_decided(uow: UnitOfWork, config: QmsConfig, request: ApprovalRequ
 # ------------------------------------------------------------------ actions
 
 
+# QMS-001 4.6: decide, advance_action, start (roll-in) and escalate_overdue_actions
+ACTIONS_TRACKED = declare(
+    "review.actions_tracked",
+    "Each action decided in a management review (`qms management-review decide … --action`) becomes a "
+    "record of its own in qmsflow, with an owner who must be a person of qms.yaml and a due date that may not "
+    "be in the past; it stays open until it is marked done, or cancelled with a reason, and open actions roll "
+    "into the next review. Overdue actions climb the deadline ladder of `management_review` in qms.yaml: a "
+    "reminder to the owner, then to the owner's manager, each step once.",
+    proved_by=(
+        "tests/integration/test_management_review.py::test_minutes_blocked_until_complete_signed_and_actions_rolled_in",
+        "tests/integration/test_management_review.py::test_overdue_actions_climb_the_ladder",
+        "tests/unit/test_management_review_domain.py::test_action_needs_a_person_and_a_future_due_date",
+    ),
+    module=__name__,
+)
+
+
 def load_action(session: Session, action_id: str) -> RecordRow:
     row = session.get(RecordRow, action_id)
     if row is None or row.kind != ACTION:
@@ -368,6 +422,15 @@ def advance_action(
 
 
 mirror.register(ACTION, ACTION_MACHINE, _apply_action)
+
+# QMS-001 4.6: decide queues the issue (mirror.record_created), stage changes follow (mirror.register above)
+ACTIONS_IN_JIRA = declare(
+    "review.actions_in_jira",
+    "When Jira is switched on (`integrations.jira` in qms.yaml), qmsflow mirrors each management review "
+    "action to an issue of its own in Jira.",
+    proved_by=("tests/integration/test_management_review.py::test_an_action_of_a_review_is_mirrored_to_jira",),
+    module=__name__,
+)
 
 
 def escalate_overdue_actions(uow: UnitOfWork, config: QmsConfig, today: date) -> list[tuple]:
@@ -430,6 +493,21 @@ def review_previous_actions(session: Session, config: QmsConfig, window: Window)
 
 
 # ------------------------------------------------------------------ regulatory watch
+
+
+# QMS-001 4.3 and 4.6: watch_add below (`qms watch add`) and its review input
+REGULATORY_WATCH = declare(
+    "review.regulatory_watch",
+    "`qms watch add` records a dated regulatory-watch entry in qmsflow: a note on what changed, a link to its "
+    "source (http or https) and the QMS processes it affects; an entry without a note, a link or a known "
+    "process is refused. The entries since the last review are an input of the next management review.",
+    proved_by=(
+        "tests/integration/test_management_review.py::test_watch_add_refuses_bad_input",
+        "tests/integration/test_management_review.py::test_a_quarter_of_activity_gives_the_expected_figures",
+        "tests/integration/test_management_review.py::test_cli_start_decide_submit_show",
+    ),
+    module=__name__,
+)
 
 
 def watch_add(

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from ..domain.capabilities import declare
 from ..domain.errors import DomainError, RetentionError
 from ..domain.organisation import QmsConfig
 from ..domain.records import human_id, prefix_for
@@ -94,6 +95,22 @@ def _refuse(uow: UnitOfWork, action: str, ref: str, error: RetentionError) -> No
     uow.rollback()
     uow.record(action, ref, None, {"refused": str(error)})
     uow.commit()
+
+
+DELETION_GUARD = declare(
+    "retention.deletion_guard",
+    "qmsflow deletes a record or a document version (`qms records delete`, `qms document delete-version`) "
+    "only after its retention end, computed from the dates on which the AI systems it concerns were placed "
+    "on the market or put into service and `retention.years` of qms.yaml (at least 10), and only when no "
+    "legal hold covers it (`qms retention hold`, set only by an admin or a quality lead). It refuses any "
+    "other deletion, and records both the refusal and each deletion it allows in the audit trail.",
+    proved_by=(
+        "tests/integration/test_store.py::test_document_version_deletion_is_refused_under_retention",
+        "tests/integration/test_store.py::test_record_past_retention_can_be_deleted_and_the_deletion_is_trailed",
+        "tests/integration/test_retention.py::test_legal_hold_blocks_deletion_whatever_the_date_and_only_a_quality_lead_or_admin_sets_it",
+    ),
+    module=__name__,
+)
 
 
 def delete_record(uow: UnitOfWork, config: QmsConfig, record_id: str, today: date) -> None:

@@ -24,6 +24,7 @@ from sqlalchemy import select
 
 from ..domain import limits
 from ..domain.approvals import Signature
+from ..domain.capabilities import declare
 from ..domain.errors import DomainError
 from ..domain.organisation import QmsConfig
 from ..domain.records import CLOSED_STATUSES
@@ -98,6 +99,22 @@ def _latest_registration(uow: UnitOfWork, system_id: str) -> tuple[str, datetime
     return event["after"]["version"], datetime.fromisoformat(event["ts"].replace("Z", "+00:00"))
 
 
+# SOP-TST-001 4.2: register_criteria (run by `qms sync`) and the preregistration criterion of domain.release
+CRITERIA_PREREGISTERED = declare(
+    "release.criteria_preregistered",
+    "When qmsflow syncs qms.yaml (`qms sync`, `qms up`) it records in the audit trail the version of each "
+    "system's release criteria (`systems[].release.criteria`; the version is the SHA-256 of the criteria), "
+    "once per version. A validation whose evidence was produced before the criteria version it is judged "
+    "against was recorded fails, and the failure is named in the validation report.",
+    proved_by=(
+        "tests/integration/test_release.py::test_sync_registers_the_criteria_version_once",
+        "tests/integration/test_release.py::test_criteria_changed_after_the_evidence_fail",
+        "tests/unit/test_release_domain.py::test_criteria_registered_after_the_evidence_fail_named",
+    ),
+    module=__name__,
+)
+
+
 def register_criteria(uow: UnitOfWork, config: QmsConfig) -> list[str]:
     """Record ``release.criteria`` for each system whose criteria version is not the one last recorded
     (building block of ``sync_config``; never commits). Returns what it recorded."""
@@ -161,6 +178,41 @@ def _manifest(tests: list[tuple[str, bytes]], metrics: list[tuple[str, bytes]], 
     files = [{"name": n, "role": "tests", "sha256": contents.digest(b), "size": len(b)} for n, b in tests]
     files += [{"name": n, "role": "metrics", "sha256": contents.digest(b), "size": len(b)} for n, b in metrics]
     return files + [{"role": "artifact", **a} for a in artifacts]
+
+
+# SOP-TST-001 4.6: submit, evaluate_release and render_report (`qms release validate`)
+VALIDATION = declare(
+    "release.validation",
+    "`qms release validate`, run under a person's token, keeps in qmsflow's content store the test reports "
+    "(JUnit XML or CTRF), the metrics file and the SHA-256 of each artifact named (model weights, dataset "
+    "manifests); a malformed file is refused, naming the file and line, and the refusal recorded in the audit "
+    "trail. qmsflow judges each criterion of the system in qms.yaml (a missing metric, group or test fails "
+    "its criterion) and renders the validation report as HTML and PDF: system, version, criteria version, "
+    "the result of each criterion with its evidence, test totals per suite, the requirements the tests "
+    "trace to, the SHA-256 of every file and artifact, and the dates.",
+    proved_by=(
+        "tests/integration/test_release.py::test_released_after_all_signatures_and_verified",
+        "tests/integration/test_release.py::test_malformed_evidence_refused_and_recorded",
+        "tests/unit/test_release_domain.py::test_no_evidence_at_all_fails_every_criterion",
+    ),
+    module=__name__,
+)
+
+
+# SOP-TST-001 4.6: the signature request and EXIT_CODES
+SIGNED_AND_GATED = declare(
+    "release.signed_and_gated",
+    "A validation that meets its criteria waits for the signatures of the persons named as the system's "
+    "release signers in qms.yaml, given through the shared approval step (the dashboard, Slack or `qms "
+    "approve`). `qms release validate` and `qms release status` exit with the verdict: 0 released, 1 "
+    "criteria failed, 2 awaiting signature, 3 rejected by a signer, 4 blocked.",
+    proved_by=(
+        "tests/integration/test_release.py::test_released_after_all_signatures_and_verified",
+        "tests/integration/test_release.py::test_cli_met_awaits_signature_then_status_gates",
+        "tests/integration/test_release.py::test_rejected_by_a_signer",
+    ),
+    module=__name__,
+)
 
 
 def submit(
@@ -358,6 +410,33 @@ def evaluate_release(uow: UnitOfWork, config: QmsConfig, release_id: str, flow_r
     return summary(uow, row)
 
 
+# SOP-TST-001 4.7: _open_capa below
+FAILED_OPENS_CAPA = declare(
+    "release.failed_opens_capa",
+    "A validation that fails a criterion opens one CAPA (source release) on the system, naming each failed "
+    "criterion and linked both ways to the validation.",
+    proved_by=("tests/integration/test_release.py::test_failed_criteria_open_a_linked_capa",),
+    module=__name__,
+)
+
+
+# SOP-TST-001 4.7: blocking_capas, _open_override and on_request_decided
+BLOCKED_OVERRIDE = declare(
+    "release.blocked_override",
+    "While a CAPA of severity high or critical is open on the system, qmsflow blocks a validation that met "
+    "its criteria and asks the quality leads to sign an override. It refuses an override signed without a "
+    "written justification, keeps the release blocked when the override is declined, and records a signed "
+    "override as a deviation record, shown in the validation report and counted in the next management "
+    "review's input pack.",
+    proved_by=(
+        "tests/integration/test_release.py::test_blocked_by_a_major_capa_until_a_signed_override",
+        "tests/integration/test_release.py::test_override_declined_stays_blocked",
+        "tests/integration/test_release.py::test_the_management_review_sees_the_quarters_validations_gaps_and_deviations",
+    ),
+    module=__name__,
+)
+
+
 def _open_capa(uow: UnitOfWork, config: QmsConfig, row: RecordRow) -> None:
     from .capa import open_capa
 
@@ -535,13 +614,14 @@ def render_report(uow: UnitOfWork, config: QmsConfig, out_dir: Path, release_id:
 
     context = report_context(uow, config, release_id)
     html = html_environment().get_template("reports/release_validation.html.j2").render(**context)
-    uow.rollback()  # read only so far: hold no lock while the PDF renders (SQLite serialises every writer on it)
+    uow.release()  # read only so far: hold no lock while the PDF renders (every writer waits on it)
     target = Path(out_dir) / "releases" / release_id
     target.mkdir(parents=True, exist_ok=True)
     html_path, pdf_path = target / f"{release_id}.html", target / f"{release_id}.pdf"
     html_path.write_text(html, encoding="utf-8")
     pdf_path.write_bytes(html_to_pdf(html, base_url=str(target)))
     digest = hashlib.sha256(html.encode("utf-8")).hexdigest()
+    uow.rollback()  # the writers' lock again, before reading what the update depends on
     row = load(uow, release_id)
     if row.data.get("report", {}).get("html_sha256") != digest:
         update_record(

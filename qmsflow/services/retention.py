@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import select
 
 from ..domain import regulatory
+from ..domain.capabilities import declare
 from ..domain.errors import DomainError
 from ..domain.organisation import AISystem, QmsConfig
 from ..domain.retention import Period, Policy, SystemLifecycle, retention_period
@@ -59,6 +60,21 @@ def _merged(row: RecordRow | None, system: AISystem) -> dict[str, Any]:
     if kept.get("withdrawn_on") and system.withdrawn_on is None:
         data["withdrawn_on"] = None  # back on the market per qms.yaml: a withdrawal period would only get longer
     return data
+
+
+# QMS-001 4.3: record_lifecycles below, run by every sync of qms.yaml
+SYSTEM_DATES = declare(
+    "retention.system_dates",
+    "When qmsflow syncs qms.yaml it records each AI system's dates declared there (`placed_on_market`, "
+    "`put_into_service`, `withdrawn_on` under `systems`). A later change to qms.yaml never shortens "
+    "retention: a system removed from qms.yaml, or given an earlier date, keeps the later dates recorded "
+    "before.",
+    proved_by=(
+        "tests/integration/test_retention.py::test_sync_records_each_systems_dates_once",
+        "tests/integration/test_retention.py::test_removing_or_backdating_a_system_in_qms_yaml_never_shortens_retention",
+    ),
+    module=__name__,
+)
 
 
 def record_lifecycles(uow: UnitOfWork, config: QmsConfig) -> list[str]:
@@ -154,6 +170,22 @@ def _target(uow: UnitOfWork, config: QmsConfig, target: str) -> RecordRow:
     if row is None:
         raise NotFound(f"no record {target} (a system is named as system:ID)")
     return row
+
+
+# the procedures' records: set_hold and release_hold below (`qms retention hold`, `qms retention release`)
+LEGAL_HOLD = declare(
+    "retention.legal_hold",
+    "A quality lead or an administrator can put a record, or every record of an AI system, under legal hold "
+    "with a reason (`qms retention hold`) and release it with a reason (`qms retention release`); qmsflow "
+    "refuses anyone else, deletes nothing under legal hold whatever its retention date, and records each "
+    "hold, release and refused deletion in the audit trail.",
+    proved_by=(
+        "tests/integration/test_retention.py::test_legal_hold_blocks_deletion_whatever_the_date_and_only_a_quality_lead_or_admin_sets_it",
+        "tests/integration/test_retention.py::test_cli_dates_show_hold_and_release",
+        "tests/unit/test_retention_and_records.py::test_a_legal_hold_blocks_deletion_whatever_the_date",
+    ),
+    module=__name__,
+)
 
 
 def _may_hold(config: QmsConfig, person: str, is_admin: bool) -> bool:

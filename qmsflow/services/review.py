@@ -19,9 +19,11 @@ from typing import Any
 from sqlalchemy import select
 
 from ..adapters import git
+from ..domain import procedure_text
 from ..domain.approvals import RequestStatus, Signature, required_signatures
 from ..domain.authorship import Authorship, authorship
 from ..domain.authorship import Signer as AuthorshipSigner
+from ..domain.capabilities import declare
 from ..domain.documents import DocStatus, add_months, next_version
 from ..domain.errors import DomainError
 from ..domain.organisation import QmsConfig
@@ -45,6 +47,34 @@ from .reactions import on_decided
 from .records import NotFound, next_id, update_record
 
 KIND = "document-review"
+
+SUBMITTED_TEXT = declare(
+    "document.submitted_text_kept",
+    "`qms document submit` keeps the exact text of the document file, as it is when submitted, in the "
+    "records store under its SHA-256 content hash, with the submitter's summary of the change. Approvers "
+    "read that stored text in the dashboard and sign it, and the controlled copy is rendered from it, "
+    "whatever happens to the file afterwards.",
+    proved_by=(
+        "tests/integration/test_signed_content.py::test_the_signed_text_is_kept_shown_and_rendered_from_the_store",
+    ),
+    module=__name__,
+)
+
+VERSIONS = declare(
+    "document.versions",
+    "qmsflow numbers each submitted version (1.0 first, then 1.1, or 2.0 for a change submitted with "
+    "`--major`) and, when its approval is decided, sets its effective date to that day and its next review "
+    "date the document's review interval later. It renders the approved version as a controlled copy (HTML "
+    "and PDF) whose control block shows the identifier, title, version, status, owner, approvers, effective "
+    "and next review dates and content hash, followed by every approval signature.",
+    proved_by=(
+        "tests/unit/test_documents_domain.py::test_versions_count_up",
+        "tests/integration/test_render.py::test_html_has_control_block_signatures_and_escaped_body",
+        "tests/integration/test_document_control.py::"
+        "test_an_approved_change_makes_the_effective_version_obsolete_and_re_issues_its_copy",
+    ),
+    module=__name__,
+)
 
 
 class SubmissionRefused(DomainError):
@@ -155,6 +185,20 @@ def submit_document(
     return row
 
 
+PERIODIC_REVIEW = declare(
+    "document.periodic_review",
+    "`qms document submit DOC_ID --still-valid` submits the effective version, unchanged, for a periodic "
+    "review; qmsflow refuses it when the file changed since that version became effective. Its approvers "
+    "sign that the version is still valid; once approved, qmsflow sets the next review date from the day of "
+    "the approval and the review interval, and closes the document's open review-due records.",
+    proved_by=(
+        "tests/integration/test_document_control.py::"
+        "test_a_periodic_review_confirmed_still_valid_sets_the_next_review_and_closes_the_due_record",
+    ),
+    module=__name__,
+)
+
+
 def periodic_submission(
     uow: UnitOfWork, config: QmsConfig, root: Path, document_id: str, due_record: str
 ) -> SubmissionRow:
@@ -190,7 +234,11 @@ def check_submission(
     file = root / doc.path
     if not file.is_file():
         raise DomainError(f"{doc.path} does not exist in {root}")
-    sha = contents.digest(file.read_bytes())
+    data = file.read_bytes()
+    bad = procedure_text.problems(data.decode("utf-8", "replace"), procedure_text.values(config, doc.id), doc.path)
+    if bad:
+        raise DomainError("; ".join(bad))
+    sha = contents.digest(data)
     return doc, sha, _check_reviewable(uow, doc.id, doc.path, sha, still_valid)
 
 
@@ -375,6 +423,20 @@ def _control_process(config: QmsConfig) -> str | None:
     return "document-control" if "document-control" in keys else None
 
 
+DECISION = declare(
+    "document.decision_applied",
+    "When the last approval a version needs is signed, qmsflow makes that version effective and the version "
+    "it supersedes obsolete, in the same transaction as the signature; a rejection or a change request "
+    "returns the version to draft with the approver's comment.",
+    proved_by=(
+        "tests/integration/test_document_control.py::"
+        "test_an_approved_change_makes_the_effective_version_obsolete_and_re_issues_its_copy",
+        "tests/integration/test_document_control.py::test_a_rejection_returns_the_version_to_draft_with_its_comment",
+    ),
+    module=__name__,
+)
+
+
 @on_decided("document-version")
 def apply_decision(uow: UnitOfWork, config: QmsConfig, row: ApprovalRequestRow, signature: Signature) -> None:
     """The reaction to a decided review, in the transaction of the deciding signature: approved, the
@@ -486,26 +548,46 @@ def conclude_review(uow: UnitOfWork, request_id: str) -> dict[str, Any]:
 # ------------------------------------------------------------------ controlled copies
 
 
+OBSOLETE_COPY = declare(
+    "document.obsolete_copy",
+    "qmsflow re-issues the controlled copy of a superseded version stamped OBSOLETE, naming the version that "
+    "superseded it, the date and the approval. The dashboard's link to a document's current copy always "
+    "serves the effective version; superseded versions are listed, marked OBSOLETE, in the document's "
+    "version history.",
+    proved_by=(
+        "tests/integration/test_document_control.py::"
+        "test_an_approved_change_makes_the_effective_version_obsolete_and_re_issues_its_copy",
+    ),
+    module=__name__,
+)
+
+
 def render_approved_copy(
     uow: UnitOfWork, config: QmsConfig, root: Path, out_dir: Path, request_id: str
 ) -> dict[str, Any]:
     """Render the controlled copy (HTML + PDF) of the version an approved review made effective, and re-issue
     the copy of every version it superseded, stamped OBSOLETE; {} when the review was not approved.
 
-    Idempotent: the same files are written again from the store (content, signatures, people).
+    Idempotent: the same files are written again from the store (content, signatures, people). Everything
+    is read first; the unit of work then holds no lock while the PDFs render.
     """
     row, request = load(uow, request_id)
     if request.status is not RequestStatus.APPROVED:
         return {}
     version = _version(uow, row.data["document_id"], row.data["version"])
-    org = config.organisation.name
-    rendered = _render(uow, root, out_dir, version, org)
-    for old in uow.session.scalars(
-        select(DocumentVersionRow).where(
-            DocumentVersionRow.approval_request == row.id, DocumentVersionRow.status == DocStatus.OBSOLETE.value
+    current = _copy_inputs(uow, root, version, config)
+    obsolete = [
+        _copy_inputs(uow, root, old, config)
+        for old in uow.session.scalars(
+            select(DocumentVersionRow).where(
+                DocumentVersionRow.approval_request == row.id, DocumentVersionRow.status == DocStatus.OBSOLETE.value
+            )
         )
-    ):
-        rendered.setdefault("obsolete", []).append(_render(uow, root, out_dir, old, org)["pdf"])
+    ]
+    uow.release()
+    rendered = _write_copy(current, out_dir, config)
+    for inputs in obsolete:
+        rendered.setdefault("obsolete", []).append(_write_copy(inputs, out_dir, config)["pdf"])
     return rendered
 
 
@@ -515,7 +597,7 @@ def render_document_copy(
     """Render again the controlled copy of a document version (the effective one by default).
 
     For a copy that is missing (a rendering that failed after the decision was committed) or out of
-    date with the document template. Only versions that were approved have a controlled copy.
+    date with the document template or qms.yaml. Only versions that were approved have a controlled copy.
     """
     if uow.session.get(DocumentRow, document_id) is None:
         raise DomainError(f"no controlled document {document_id!r} (see 'qms document list')")
@@ -527,14 +609,29 @@ def render_document_copy(
         row = _version(uow, document_id, version)
     if row.status not in (DocStatus.EFFECTIVE.value, DocStatus.OBSOLETE.value) or row.effective_date is None:
         raise DomainError(f"{document_id} v{row.version} was never approved, so it has no controlled copy")
-    return _render(uow, root, out_dir, row, config.organisation.name)
+    inputs = _copy_inputs(uow, root, row, config)
+    uow.release()
+    return _write_copy(inputs, out_dir, config)
 
 
-def _render(
-    uow: UnitOfWork, root: Path, out_dir: Path, version: DocumentVersionRow, organisation: str
-) -> dict[str, Any]:
-    from ..adapters.render import render_controlled
+def filled_text(config: QmsConfig, document_id: str, text: str, source: str) -> tuple[str, str | None]:
+    """The text as a copy shows it: its ``{{qms:…}}`` placeholders filled from ``config``, and the digest
+    of that configuration (None when the text has no placeholders, i.e. nothing came from qms.yaml).
 
+    A document no longer in qms.yaml keeps its text as approved (nothing to fill it from)."""
+    if not procedure_text.has_placeholders(text) or document_id not in {d.id for d in config.documents}:
+        return text, None
+    try:
+        filled = procedure_text.fill(text, procedure_text.values(config, document_id), source)
+    except procedure_text.PlaceholderError as exc:
+        raise DomainError(str(exc)) from None
+    return filled, procedure_text.config_digest(config)
+
+
+def _copy_inputs(
+    uow: UnitOfWork, root: Path, version: DocumentVersionRow, config: QmsConfig
+) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
+    """What a controlled copy shows, as plain values: (filled text, control block, signatures)."""
     session = uow.session
     doc = session.get(DocumentRow, version.document_id)
     names = dict(session.execute(select(PersonRow.id, PersonRow.name)).all())
@@ -577,25 +674,31 @@ def _render(
             "on": successor.effective_date.isoformat() if successor and successor.effective_date else None,
             "by_request": version.approval_request,
         }
-    rendered = render_controlled(
-        approved_text(uow, root, version),
-        {
-            "id": version.document_id,
-            "title": doc.title if doc else version.document_id,
-            "version": version.version,
-            "status": version.status,
-            "owner_name": names.get(doc.owner, doc.owner) if doc else "-",
-            "approvers": [names.get(p, p) for p in approvers if not p.startswith("role:")],
-            "effective_date": version.effective_date.isoformat() if version.effective_date else "",
-            "next_review_date": version.next_review_date.isoformat() if version.next_review_date else "",
-            "content_sha256": version.content_sha256,
-            "git_commit": version.git_commit,
-            "superseded": superseded,
-        },
-        signatures,
-        organisation,
-        out_dir,
-    )
+    text, config_sha256 = filled_text(config, version.document_id, approved_text(uow, root, version), version.path)
+    control = {
+        "id": version.document_id,
+        "title": doc.title if doc else version.document_id,
+        "version": version.version,
+        "status": version.status,
+        "owner_name": names.get(doc.owner, doc.owner) if doc else "-",
+        "approvers": [names.get(p, p) for p in approvers if not p.startswith("role:")],
+        "effective_date": version.effective_date.isoformat() if version.effective_date else "",
+        "next_review_date": version.next_review_date.isoformat() if version.next_review_date else "",
+        "content_sha256": version.content_sha256,
+        "git_commit": version.git_commit,
+        "superseded": superseded,
+        "config_sha256": config_sha256,
+    }
+    return text, control, signatures
+
+
+def _write_copy(
+    inputs: tuple[str, dict[str, Any], list[dict[str, Any]]], out_dir: Path, config: QmsConfig
+) -> dict[str, Any]:
+    from ..adapters.render import render_controlled
+
+    text, control, signatures = inputs
+    rendered = render_controlled(text, control, signatures, config.organisation.name, out_dir)
     return {"pdf": str(rendered.pdf_path), "html": str(rendered.html_path)}
 
 

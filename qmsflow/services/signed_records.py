@@ -20,11 +20,24 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ..domain.capabilities import declare
 from ..domain.refs import Ref
 from ..store.tables import ApprovalRequestRow, RecordRow, SignatureRow
 from . import contents
 
 FINAL_STEPS = {"capa": "closed"}
+
+# check(): what `qms verify` compares with the signed content of a CAPA step
+CAPA_SIGNATURES_VERIFIED = declare(
+    "capa.signatures_verified",
+    "`qms verify` reports any later change to what a CAPA signature covered, naming the signature, the CAPA "
+    "and the field: the data of the action plan once the plan is signed and, once the closure is signed, the "
+    "data of every stage and the CAPA's title, owner, process, AI systems, source, severity and description.",
+    proved_by=(
+        "tests/integration/test_signed_content.py::test_an_edit_of_a_closed_capa_names_the_closure_signature_and_the_field",
+    ),
+    module=__name__,
+)
 IDENTITY = ("title", "owner", "process", "systems")
 IDENTITY_DATA = ("source", "severity", "description")
 

@@ -16,10 +16,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..domain.approvals import Method, NotAuthorized, check_account_may_sign
+from ..domain.capabilities import declare
 from ..domain.organisation import QmsConfig
 from ..store.tables import PersonRow
 from ..store.uow import UnitOfWork
 from .accounts import signing_account
+
+SIGNING_ACCOUNTS = declare(
+    "approval.signing_accounts",
+    "qmsflow accepts a signature only under the signer's own authenticated account: in the dashboard with "
+    "the password entered again, with a personal API token (`qms approve`), or from Slack by the Slack user "
+    "mapped to the person (with `approvals.slack_signing: reauth`, a Slack click only opens the dashboard's "
+    "signing page). The account must be the person's only active account, not disabled, with the approver "
+    "or admin role, and with a password the person set themselves; any other attempt is refused and "
+    "recorded in the audit trail.",
+    proved_by=(
+        "tests/integration/test_web.py::test_approve_from_the_inbox_with_the_password_again",
+        "tests/integration/test_signatures_bound.py::test_an_account_an_admin_made_cannot_sign_until_its_person_sets_a_password",
+        "tests/integration/test_signed_content.py::test_reauth_mode_signs_only_in_the_dashboard",
+    ),
+    module=__name__,
+)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from ..adapters import git
+from ..domain.capabilities import declare
 from ..domain.seals import KEYS_FILE, parse_keys
 from ..domain.trail import Anchor, ChainReport, format_ts, parse_anchors, parse_event, verify_chain
 from ..store import guards, trail
@@ -91,6 +92,21 @@ class VerifyResult:
             parts.append(f"{self.state.total} record state difference(s), first: {self.state.problems[0]}")
         parts += self.signature_problems + self.seal_problems
         return "; ".join(parts) or None
+
+
+VERIFY = declare(
+    "trail.verify",
+    "`qms verify` recomputes the audit trail's hash chain and checks its append-only guards, every record "
+    "table against what the trail implies, the trail's head against every anchor git committed, the seal of "
+    "each signature, and each signature against the content it signed. It names the first broken entry and "
+    "every other problem, exits with status 1 when anything is wrong, and records the outcome of each run.",
+    proved_by=(
+        "tests/integration/test_cli.py::test_verify_exits_1_and_names_the_seq_after_tampering",
+        "tests/integration/test_store.py::test_truncated_tail_is_caught_by_an_anchor",
+        "tests/integration/test_store.py::test_verification_outcomes_are_recorded",
+    ),
+    module=__name__,
+)
 
 
 def verify(
@@ -365,6 +381,20 @@ class Anchored:
     written: bool  # False: the head was already the last anchor
     commit: str | None  # the git commit that holds it, when the repo is a git repo
     git_repo: bool
+
+
+ANCHOR = declare(
+    "trail.anchor",
+    "`qms anchor`, and qmsflow's hourly trail-anchor run, append the audit trail's head (sequence number, "
+    "hash and time) to the anchors file of the compliance repo and commit it to git when the repo is a git "
+    "repository, so that `qms verify` catches entries removed or a chain rewritten after that point.",
+    proved_by=(
+        "tests/integration/test_flows_in_process.py::test_trail_anchor_appends_the_head",
+        "tests/integration/test_store.py::test_rewritten_chain_is_caught_by_an_anchor",
+        "tests/integration/test_signatures_bound.py::test_anchors_file_removed_from_git_fails_verify",
+    ),
+    module=__name__,
+)
 
 
 def anchor(db: Database, anchors_file: Path, root: Path | None = None) -> Anchored:

@@ -111,6 +111,14 @@ class UnitOfWork:
         self._after_commit = []
         self._begin()
 
+    def release(self) -> None:
+        """End the transaction, which has only read so far, and hold no lock: for slow work outside the
+        database (rendering a PDF) that must not hold back every writer. Objects read before are expired;
+        take what is needed as plain values first. Call ``rollback()`` before reading what a later write
+        depends on: it begins a new transaction that holds the writers' lock again."""
+        self.session.rollback()
+        self._after_commit = []
+
     @staticmethod
     def now() -> datetime:
         return datetime.now(UTC)

@@ -48,7 +48,7 @@ def test_up_prints_the_urls_and_syncs_the_config(stack: RunningStack) -> None:
     printed = "\n".join(stack.lines)
     assert f"Prefect UI:  http://127.0.0.1:{stack.port}" in printed
     assert f"qmsflow web: {stack.web_url}" in printed
-    assert "qms.yaml synced (36 change(s))" in printed
+    assert "qms.yaml synced (38 change(s))" in printed
     db = store(stack)
     with db.read() as s:
         version = s.scalars(select(DocumentVersionRow).where(DocumentVersionRow.document_id == "SOP-DOC-001")).one()

@@ -6,7 +6,6 @@ CAPA's closure, the deadline ladder, the management-review read model and the CL
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -14,11 +13,10 @@ import pytest
 from identityutil import sign
 from sqlalchemy import select, update
 
-from qmsflow.context import QmsContext, open_context
+from qmsflow.context import QmsContext
 from qmsflow.domain import audit as rules
 from qmsflow.domain.errors import DomainError, InvalidTransition
 from qmsflow.services import audit, capa, queries, review, verify
-from qmsflow.services.sync import sync_config
 from qmsflow.store import UnitOfWork, trail
 from qmsflow.store.tables import ApprovalRequestRow, OutboxRow, RecordRow, TrailEventRow
 
@@ -215,6 +213,10 @@ def test_the_audit_end_to_end_with_a_major_finding_its_capa_and_the_signed_repor
     assert figures["internal audits concluded"]["records"] == [audit_id]
     assert figures[f"{PROCESS}: nonconformities (minor / major)"]["value"] == "0 / 1"
     assert figures["findings still open"]["records"] == [finding_id]
+    if synced.db.dialect == "sqlite":  # bench/management_review.py's SQL baseline computes the same figures
+        from tests.integration.test_management_review_bench import bench_agrees
+
+        bench_agrees(synced, window)
 
     # the CAPA closes only after a re-check of the finding says effective
     steps = {
@@ -325,6 +327,23 @@ def test_the_ladder_reminds_the_auditor_of_an_overdue_audit_once_then_the_manage
     assert [e.action for e in events(synced, f"record:{audit_id}")].count("audit.escalated") == 1
 
 
+def test_a_finding_past_its_recheck_date_reminds_the_auditee_then_their_manager(synced: QmsContext) -> None:
+    audit_id = plan(synced)
+    start(synced, audit_id)
+    record(synced, audit_id, 1, "conform", [])
+    finding = record(synced, audit_id, 2, "major", ["document:SOP-DAT-001"], "No labelling review")["finding"]
+    due = row_of(synced, finding).due_date
+    assert due == today() + timedelta(days=synced.config.audit.recheck_days)  # its CAPA was opened today
+    fired = []
+    with UnitOfWork(synced.db, "qmsflow") as uow:  # due day, a day later twice, then past the escalation
+        for day in (due, due + timedelta(days=1), due + timedelta(days=1), due + timedelta(days=14)):
+            fired += [
+                (level, who) for ref, level, who in audit.escalate_overdue(uow, synced.config, day) if ref == finding
+            ]
+    assert fired == [("remind", "dev"), ("escalate", "chloe")]  # dev is the auditee, chloe dev's manager
+    assert [e.action for e in events(synced, f"record:{finding}")].count("finding.escalated") == 2
+
+
 def test_programme_marks_an_unaudited_short_frequency_process_overdue(synced: QmsContext) -> None:
     from qmsflow.domain.organisation import AuditSettings
 
@@ -377,28 +396,6 @@ def test_cli_plan_refusal_exits_1_and_record_names_the_item(
 
 
 # ------------------------------------------------------------------ Jira
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def jira_ctx(request: pytest.FixtureRequest, repo: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple]:
-    from fakes.jira import FakeJira
-
-    for var in ("SLACK_BOT_TOKEN", "QMS_DATABASE_URL"):
-        monkeypatch.delenv(var, raising=False)
-    if request.param == "postgresql":
-        monkeypatch.setenv("QMS_DATABASE_URL", request.getfixturevalue("pg_schema_url"))
-    with FakeJira() as fake:
-        text = (repo / "qms.yaml").read_text()
-        block = f"integrations:\n  jira:\n    url: '{fake.url}'\n    project: QMS\n"
-        (repo / "qms.yaml").write_text(text.replace("retention:", block + "retention:", 1))
-        monkeypatch.setenv("JIRA_EMAIL", fake.email)
-        monkeypatch.setenv("JIRA_API_TOKEN", "jira-token")
-        ctx = open_context(repo / "qms.yaml", migrate=True)
-        with UnitOfWork(ctx.db, "qmsflow") as uow:
-            sync_config(uow, ctx.config, ctx.root)
-            uow.commit()
-        yield ctx, fake
-        ctx.close()
 
 
 def test_a_nonconformity_opens_a_capa_mirrored_to_jira(jira_ctx: tuple) -> None:

@@ -221,6 +221,37 @@ def test_capa_through_every_stage_with_signed_plan_and_closure(synced: QmsContex
     assert actions.count("capa.advanced") == 6 and "capa.approval-requested" in actions
 
 
+def test_each_stage_is_due_by_severity_and_the_check_thirty_days_later(synced: QmsContext) -> None:
+    """SOP-CAPA-001 4.1 and 4.7 (capability capa.stage_due): the days of STAGE_DAYS and EFFECTIVENESS_DAYS."""
+    today = UnitOfWork.now().date()
+    opened = {}
+    for severity, days in (("critical", 3), ("high", 10), ("medium", 20), ("low", 30)):
+        with UnitOfWork(synced.db, "dev") as uow:
+            row = capa.open_capa(
+                uow, synced.config, title=f"{severity} one", source="pms", owner="dev", severity=severity
+            )
+            uow.commit()
+            assert row.due_date == today + timedelta(days=days), severity
+            opened[severity] = row.id
+    capa_id = opened["critical"]
+
+    def due() -> tuple:
+        with synced.db.read() as s:
+            row = s.get(RecordRow, capa_id)
+            return row.due_date, row.data.get("effectiveness_due")
+
+    advance(synced, capa_id, "containment", FULL["containment"])
+    assert due() == (today + timedelta(days=3), None)  # each new stage: its own days from today
+    advance(synced, capa_id, "root_cause", FULL["root_cause"])
+    sign(synced, advance(synced, capa_id, "action_plan", FULL["action_plan"])["awaiting"], "ana")
+    advance(synced, capa_id, "implementation", {})
+    assert due() == (today + timedelta(days=30), None)
+    advance(synced, capa_id, "effectiveness_check", FULL["effectiveness_check"])
+    assert due() == (today + timedelta(days=30), (today + timedelta(days=30)).isoformat())
+    sign(synced, advance(synced, capa_id, "closed", FULL["closed"])["awaiting"], "ana")
+    assert due()[0] is None
+
+
 def test_open_refuses_bad_input(synced: QmsContext) -> None:
     with UnitOfWork(synced.db, "dev") as uow:
         with pytest.raises(DomainError, match="source 'rumour' is not allowed"):

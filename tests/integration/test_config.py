@@ -69,7 +69,8 @@ BAD_CONFIGS = [
         mutate("procedure: SOP-CAPA-001", "procedure: SOP-XYZ-001"),
         "procedure: SOP-XYZ-001",
         "processes[7].procedure: 'SOP-XYZ-001' is not a registered document (documents: QMS-001, SOP-DES-001, "
-        "SOP-TST-001, SOP-DAT-001, SOP-RSK-001, SOP-CHG-001, SOP-AUD-001, SOP-CAPA-001, SOP-DOC-001, SOP-PMM-001)",
+        "SOP-TST-001, SOP-DAT-001, SOP-RSK-001, SOP-CHG-001, SOP-AUD-001, SOP-CAPA-001, SOP-DOC-001, SOP-PMM-001, "
+        "REG-RSK-001)",
     ),
     ("missing-name", mutate("    name: Dev Patel\n", ""), "- id: dev", "people[3].name: required, but missing"),
     (
@@ -155,7 +156,7 @@ def test_bad_config_names_file_line_and_field(text: str, needle: str, message: s
 
 def test_sample_config_is_valid() -> None:
     config = parse_config(SAMPLE, Path("/repo/qms.yaml")).config
-    assert len(config.documents) == 10
+    assert len(config.documents) == 11  # ten procedures and the risk register
     assert config.covered_aspects() == set("abcdefghijklm")
 
 

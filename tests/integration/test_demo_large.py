@@ -16,7 +16,7 @@ from qmsflow.store.tables import DocumentVersionRow, RecordRow
 def test_large_demo_generator_makes_a_consistent_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("QMS_DATABASE_URL", raising=False)
     count = write_config(tmp_path / "large", systems=5, people=12)
-    assert count == 10 + 5 * 6
+    assert count == 11 + 5 * 6  # the scaffold's procedures and risk register, six per system
     ctx = open_context(tmp_path / "large" / "qms.yaml", migrate=True)
     # small units of work, so that versions made obsolete in a later one are changed through the ORM
     summary = fill(ctx.db, ctx.config, ctx.root, capas=500, target_events=20_000, batch_events=1_500)

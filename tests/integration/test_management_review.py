@@ -321,3 +321,23 @@ def test_cli_start_decide_submit_show(synced: QmsContext, capsys: pytest.Capture
     assert "no internal audit results recorded this quarter" in html and "not addressed" not in html
     assert "Hire a tester" in html and "none, because fine" in html.lower()
     assert pdf.read_bytes().startswith(b"%PDF")
+
+
+def test_an_action_of_a_review_is_mirrored_to_jira(jira_ctx: tuple) -> None:
+    from qmsflow.services.delivery import deliver
+
+    ctx, fake = jira_ctx
+    today = mr.today_in(ctx.config, UnitOfWork.now())
+    review = _start(ctx, Period.of(today))
+    with UnitOfWork(ctx.db, "ana") as uow:
+        [action] = mr.decide(
+            uow,
+            ctx.config,
+            review.id,
+            "resources",
+            "Hire",
+            [{"what": "Hire a tester", "owner": "dev", "due": (today + timedelta(days=30)).isoformat()}],
+        )
+    deliver(ctx.db, ctx.config)
+    [issue] = [i for i in fake.issues.values() if f"qms-{action}" in i["fields"]["labels"]]
+    assert issue["fields"]["summary"].startswith(action)

@@ -498,6 +498,10 @@ def test_the_management_review_sees_the_quarters_validations_gaps_and_deviations
         gaps and all(isinstance(g["value"], float) for g in gaps) and {g["records"][0] for g in gaps} == {failed, met}
     )
     assert inputs["ai.deviations"]["statement"] == review_inputs_when_empty("ai.deviations")
+    if synced_ctx.db.dialect == "sqlite":  # bench/management_review.py's SQL baseline computes the same figures
+        from tests.integration.test_management_review_bench import bench_agrees
+
+        bench_agrees(synced_ctx, window)
 
 
 def review_inputs_when_empty(key: str) -> str:

@@ -21,7 +21,7 @@ from test_web import sign_in
 from qmsflow.context import QmsContext, open_context
 from qmsflow.domain.approvals import AlreadyDecided, Decision, NotAuthorized
 from qmsflow.domain.errors import DomainError
-from qmsflow.scaffold import render_document, scaffold
+from qmsflow.scaffold import fill_document, render_document, scaffold
 from qmsflow.services import approvals, capa, contents, review
 from qmsflow.services.sync import sync_config
 from qmsflow.services.verify import verify
@@ -285,7 +285,8 @@ def test_sop_doc_001_states_the_rule_the_code_enforces(rule: object, tmp_path: P
         f"approvers: [ben, chloe, dev], review_interval_months: 12, required_signatures: {rule}}}",
     )
     cfg = parse_config(text, config).config
-    stated = re.search(r"For this document: ([^.]+)\.", render_document(cfg, "SOP-DOC-001")).group(1)
+    filled = fill_document(cfg, "SOP-DOC-001", render_document(cfg, "SOP-DOC-001"), "SOP-DOC-001.md")
+    stated = re.search(r"For this document: ([^.]+)\.", filled).group(1)
     assert stated == describe_rule(cfg.document("SOP-DOC-001").required_signatures)
     enforced = required_signatures(cfg.document("SOP-DOC-001").required_signatures, ["ben", "chloe", "dev"], ["ana"])
     assert enforced == {"all": 3, 2: 2, 1: 1}[rule]

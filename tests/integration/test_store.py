@@ -174,7 +174,7 @@ def test_sync_is_idempotent_and_trailed(ctx: QmsContext) -> None:
         uow.commit()
         second = sync_config(uow, ctx.config, ctx.root)
         uow.commit()
-    assert len(first.changes) == 4 + 10 + 10 + 10 + 2  # people, processes, documents, draft versions, AI systems
+    assert len(first.changes) == 4 + 10 + 11 + 11 + 2  # people, processes, documents, draft versions, AI systems
     assert not second
     with ctx.db.read() as s:
         events = trail.events_for(s, "document-version:SOP-DOC-001@1.0")
@@ -191,7 +191,7 @@ def test_due_scan_records_each_document_once(ctx: QmsContext) -> None:
         uow.commit()
         again = scan_due_reviews(uow, today)
         uow.commit()
-    assert len(first) == 10 and all(d.created for d in first)  # nothing approved yet: all due
+    assert len(first) == 11 and all(d.created for d in first)  # nothing approved yet: all due
     assert [d.record_id for d in again] == [d.record_id for d in first]
     assert not any(d.created for d in again)
     assert first[0].record_id == f"DRD-{today.year}-0001"
@@ -242,7 +242,7 @@ def test_store_on_postgres_via_environment(pg_ctx: QmsContext) -> None:
     with UnitOfWork(pg_ctx.db, "qmsflow") as uow:
         sync_config(uow, pg_ctx.config, pg_ctx.root)
         uow.commit()
-    assert verify(pg_ctx.db, None).report.count == 36  # with the two AI systems' lifecycle records
+    assert verify(pg_ctx.db, None).report.count == 38  # with the two AI systems' lifecycle records
 
 
 def test_vacuum_analyze_after_a_bulk_load_on_postgresql(db: Database) -> None:

@@ -127,3 +127,15 @@ def test_is_closable_rejects_a_closure_without_true_statement_or_independent_dat
 def test_a_verifier_that_is_not_a_name_is_refused_naming_the_field() -> None:
     with pytest.raises(MissingField, match=r"checked_by: \['ana'\] is not a person"):
         close(at("effectiveness_check"), checked_by=["ana"])
+
+
+def test_further_fields_given_with_a_move_are_kept_as_written() -> None:
+    """SOP-CAPA-001 4.2 (capability capa.further_fields_kept): an Art. 20 decision given with a move is kept."""
+    capa = at("opened")
+    fields = {"correction": "model rolled back", "art20_decision": "withdrawn from deployer X on 2027-02-27"}
+    data = capa.check_advance("containment", fields, FACTS)
+    capa.apply("containment", data)
+    assert capa.data["containment"] == fields
+    checked = at("effectiveness_check")
+    checked.apply("closed", close(checked, notices_sent="distributors and deployers informed 2027-02-28"))
+    assert checked.data["closed"]["notices_sent"] == "distributors and deployers informed 2027-02-28"
