@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import text  # noqa: E402
 
+from bench.timing import alternate  # noqa: E402
 from qmsflow.domain.audit import RESULTS  # noqa: E402
 from qmsflow.domain.capa import AGE_BUCKETS  # noqa: E402
 from qmsflow.domain.management_review import Period, reviewed_period, zone  # noqa: E402
@@ -446,13 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         "gather": lambda: gather(db, config, period, as_of),
         'baseline "sql"': lambda: baseline(db, window),
     }
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for round_ in range(args.repeat):
-        order = list(runs) if round_ % 2 == 0 else list(reversed(runs))
-        for name in order:
-            t0 = time.perf_counter()
-            runs[name]()
-            times[name].append(time.perf_counter() - t0)
+    times = alternate(runs, args.repeat)
     best = {name: min(values) for name, values in times.items()}
     for name, values in times.items():
         shown = ", ".join(f"{v:.3f}" for v in values)

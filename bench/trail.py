@@ -33,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.timing import alternate  # noqa: E402
 from qmsflow.domain.trail import verify_chain  # noqa: E402
 from qmsflow.services.verify import check_signed_content, verify  # noqa: E402
 from qmsflow.store import Database, UnitOfWork, trail  # noqa: E402
@@ -148,13 +149,7 @@ def main() -> int:
         'baseline "floor"': lambda: baseline_floor(db),
         "verify": lambda: verify_all(db, anchors, root),
     }
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for round_ in range(args.repeat):
-        order = list(runs) if round_ % 2 == 0 else list(reversed(runs))
-        for name in order:
-            t0 = time.perf_counter()
-            runs[name]()
-            times[name].append(time.perf_counter() - t0)
+    times = alternate(runs, args.repeat)
     split = parts(db)
     best = {name: min(values) for name, values in times.items()}
     for name, values in times.items():

@@ -16,6 +16,13 @@ from pathlib import Path
 import httpx
 
 QMS = str(Path(sys.executable).parent / "qms")
+# the Slack workspace of the scaffolded organisation, for the fake Slack of the stack tests
+SLACK_USERS = [
+    {"id": "U0ANA0001", "email": "ana@example.com", "name": "ana", "real_name": "Ana Alves"},
+    {"id": "U0BEN0001", "email": "ben@example.com", "name": "ben", "real_name": "Ben Brandt"},
+    {"id": "U0CHLOE01", "email": "chloe@example.com", "name": "chloe", "real_name": "Chloe Chen"},
+    {"id": "U0DEV0001", "email": "dev@example.com", "name": "dev", "real_name": "Dev Patel"},
+]
 
 
 def free_port() -> int:

@@ -22,7 +22,7 @@ import pytest
 from fakes.slack import FakeSlack
 from identityutil import account, password_of, token
 from sqlalchemy import func, select
-from stackutil import QMS, RunningStack, start_stack
+from stackutil import QMS, SLACK_USERS, RunningStack, start_stack
 
 from qmsflow.scaffold import scaffold
 from qmsflow.store.db import Database
@@ -32,12 +32,7 @@ pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 
 SECRET = "test-signing-secret"
 REVIEW_RUNS = {"flows": {"name": {"any_": ["document-review"]}}}  # scheduled flows may start meanwhile
-USERS = [
-    {"id": "U0ANA0001", "email": "ana@example.com", "name": "ana", "real_name": "Ana Alves"},
-    {"id": "U0BEN0001", "email": "ben@example.com", "name": "ben", "real_name": "Ben Brandt"},
-    {"id": "U0CHLOE01", "email": "chloe@example.com", "name": "chloe", "real_name": "Chloe Chen"},
-    {"id": "U0DEV0001", "email": "dev@example.com", "name": "dev", "real_name": "Dev Patel"},
-]
+USERS = SLACK_USERS
 SLACK_ID = {u["name"]: u["id"] for u in USERS}
 
 

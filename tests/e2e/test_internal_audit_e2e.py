@@ -23,7 +23,7 @@ import pytest
 from fakes.slack import FakeSlack
 from identityutil import token
 from sqlalchemy import select
-from stackutil import QMS, RunningStack, start_stack
+from stackutil import QMS, SLACK_USERS, RunningStack, start_stack
 
 from qmsflow.scaffold import scaffold
 from qmsflow.store.db import Database
@@ -31,12 +31,7 @@ from qmsflow.store.tables import ApprovalRequestRow, RecordRow, SignatureRow, Tr
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 
-USERS = [
-    {"id": "U0ANA0001", "email": "ana@example.com", "name": "ana", "real_name": "Ana Alves"},
-    {"id": "U0BEN0001", "email": "ben@example.com", "name": "ben", "real_name": "Ben Brandt"},
-    {"id": "U0CHLOE01", "email": "chloe@example.com", "name": "chloe", "real_name": "Chloe Chen"},
-    {"id": "U0DEV0001", "email": "dev@example.com", "name": "dev", "real_name": "Dev Patel"},
-]
+USERS = SLACK_USERS
 SLACK_ID = {u["name"]: u["id"] for u in USERS}
 AUDIT_RUNS = {"flows": {"name": {"any_": ["internal-audit"]}}}
 

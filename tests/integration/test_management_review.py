@@ -81,6 +81,20 @@ def _start(ctx: QmsContext, period: Period) -> RecordRow:
     return row
 
 
+def _hire_a_tester(ctx: QmsContext, review_id: str, due: date) -> str:
+    """One resources decision with one action, owned by dev: its id."""
+    with UnitOfWork(ctx.db, "ana") as uow:
+        [action] = mr.decide(
+            uow,
+            ctx.config,
+            review_id,
+            "resources",
+            "Hire",
+            [{"what": "Hire a tester", "owner": "dev", "due": due.isoformat()}],
+        )
+    return action
+
+
 def _complete(ctx: QmsContext, review_id: str, who: str = "ana") -> None:
     with UnitOfWork(ctx.db, who) as uow:
         row = mr.load(uow.session, review_id)
@@ -215,15 +229,7 @@ def test_overdue_actions_climb_the_ladder(synced: QmsContext) -> None:
     ctx = synced
     today = mr.today_in(ctx.config, UnitOfWork.now())
     review = _start(ctx, Period.of(today))
-    with UnitOfWork(ctx.db, "ana") as uow:
-        [action] = mr.decide(
-            uow,
-            ctx.config,
-            review.id,
-            "resources",
-            "Hire",
-            [{"what": "Hire a tester", "owner": "dev", "due": today.isoformat()}],
-        )
+    action = _hire_a_tester(ctx, review.id, due=today)
     with UnitOfWork(ctx.db, "qmsflow") as uow:
         assert mr.escalate_overdue_actions(uow, ctx.config, today) == []  # due today is not overdue
     with UnitOfWork(ctx.db, "qmsflow") as uow:
@@ -329,15 +335,7 @@ def test_an_action_of_a_review_is_mirrored_to_jira(jira_ctx: tuple) -> None:
     ctx, fake = jira_ctx
     today = mr.today_in(ctx.config, UnitOfWork.now())
     review = _start(ctx, Period.of(today))
-    with UnitOfWork(ctx.db, "ana") as uow:
-        [action] = mr.decide(
-            uow,
-            ctx.config,
-            review.id,
-            "resources",
-            "Hire",
-            [{"what": "Hire a tester", "owner": "dev", "due": (today + timedelta(days=30)).isoformat()}],
-        )
+    action = _hire_a_tester(ctx, review.id, due=today + timedelta(days=30))
     deliver(ctx.db, ctx.config)
     [issue] = [i for i in fake.issues.values() if f"qms-{action}" in i["fields"]["labels"]]
     assert issue["fields"]["summary"].startswith(action)
