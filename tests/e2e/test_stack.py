@@ -69,8 +69,8 @@ def test_due_scan_deployment_runs_and_records(stack: RunningStack) -> None:
         due = s.scalars(select(RecordRow).where(RecordRow.kind == "document-review-due")).all()
     assert [(r.process_key, r.state) for r in runs] == [("document-control", "COMPLETED")]
     # a fresh repo: no document approved yet, each due for approval since registered today (not overdue)
-    assert (runs[0].summary["overdue"], runs[0].summary["due_soon"]) == (0, 10)
-    assert len(due) == 10 and {r.process for r in due} == {"document-control"}
+    assert (runs[0].summary["overdue"], runs[0].summary["due_soon"]) == (0, 11)
+    assert len(due) == 11 and {r.process for r in due} == {"document-control"}
     db.dispose()
 
 
