@@ -277,7 +277,8 @@ MINUTES_COMPLETE = declare(
     "review.minutes_complete",
     "qmsflow records the minutes of a management review: a note on how each input was considered "
     "(`qms management-review decide REVIEW --input KEY --note …`, the adequacy of resources included) and the "
-    "decisions on the three outputs of ISO 9001 9.3.3 (improvement, changes to the QMS, resource needs). It "
+    "decisions on the three outputs of ISO 9001 9.3.3 (improvement, changes to the QMS, resource needs), from the "
+    "command line or on the review's page of the dashboard, where a viewer's attempt is refused and recorded. It "
     "refuses to submit the minutes for signature (`qms management-review submit`) until every input is "
     "addressed and each output has a decision or a recorded reason for none (`--none-because`); the refusal "
     "names every gap and is recorded in the audit trail. Once submitted, the minutes can no longer change.",
@@ -285,6 +286,8 @@ MINUTES_COMPLETE = declare(
         "tests/unit/test_management_review_domain.py::test_submission_names_every_gap",
         "tests/integration/test_management_review.py::test_minutes_blocked_until_complete_signed_and_actions_rolled_in",
         "tests/integration/test_management_review.py::test_cli_start_decide_submit_show",
+        "tests/integration/test_management_review_web.py::test_the_minutes_are_recorded_and_submitted_through_the_form",
+        "tests/integration/test_management_review_web.py::test_a_viewer_cannot_record_minutes_and_the_refusal_is_recorded",
     ),
     module=__name__,
 )
