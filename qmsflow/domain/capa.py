@@ -33,6 +33,8 @@ EFFECTIVENESS_AFTER_DAYS = 30
 
 
 class Action(BaseModel):
+    model_config = {"extra": "forbid"}  # a mistyped key is refused, not silently dropped
+
     what: str = Field(min_length=1)
     owner: str = Field(min_length=1)
     due: date
@@ -100,14 +102,17 @@ def _actions(record_id: str, stages: Mapping[str, Any], fields: dict[str, Any]) 
     actions = fields.get("actions")
     if not isinstance(actions, list) or not actions:
         raise MissingField(f"{record_id}: moving to action_plan needs actions (what, owner, due)")
-    try:
-        checked = [Action.model_validate(a).model_dump(mode="json") for a in actions]
-    except ValidationError as exc:
-        problem = exc.errors()[0]
-        where = ".".join(str(p) for p in problem["loc"])
-        raise MissingField(
-            f"{record_id}: actions[{where}]: {problem['msg']} (each action needs what, owner, due as YYYY-MM-DD)"
-        ) from None
+    checked = []
+    for index, action in enumerate(actions):
+        try:
+            checked.append(Action.model_validate(action).model_dump(mode="json"))
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            where = ".".join(str(p) for p in problem["loc"])
+            raise MissingField(
+                f"{record_id}: actions[{index}].{where}: {problem['msg']} "
+                "(each action has what, owner, due as YYYY-MM-DD and, optionally, evidence)"
+            ) from None
     return {**fields, "actions": checked}
 
 
@@ -115,11 +120,12 @@ def _actions(record_id: str, stages: Mapping[str, Any], fields: dict[str, Any]) 
 ACTION_PLAN_CHECKED = declare(
     "capa.action_plan_checked",
     "qmsflow refuses an action plan without actions, an action that lacks what is to be done (`what`), its "
-    "owner (`owner`) or its due date (`due`, YYYY-MM-DD), and an action whose owner is not a person of "
-    "qms.yaml, naming the action in its error. It keeps each action's text as written and does not check the "
+    "owner (`owner`) or its due date (`due`, YYYY-MM-DD), an action with any other key than these and "
+    "`evidence`, and an action whose owner is not a person of qms.yaml, naming the action in its error. It keeps each action's text as written and does not check the "
     "effectiveness criterion written in it.",
     proved_by=(
         "tests/unit/test_capa_rules.py::test_action_owners_are_people_of_qms_yaml",
+        "tests/unit/test_capa_rules.py::test_an_action_key_that_is_not_known_is_refused_not_dropped",
         "tests/integration/test_capa_closure_rules.py::test_an_action_owner_not_in_qms_yaml_is_refused",
     ),
     module=__name__,

@@ -113,6 +113,15 @@ def test_action_owners_are_people_of_qms_yaml() -> None:
     )
 
 
+def test_an_action_key_that_is_not_known_is_refused_not_dropped() -> None:
+    actions = [{"what": "a", "owner": "dev", "due": "2027-04-01", "effectivness": "no relabelling errors in 30 days"}]
+    with pytest.raises(MissingField, match=r"actions\[0\].effectivness: Extra inputs are not permitted"):
+        at("root_cause").check_advance("action_plan", {"actions": actions}, FACTS)
+    with_evidence = [{"what": "a", "owner": "dev", "due": "2027-04-01", "evidence": ["https://ci.example/run/1"]}]
+    [kept] = at("root_cause").check_advance("action_plan", {"actions": with_evidence}, FACTS)["actions"]
+    assert kept["evidence"] == ["https://ci.example/run/1"]
+
+
 def test_is_closable_rejects_a_closure_without_true_statement_or_independent_dated_check() -> None:
     capa = at("closed")
     capa.data = {
