@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 
 QMS = str(Path(sys.executable).parent / "qms")
+RETRYABLE = {429, 502, 503}  # what Prefect's own client retries (its server answers 503 when its database is busy)
 # the Slack workspace of the scaffolded organisation, for the fake Slack of the stack tests
 SLACK_USERS = [
     {"id": "U0ANA0001", "email": "ana@example.com", "name": "ana", "real_name": "Ana Alves"},
@@ -89,8 +90,14 @@ class RunningStack:
         return {"Authorization": "Basic " + base64.b64encode(self.auth_string.encode()).decode()}
 
     def api(self, method: str, path: str, **kw) -> httpx.Response:  # noqa: ANN003
-        """A request to the stack's Prefect API with its credential."""
-        return httpx.request(method, f"{self.api_url}{path}", headers=self.headers(), timeout=10, **kw)
+        """A request to the stack's Prefect API with its credential. Answers that Prefect's own client retries
+        (429, 502, 503: e.g. its SQLite database busy on a loaded machine) are retried the same way."""
+        for attempt in range(6):
+            response = httpx.request(method, f"{self.api_url}{path}", headers=self.headers(), timeout=10, **kw)
+            if response.status_code not in RETRYABLE:
+                break
+            time.sleep(0.5 * 2**attempt)
+        return response
 
     def _read(self) -> None:
         for raw in self.proc.stdout:
