@@ -16,10 +16,11 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from .approvals import describe_rule
 from .aspects import ASPECTS
-from .organisation import QmsConfig
+from .organisation import ControlledDocument, Process, QmsConfig
 
 PLACEHOLDER = re.compile(r"\{\{\s*qms:([a-z_.]+)(?:\s+([A-Za-z0-9_.-]+))?\s*\}\}")
 
@@ -60,48 +61,67 @@ def _names(people: list) -> str:  # noqa: ANN001
     return ", ".join(p.name for p in people) if people else "none assigned"
 
 
-def values(config: QmsConfig, doc_id: str) -> Callable[[str, str | None], str]:
-    """The placeholder lookup for one document: ``lookup(name, argument) -> text``."""
-    doc = config.document(doc_id)
-    people = {p.id: p for p in config.people}
-    process = next((p for p in config.processes if p.procedure == doc_id), None)
+@dataclass(frozen=True)
+class _Subject:
+    """What the placeholders of one document are filled from."""
 
-    def aspects_section() -> str:
-        if process is None or not process.aspects:
-            title = process.title if process else doc.title
-            return (
-                f"{title} covers no Art. 17(1) aspect on its own. It supports the quality management system as a whole."
-            )
-        head = (
-            f"The {process.title} process (`{process.key}`) implements the following aspects of the quality "
-            "management system required by Art. 17(1) of Regulation (EU) 2024/1689 (as assigned in qms.yaml):"
-        )
-        return "\n".join([head, "", *(f"- ({a}) {ASPECTS[a]}" for a in process.aspects)])
+    config: QmsConfig
+    doc: ControlledDocument
+    process: Process | None
 
-    plain: dict[str, Callable[[], str]] = {
-        "org.name": lambda: config.organisation.name,
-        "org.timezone": lambda: config.organisation.timezone,
-        "doc.title": lambda: doc.title,
-        "doc.owner": lambda: people[doc.owner].name,
-        "doc.approvers": lambda: _names(config.approvers_of(doc)),
-        "doc.review_interval_months": lambda: str(doc.review_interval_months),
-        "doc.signature_rule": lambda: describe_rule(doc.required_signatures),
-        "process.key": lambda: process.key if process else "-",
-        "process.title": lambda: process.title if process else "-",
-        "process.owner": lambda: people[process.owner].name if process else people[doc.owner].name,
-        "process.signers": lambda: _signers(process.required_signatures if process else "all"),
-        "process.signature_rule": lambda: describe_rule(process.required_signatures if process else "all"),
-        "process.aspects": aspects_section,
-        "systems": lambda: _systems(config),
-        "retention.years": lambda: str(config.retention.years),
-        "management_review.schedule": lambda: _schedule(config),
-        "approvals.slack_signing": lambda: (
+    def name_of(self, person_id: str) -> str:
+        return next((p.name for p in self.config.people if p.id == person_id), person_id)
+
+
+def _aspects_section(s: _Subject) -> str:
+    process = s.process
+    if process is None or not process.aspects:
+        title = process.title if process else s.doc.title
+        return f"{title} covers no Art. 17(1) aspect on its own. It supports the quality management system as a whole."
+    head = (
+        f"The {process.title} process (`{process.key}`) implements the following aspects of the quality "
+        "management system required by Art. 17(1) of Regulation (EU) 2024/1689 (as assigned in qms.yaml):"
+    )
+    return "\n".join([head, "", *(f"- ({a}) {ASPECTS[a]}" for a in process.aspects)])
+
+
+def _slack_signing(s: _Subject) -> str:
+    if s.config.approvals.slack_signing == "reauth":
+        return (
             "from Slack by opening the dashboard signing page, where the password is entered again "
             "(a click in Slack alone does not sign)"
-            if config.approvals.slack_signing == "reauth"
-            else "through Slack, where the person's Slack account identifies them"
-        ),
-    }
+        )
+    return "through Slack, where the person's Slack account identifies them"
+
+
+# the placeholders without an argument, and what each is filled with
+_FIELDS: dict[str, Callable[[_Subject], str]] = {
+    "org.name": lambda s: s.config.organisation.name,
+    "org.timezone": lambda s: s.config.organisation.timezone,
+    "doc.title": lambda s: s.doc.title,
+    "doc.owner": lambda s: s.name_of(s.doc.owner),
+    "doc.approvers": lambda s: _names(s.config.approvers_of(s.doc)),
+    "doc.review_interval_months": lambda s: str(s.doc.review_interval_months),
+    "doc.signature_rule": lambda s: describe_rule(s.doc.required_signatures),
+    "process.key": lambda s: s.process.key if s.process else "-",
+    "process.title": lambda s: s.process.title if s.process else "-",
+    "process.owner": lambda s: s.name_of(s.process.owner if s.process else s.doc.owner),
+    "process.signers": lambda s: _signers(s.process.required_signatures if s.process else "all"),
+    "process.signature_rule": lambda s: describe_rule(s.process.required_signatures if s.process else "all"),
+    "process.aspects": _aspects_section,
+    "systems": lambda s: _systems(s.config),
+    "retention.years": lambda s: str(s.config.retention.years),
+    "management_review.schedule": lambda s: _schedule(s.config),
+    "approvals.slack_signing": _slack_signing,
+}
+KNOWN = (*_FIELDS, "document ID")
+
+
+def values(config: QmsConfig, doc_id: str) -> Callable[[str, str | None], str]:
+    """The placeholder lookup for one document: ``lookup(name, argument) -> text``."""
+    subject = _Subject(
+        config, config.document(doc_id), next((p for p in config.processes if p.procedure == doc_id), None)
+    )
     titled = {d.id: d.title for d in config.documents}
 
     def lookup(name: str, argument: str | None) -> str:
@@ -109,35 +129,17 @@ def values(config: QmsConfig, doc_id: str) -> Callable[[str, str | None], str]:
             if not argument:
                 raise PlaceholderError("{{qms:document ID}} needs a document id")
             return f"{argument} {titled[argument]}" if argument in titled else argument
-        if name not in plain:
+        if name not in _FIELDS:
             raise PlaceholderError(f"unknown placeholder {{{{qms:{name}}}}} (known: {', '.join(KNOWN)})")
         if argument:
             raise PlaceholderError(f"{{{{qms:{name}}}}} takes no argument (got {argument!r})")
-        return plain[name]()
+        return _FIELDS[name](subject)
 
     return lookup
 
 
-KNOWN = (
-    "org.name",
-    "org.timezone",
-    "doc.title",
-    "doc.owner",
-    "doc.approvers",
-    "doc.review_interval_months",
-    "doc.signature_rule",
-    "process.key",
-    "process.title",
-    "process.owner",
-    "process.signers",
-    "process.signature_rule",
-    "process.aspects",
-    "systems",
-    "retention.years",
-    "management_review.schedule",
-    "approvals.slack_signing",
-    "document ID",
-)
+def _line(text: str, match: re.Match[str]) -> int:
+    return text.count("\n", 0, match.start()) + 1
 
 
 def fill(text: str, lookup: Callable[[str, str | None], str], source: str) -> str:
@@ -147,8 +149,7 @@ def fill(text: str, lookup: Callable[[str, str | None], str], source: str) -> st
         try:
             return lookup(match.group(1), match.group(2))
         except PlaceholderError as exc:
-            line = text.count("\n", 0, match.start()) + 1
-            raise PlaceholderError(f"{source}:{line}: {exc}") from None
+            raise PlaceholderError(f"{source}:{_line(text, match)}: {exc}") from None
 
     return PLACEHOLDER.sub(replace, text)
 
@@ -160,7 +161,7 @@ def problems(text: str, lookup: Callable[[str, str | None], str], source: str) -
         try:
             lookup(match.group(1), match.group(2))
         except PlaceholderError as exc:
-            found.append(f"{source}:{text.count(chr(10), 0, match.start()) + 1}: {exc}")
+            found.append(f"{source}:{_line(text, match)}: {exc}")
     return found
 
 

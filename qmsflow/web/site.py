@@ -11,16 +11,19 @@ recorded in the trail. Each area of the dashboard is one router in ``web/pages/`
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import Depends, HTTPException, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from ..context import QmsContext
+from ..domain.errors import DomainError
 from ..paths import templates_dir
 from ..services import accounts
+from ..services.delivery import deliver
 from ..store.uow import UnitOfWork
 
 COOKIE = "qms_session"
@@ -110,6 +113,32 @@ class Site:
             uow.record("web.refused", f"user:{user.username}", None, {"attempted": what, "reason": reason})
             uow.commit()
         raise HTTPException(403, reason)
+
+    def change_from_form(
+        self,
+        user: accounts.SignedIn,
+        csrf: str,
+        what: str,
+        change: Callable[[UnitOfWork], object],
+        on_refusal: Callable[[str], HTMLResponse],
+        done: str,
+    ) -> Response:
+        """A change of a QMS record from a dashboard form, in the signed-in person's name: the form's CSRF token
+        checked, a viewer refused (recorded), a refusal of the service shown on the form's page
+        (``on_refusal(reason)``, answered 400, nothing written), else the outbox delivered and the browser sent
+        to ``done`` (303)."""
+        self.check_csrf(user, csrf)
+        if not user.may("approver"):
+            self.refuse(user, what, f"{user.username} is a viewer: viewers record nothing")
+        try:
+            with UnitOfWork(self.db, user.person) as uow:  # the services record their own refusals
+                change(uow)
+        except DomainError as exc:
+            page = on_refusal(str(exc))
+            page.status_code = 400
+            return page
+        deliver(self.db, self.ctx.config)
+        return RedirectResponse(done, status_code=303)
 
     @property
     def User(self):  # noqa: ANN201, N802 - a dependency type, used as an annotation

@@ -5,14 +5,11 @@ from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Form, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 
 from ...domain import limits
 from ...domain.audit import RESULTS
-from ...domain.errors import DomainError
 from ...services import audit, queries
-from ...services.delivery import deliver
-from ...store.uow import UnitOfWork
 from ..site import Site
 
 
@@ -66,18 +63,14 @@ def router(site: Site) -> APIRouter:
         note: Annotated[str, Form(max_length=limits.TEXT)] = "",
         csrf: Annotated[str, Form(max_length=200)] = "",
     ) -> Response:
-        site.check_csrf(user, csrf)
-        if not user.may("approver"):
-            site.refuse(user, f"record {audit_id} item {item}", f"{user.username} is a viewer: viewers record nothing")
         refs = [r for r in evidence.replace(",", " ").split() if r]
-        try:
-            with UnitOfWork(db, user.person) as uow:  # the service records its own refusals
-                audit.record(uow, site.ctx.config, audit_id, item, result, refs, note, user.person)
-        except DomainError as exc:
-            page = audit_page(request, audit_id, user, error=str(exc))
-            page.status_code = 400
-            return page
-        deliver(db, site.ctx.config)
-        return RedirectResponse(f"/audits/{quote(audit_id)}#item-{item}", status_code=303)
+        return site.change_from_form(
+            user,
+            csrf,
+            f"record {audit_id} item {item}",
+            lambda uow: audit.record(uow, site.ctx.config, audit_id, item, result, refs, note, user.person),
+            lambda reason: audit_page(request, audit_id, user, error=reason),
+            f"/audits/{quote(audit_id)}#item-{item}",
+        )
 
     return router

@@ -7,14 +7,13 @@ from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Form, HTTPException, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 
 from ...domain import limits
 from ...domain.errors import DomainError
 from ...domain.management_review import OUTPUT_KINDS, gaps
 from ...services import management_review as mr
 from ...services import queries
-from ...services.delivery import deliver
 from ...store.uow import UnitOfWork
 from ..site import Site
 
@@ -74,20 +73,14 @@ def router(site: Site) -> APIRouter:
             raise HTTPException(404, str(exc)) from None
 
     def _change(request: Request, review_id: str, user, csrf: str, what: str, change, anchor: str) -> Response:  # noqa: ANN001
-        """Run one change of the minutes as the signed-in person: a viewer is refused (recorded); a refusal
-        of the service comes back on the form, with what was typed kept in the browser's history."""
-        site.check_csrf(user, csrf)
-        if not user.may("approver"):
-            site.refuse(user, f"{what} in {review_id}", f"{user.username} is a viewer: viewers record nothing")
-        try:
-            with UnitOfWork(db, user.person) as uow:
-                change(uow)
-        except DomainError as exc:
-            page = review_page(request, review_id, user, error=str(exc))
-            page.status_code = 400
-            return page
-        deliver(db, site.ctx.config)
-        return RedirectResponse(f"/management-reviews/{quote(review_id)}#{anchor}", status_code=303)
+        return site.change_from_form(
+            user,
+            csrf,
+            f"{what} in {review_id}",
+            change,
+            lambda reason: review_page(request, review_id, user, error=reason),
+            f"/management-reviews/{quote(review_id)}#{anchor}",
+        )
 
     @router.post("/management-reviews/{review_id}/inputs")
     def address_input(
