@@ -45,7 +45,7 @@ def test_a_copy_is_filled_from_the_qms_yaml_in_force_and_names_it(synced_ctx: Qm
     html = first.read_text()
     assert "Test AI GmbH" in html and "Dev Patel" in html and "Triage Assist" in html
     assert "{{qms:" not in html
-    assert procedure_text.config_digest(ctx.config) in html  # "Filled from qms.yaml SHA-256 …"
+    assert procedure_text.config_digest(ctx.config) in html  # "Filled from the configuration of qms.yaml … SHA-256 …"
 
     # qms.yaml changes: the organisation is renamed, the document gets another owner, a system is added
     config_file = ctx.root / "qms.yaml"
