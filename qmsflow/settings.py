@@ -313,12 +313,8 @@ def check_repo(loaded: LoadedConfig) -> tuple[list[ConfigIssue], list[str]]:
             )
             continue
         text = target.read_text(encoding="utf-8", errors="replace")
-        lookup = procedure_text.values(loaded.config, doc.id)
-        for match in procedure_text.PLACEHOLDER.finditer(text):
-            try:
-                lookup(match.group(1), match.group(2))
-            except procedure_text.PlaceholderError as exc:
-                errors.append(ConfigIssue(doc.path, text.count("\n", 0, match.start()) + 1, "", str(exc)))
+        for line, what in procedure_text.bad_placeholders(text, procedure_text.values(loaded.config, doc.id)):
+            errors.append(ConfigIssue(doc.path, line, "", what))
     warnings = []
     missing = uncovered(loaded.config.covered_aspects())
     if missing:

@@ -154,15 +154,20 @@ def fill(text: str, lookup: Callable[[str, str | None], str], source: str) -> st
     return PLACEHOLDER.sub(replace, text)
 
 
-def problems(text: str, lookup: Callable[[str, str | None], str], source: str) -> list[str]:
-    """Every bad placeholder of ``text`` as ``source:line: what``."""
+def bad_placeholders(text: str, lookup: Callable[[str, str | None], str]) -> list[tuple[int, str]]:
+    """Every bad placeholder of ``text``: (line, what is wrong)."""
     found = []
     for match in PLACEHOLDER.finditer(text):
         try:
             lookup(match.group(1), match.group(2))
         except PlaceholderError as exc:
-            found.append(f"{source}:{_line(text, match)}: {exc}")
+            found.append((_line(text, match), str(exc)))
     return found
+
+
+def problems(text: str, lookup: Callable[[str, str | None], str], source: str) -> list[str]:
+    """Every bad placeholder of ``text`` as ``source:line: what``."""
+    return [f"{source}:{line}: {what}" for line, what in bad_placeholders(text, lookup)]
 
 
 def has_placeholders(text: str) -> bool:
